@@ -1,0 +1,5 @@
+import sys
+
+from physeg.cli import main
+
+sys.exit(main())

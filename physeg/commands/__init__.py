@@ -1,0 +1,6 @@
+"""Sub-commands of the ``physeg`` CLI; each module exposes ``register(subparsers)``."""
+
+#: Modules under ``physeg.commands`` registered by :func:`physeg.cli.build_parser`, in help order.
+COMMANDS: tuple[str, ...] = (
+    "paper",
+)

@@ -1,0 +1,212 @@
+"""Execute the numbered notebooks with papermill and build the site.
+
+The paper is the set of numbered jupytext notebooks under ``notebooks/``
+(``00_overview.py``, ``01_simulation.py``, ...). For each one, in order, this
+runner
+
+1. converts it to ``.ipynb`` with jupytext,
+2. executes it with papermill, injecting ``profile`` into the cell tagged
+   ``parameters``, and writes the executed copy to ``_build/notebooks/``,
+3. stops at the first failure, printing the notebook, the failing cell and the
+   traceback, and exits non-zero.
+
+Then it builds the static MyST site into ``_build/html`` (offline).
+Notebooks talk to each other only through :mod:`physeg` (cached results under
+:func:`physeg.paths.cache_root`), never through the working directory.
+
+Usage::
+
+    python -m physeg.paper --profile demo      # or: physeg paper --profile demo
+    python -m physeg.paper --profile smoke --only 01 02 --no-site
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from physeg.paths import build_root, notebooks_dir
+from physeg.profiles import PROFILES, get_profile
+
+log = logging.getLogger("physeg.paper")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; carries what a reader needs to find the error."""
+
+    def __init__(self, notebook: Path, cell_index: int | None, cell_source: str, traceback: str):
+        self.notebook = notebook
+        self.cell_index = cell_index
+        self.cell_source = cell_source
+        self.traceback = traceback
+        where = f"cell {cell_index}" if cell_index is not None else "an unknown cell"
+        super().__init__(f"notebook {notebook.name} failed in {where}")
+
+    def report(self) -> str:
+        """Multi-line message: notebook, cell, the cell's source and the traceback."""
+        return (
+            f"\n{'=' * 72}\nFAILED: {self.notebook}\n"
+            f"cell: {self.cell_index}\n{'-' * 72}\n{self.cell_source}\n{'-' * 72}\n"
+            f"{self.traceback}\n{'=' * 72}"
+        )
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """Outcome of one executed notebook."""
+
+    source: Path
+    executed: Path
+    seconds: float
+
+
+def discover_notebooks(folder: Path | None = None) -> list[Path]:
+    """Numbered notebooks (``NN_name.py`` or ``NN_name.md``) in execution order."""
+    folder = folder or notebooks_dir()
+    found = [p for p in folder.iterdir() if p.suffix in {".py", ".md"} and p.name[:2].isdigit() and p.name[2] == "_"]
+    return sorted(found, key=lambda p: p.name)
+
+
+def _select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    if not only:
+        return notebooks
+    chosen = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in only)]
+    if not chosen:
+        raise ValueError(f"--only {only} matches none of {[nb.name for nb in notebooks]}")
+    return chosen
+
+
+def _failure_from(exc: Exception, source: Path, executed: Path) -> NotebookFailed:
+    """Turn papermill's execution error into a :class:`NotebookFailed` with the cell source."""
+    import nbformat
+
+    cell_index = getattr(exc, "exec_count", None)
+    traceback = "\n".join(getattr(exc, "traceback", []) or [str(exc)])
+    cell_source = ""
+    if executed.exists():
+        nb = nbformat.read(executed, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+                cell_index, cell_source = i, cell.source
+                break
+    # Strip ANSI colour codes so logs and CI output stay readable.
+    import re
+
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", traceback)
+    return NotebookFailed(source, cell_index, cell_source, traceback)
+
+
+def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: int = 3600) -> NotebookRun:
+    """Convert ``source`` with jupytext and execute it with papermill into ``out_dir``.
+
+    Raises
+    ------
+    NotebookFailed
+        If any cell raises; the executed copy with the error is still written.
+    """
+    import jupytext
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / "sources"
+    staging.mkdir(parents=True, exist_ok=True)
+    converted = staging / f"{source.stem}.ipynb"
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    jupytext.write(notebook, converted, fmt="ipynb")
+    executed = out_dir / f"{source.stem}.ipynb"
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(converted),
+            str(executed),
+            parameters={"profile": profile},
+            kernel_name="python3",
+            cwd=str(out_dir),
+            progress_bar=sys.stderr.isatty(),
+            execution_timeout=timeout_s,
+        )
+    except papermill.PapermillExecutionError as exc:
+        raise _failure_from(exc, source, executed) from exc
+    return NotebookRun(source=source, executed=executed, seconds=time.perf_counter() - start)
+
+
+def run_paper(
+    *,
+    profile: str,
+    only: list[str] | None = None,
+    notebooks_folder: Path | None = None,
+    out_dir: Path | None = None,
+    build_site: bool = True,
+) -> list[NotebookRun]:
+    """Execute the notebooks in order on ``profile`` and (optionally) build the site.
+
+    A full run (``only=None``) first clears stale executed copies so the site
+    never shows a page from an earlier run.
+    """
+    get_profile(profile)  # fail early on an unknown name
+    out_dir = out_dir or build_root() / "notebooks"
+    notebooks = _select(discover_notebooks(notebooks_folder), only)
+    if only is None and out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.environ["PHYSEG_PROFILE"] = profile  # kernels inherit it
+    runs: list[NotebookRun] = []
+    for i, source in enumerate(notebooks, 1):
+        log.info("[%d/%d] executing %s (profile=%s)", i, len(notebooks), source.name, profile)
+        run = execute_notebook(source, profile=profile, out_dir=out_dir)
+        log.info("        done in %.1f s -> %s", run.seconds, run.executed)
+        runs.append(run)
+    timings = {r.source.name: round(r.seconds, 1) for r in runs}
+    (out_dir.parent / "timings.json").write_text(json.dumps({"profile": profile, "seconds": timings}, indent=2))
+    if build_site:
+        from physeg.site import build_site as _build_site
+
+        html = _build_site()
+        log.info("site written to %s (open %s)", html, html / "index.html")
+    return runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``python -m physeg.paper`` and ``physeg paper``."""
+    parser.add_argument(
+        "--profile", default=os.environ.get("PHYSEG_PROFILE", "demo"), choices=sorted(PROFILES),
+        help="compute profile injected into every notebook (default: $PHYSEG_PROFILE or demo)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only notebooks whose names start with these prefixes, e.g. 01 02")
+    parser.add_argument("--no-site", action="store_true", help="execute notebooks but do not build the site")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Entry point behind the CLI; returns an exit code."""
+    try:
+        runs = run_paper(profile=args.profile, only=args.only, build_site=not args.no_site)
+    except NotebookFailed as failure:
+        print(failure.report(), file=sys.stderr)
+        print(f"physeg paper: {failure}", file=sys.stderr)
+        return 1
+    total = sum(r.seconds for r in runs)
+    print(f"physeg paper: executed {len(runs)} notebooks on profile {args.profile!r} in {total:.0f} s")
+    print(f"executed notebooks: {build_root() / 'notebooks'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m physeg.paper", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_from_args(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
