@@ -158,13 +158,20 @@ def run_paper(
     notebooks = _select(discover_notebooks(notebooks_folder), only)
     if only is None and out_dir.exists():
         shutil.rmtree(out_dir)
+    previous = os.environ.get("PHYSEG_PROFILE")
     os.environ["PHYSEG_PROFILE"] = profile  # kernels inherit it
     runs: list[NotebookRun] = []
-    for i, source in enumerate(notebooks, 1):
-        log.info("[%d/%d] executing %s (profile=%s)", i, len(notebooks), source.name, profile)
-        run = execute_notebook(source, profile=profile, out_dir=out_dir)
-        log.info("        done in %.1f s -> %s", run.seconds, run.executed)
-        runs.append(run)
+    try:
+        for i, source in enumerate(notebooks, 1):
+            log.info("[%d/%d] executing %s (profile=%s)", i, len(notebooks), source.name, profile)
+            run = execute_notebook(source, profile=profile, out_dir=out_dir)
+            log.info("        done in %.1f s -> %s", run.seconds, run.executed)
+            runs.append(run)
+    finally:
+        if previous is None:
+            os.environ.pop("PHYSEG_PROFILE", None)
+        else:
+            os.environ["PHYSEG_PROFILE"] = previous
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
     (out_dir.parent / "timings.json").write_text(json.dumps({"profile": profile, "seconds": timings}, indent=2))
     if build_site:
@@ -183,12 +190,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only notebooks whose names start with these prefixes, e.g. 01 02")
     parser.add_argument("--no-site", action="store_true", help="execute notebooks but do not build the site")
+    parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR",
+                        help="folder of numbered notebooks (default: notebooks/ of this checkout)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Entry point behind the CLI; returns an exit code."""
     try:
-        runs = run_paper(profile=args.profile, only=args.only, build_site=not args.no_site)
+        runs = run_paper(profile=args.profile, only=args.only, notebooks_folder=args.notebooks,
+                         build_site=not args.no_site)
     except NotebookFailed as failure:
         print(failure.report(), file=sys.stderr)
         print(f"physeg paper: {failure}", file=sys.stderr)
