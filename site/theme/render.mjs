@@ -1,0 +1,419 @@
+// physeg offline MyST site renderer.
+//
+// `myst build --html` runs this script (template.yml: build.render) from this
+// folder with two environment variables:
+//   CONTENT_CDN      URL of the MyST content server (config.json, content/<slug>.json, public files)
+//   BUILD_DIRECTORY  folder to write the static site into (<project>/_build/html)
+//
+// It turns every page's MyST AST (mdast) into one static HTML file with a
+// navigation sidebar. Everything the pages need (KaTeX CSS and fonts, the
+// stylesheet, figures, notebook downloads) is written next to them, and every
+// link is relative, so the folder works from any static file server under any
+// path, and from file://. Nothing here touches the network beyond CONTENT_CDN.
+//
+// Besides the pages it writes `site-manifest.json` (pages, their sources, and
+// the problems found while rendering, e.g. equations KaTeX could not typeset);
+// physeg.site reads it to check the build.
+
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { mystToHast } from 'myst-to-html';
+import { toHtml } from 'hast-util-to-html';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const FETCH_TIMEOUT_MS = 60_000;
+
+const CDN = (process.env.CONTENT_CDN || '').replace(/\/+$/, '');
+const OUT = process.env.BUILD_DIRECTORY;
+
+/** Problems found while rendering; reported in the manifest and on stderr. */
+const problems = [];
+function problem(page, kind, message) {
+  problems.push({ page, kind, message });
+  console.error(`physeg-site: [${kind}] ${page}: ${message}`);
+}
+
+// ---------------------------------------------------------------- utilities
+
+function escapeHtml(text) {
+  return String(text)
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
+}
+
+const ANSI_RE = /\u001b\[[0-9;?]*[ -/]*[@-~]|\u001b[@-Z\\-_]/g;
+function stripAnsi(text) {
+  return String(text).replace(ANSI_RE, '');
+}
+
+function joinText(value) {
+  return Array.isArray(value) ? value.join('') : String(value ?? '');
+}
+
+async function fetchOk(url) {
+  const response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+  if (!response.ok) throw new Error(`GET ${url} -> HTTP ${response.status}`);
+  return response;
+}
+
+async function fetchJson(urlPath) {
+  return (await fetchOk(CDN + urlPath)).json();
+}
+
+/** Public files (figures, downloads) already copied: server path -> local file name. */
+const copied = new Map();
+
+/** Safe local file name for a content-server path such as `/abc123.png`. */
+function localName(serverPath) {
+  const base = decodeURIComponent(serverPath.split(/[?#]/)[0]).replace(/^\/+/, '');
+  const clean = base.replace(/[^A-Za-z0-9._-]/g, '_');
+  return clean && !clean.startsWith('.') ? clean : `file-${crypto.createHash('sha1').update(base).digest('hex').slice(0, 12)}`;
+}
+
+/** Copy a file served by the content server into the site; returns its relative href. */
+async function copyPublic(serverPath, page) {
+  if (copied.has(serverPath)) return copied.get(serverPath);
+  const name = path.posix.join('files', localName(serverPath));
+  try {
+    const data = Buffer.from(await (await fetchOk(CDN + serverPath)).arrayBuffer());
+    await fs.writeFile(path.join(OUT, name), data);
+  } catch (err) {
+    problem(page, 'missing-file', `${serverPath}: ${err.message}`);
+  }
+  copied.set(serverPath, name);
+  return name;
+}
+
+/** Write inline (base64 or text) output content as a file; returns its relative href. */
+async function writeInline(content, contentType, base64) {
+  const ext = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/gif': 'gif', 'image/svg+xml': 'svg' }[contentType] || 'bin';
+  const data = base64 ? Buffer.from(String(content).replace(/\s+/g, ''), 'base64') : Buffer.from(joinText(content));
+  const name = `files/inline-${crypto.createHash('sha256').update(data).digest('hex').slice(0, 20)}.${ext}`;
+  await fs.writeFile(path.join(OUT, name), data);
+  return name;
+}
+
+// ------------------------------------------------------------ page routing
+
+let pageFiles = new Map(); // slug -> file name
+
+function pageFile(slug) {
+  return slug === indexSlug ? 'index.html' : `${slug}.html`;
+}
+let indexSlug = 'index';
+
+/** Rewrite a site-absolute URL (`/slug#id`, `/file.png`) to a relative href. */
+async function relativeHref(url, page) {
+  if (!url) return url;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(url) || url.startsWith('//')) return url; // external
+  if (url.startsWith('#')) return url;
+  if (!url.startsWith('/')) return url; // already relative
+  const [pathPart, ...hashParts] = url.split('#');
+  const hash = hashParts.length ? `#${hashParts.join('#')}` : '';
+  const slug = pathPart.replace(/^\/+|\/+$/g, '');
+  if (slug === '') return `index.html${hash}`;
+  if (pageFiles.has(slug)) return `${pageFiles.get(slug)}${hash}`;
+  if (/\.[A-Za-z0-9]+$/.test(slug)) return (await copyPublic(pathPart, page)) + hash;
+  problem(page, 'broken-link', `no page for internal link ${url}`);
+  return `${slug}.html${hash}`;
+}
+
+// ------------------------------------------------------------ notebook outputs
+
+const IMAGE_TYPES = ['image/svg+xml', 'image/png', 'image/jpeg', 'image/gif'];
+const MIME_PRIORITY = [...IMAGE_TYPES, 'text/html', 'text/latex', 'text/markdown', 'text/plain'];
+
+async function bundleText(entry) {
+  if (entry.content !== undefined) return joinText(entry.content);
+  if (entry.path) return (await fetchOk(CDN + entry.path)).text();
+  return '';
+}
+
+async function renderMimeBundle(data, page) {
+  const types = Object.keys(data || {});
+  const chosen = MIME_PRIORITY.find((t) => types.includes(t));
+  if (!chosen) {
+    if (types.length) problem(page, 'unsupported-output', `no renderer for ${types.join(', ')}`);
+    return '';
+  }
+  const entry = data[chosen];
+  if (IMAGE_TYPES.includes(chosen)) {
+    let src;
+    if (entry.path) src = await copyPublic(entry.path, page);
+    else src = await writeInline(entry.content, chosen, chosen !== 'image/svg+xml');
+    const alt = data['text/plain'] ? stripAnsi(await bundleText(data['text/plain'])) : 'figure';
+    return `<img class="output-image" src="${escapeHtml(src)}" alt="${escapeHtml(alt)}" loading="eager">`;
+  }
+  const text = await bundleText(entry);
+  if (chosen === 'text/html') return `<div class="output-html">${text}</div>`;
+  return `<pre class="output-text">${escapeHtml(stripAnsi(text))}</pre>`;
+}
+
+async function renderJupyterOutput(out, page) {
+  switch (out.output_type) {
+    case 'stream':
+      return `<pre class="output-stream ${escapeHtml(out.name || 'stdout')}">${escapeHtml(stripAnsi(joinText(out.text)))}</pre>`;
+    case 'error': {
+      const tb = Array.isArray(out.traceback) ? out.traceback.join('\n') : joinText(out.traceback);
+      const text = tb || `${out.ename}: ${out.evalue}`;
+      return `<pre class="output-error">${escapeHtml(stripAnsi(text))}</pre>`;
+    }
+    case 'execute_result':
+    case 'display_data':
+    case 'update_display_data':
+      return renderMimeBundle(out.data, page);
+    default:
+      problem(page, 'unsupported-output', `output_type ${out.output_type}`);
+      return '';
+  }
+}
+
+async function renderOutputNode(node, page) {
+  const outs = Array.isArray(node.jupyter_data) ? node.jupyter_data : node.jupyter_data ? [node.jupyter_data] : [];
+  // older MyST versions kept a `data` array on the output node
+  if (!outs.length && Array.isArray(node.data)) outs.push(...node.data);
+  const parts = [];
+  for (const out of outs) parts.push(await renderJupyterOutput(out, page));
+  return `<div class="output">${parts.join('\n')}</div>`;
+}
+
+// ------------------------------------------------------------ math
+
+function renderMath(node, page) {
+  const display = node.type === 'math';
+  const id = node.html_id || node.identifier || node.label;
+  const idAttr = id ? ` id="${escapeHtml(id)}"` : '';
+  if (node.error || !node.html) {
+    const message = node.message || 'equation was not typeset';
+    problem(page, 'math-error', `${message} in: ${node.value}`);
+    const tag = display ? 'div' : 'span';
+    return `<${tag} class="math-error"${idAttr} title="${escapeHtml(message)}"><code>${escapeHtml(node.value)}</code></${tag}>`;
+  }
+  if (!display) return `<span class="math-inline">${node.html}</span>`;
+  const number = node.enumerator && node.enumerated !== false ? `<span class="eqno">(${escapeHtml(node.enumerator)})</span>` : '';
+  return `<div class="math-display"${idAttr}>${node.html}${number}</div>`;
+}
+
+// ------------------------------------------------------------ mdast preparation
+
+/**
+ * Walk the page AST: drop removed nodes, wrap hidden ones in <details>,
+ * replace math and outputs by raw HTML, make URLs relative and copy files.
+ */
+async function prepare(node, page) {
+  if (!node || typeof node !== 'object') return node;
+  if (node.visibility === 'remove') return null;
+  if (node.html_id) node.identifier = node.html_id; // the anchor ids MyST links to
+
+  switch (node.type) {
+    case 'math':
+    case 'inlineMath':
+      return { type: 'html', value: renderMath(node, page) };
+    case 'output':
+      return { type: 'html', value: await renderOutputNode(node, page) };
+    case 'link':
+    case 'linkBlock':
+    case 'crossReference':
+      if (node.url) node.url = await relativeHref(node.url, page);
+      break;
+    case 'image':
+      if (node.url) node.url = await relativeHref(node.url, page);
+      delete node.urlOptimized;
+      break;
+    default:
+      break;
+  }
+  if (Array.isArray(node.children)) {
+    const kids = [];
+    for (const child of node.children) {
+      const done = await prepare(child, page);
+      if (done) kids.push(done);
+    }
+    node.children = kids;
+  }
+  if (node.visibility === 'hide') {
+    const label = node.type === 'outputs' || node.type === 'output' ? 'Show output' : 'Show code';
+    const inner = { ...node };
+    delete inner.visibility;
+    return {
+      type: 'details',
+      children: [{ type: 'summary', children: [{ type: 'text', value: label }] }, inner],
+    };
+  }
+  return node;
+}
+
+// Handlers for mdast-util-to-hast 12 (the version myst-to-html 1.7.3 uses):
+// `h(node, tagName, props, children)` builds an element, `h.all(node)` the children.
+const handlers = {
+  details: (h, node) => h(node, 'details', { className: ['toggle'] }, h.all(node)),
+  summary: (h, node) => h(node, 'summary', {}, h.all(node)),
+  heading: (h, node) => h(node, `h${node.depth}`, { id: node.identifier || undefined }, h.all(node)),
+  block: (h, node) => {
+    const classes = ['block'];
+    if (node.kind) classes.push(node.kind);
+    return h(node, 'div', { className: classes, id: node.identifier || undefined }, h.all(node));
+  },
+  outputs: (h, node) => h(node, 'div', { className: ['outputs'] }, h.all(node)),
+  crossReference: (h, node) => {
+    const href = node.url ? node.url : `#${node.identifier}`;
+    const target = node.url && node.identifier && !node.url.includes('#') ? `${href}#${node.identifier}` : href;
+    return h(node, 'a', { href: target, className: ['xref'] }, h.all(node));
+  },
+  cite: (h, node) => {
+    const kids = h.all(node);
+    return h(node, 'span', { className: ['cite'] }, kids.length ? kids : [{ type: 'text', value: node.label || node.identifier || '' }]);
+  },
+  citeGroup: (h, node) => h(node, 'span', { className: ['cite-group'] }, h.all(node)),
+  footnoteReference: (h, node) =>
+    h(node, 'sup', { className: ['footnote-ref'] }, [
+      h(node, 'a', { href: `#fn-${node.identifier}` }, [{ type: 'text', value: String(node.enumerator || node.label || node.identifier) }]),
+    ]),
+  footnoteDefinition: (h, node) =>
+    h(node, 'div', { className: ['footnote'], id: `fn-${node.identifier}` }, [
+      h(node, 'span', { className: ['footnote-label'] }, [{ type: 'text', value: `${node.enumerator || node.label || node.identifier}. ` }]),
+      ...h.all(node),
+    ]),
+};
+
+const toHast = mystToHast({ allowDangerousHtml: true, handlers });
+
+function mdastToHtml(tree) {
+  return toHtml(toHast(tree), { allowDangerousHtml: true });
+}
+
+// ------------------------------------------------------------ page template
+
+function navHtml(nav, currentSlug) {
+  const items = nav.map((entry) => {
+    const level = Math.max(1, Math.min(4, entry.level || 1));
+    if (!entry.slug) return `<li class="nav-section level-${level}">${escapeHtml(entry.title)}</li>`;
+    const current = entry.slug === currentSlug;
+    return `<li class="level-${level}${current ? ' current' : ''}"><a href="${escapeHtml(pageFile(entry.slug))}"${current ? ' aria-current="page"' : ''}>${escapeHtml(entry.title || entry.slug)}</a></li>`;
+  });
+  return `<ol class="nav-pages">\n${items.join('\n')}\n</ol>`;
+}
+
+function pageHtml({ siteTitle, nav, slug, frontmatter, body, downloads, prev, next }) {
+  const title = frontmatter.title || slug;
+  const heading = frontmatter.content_includes_title ? '' : `<h1 class="page-title">${escapeHtml(title)}</h1>`;
+  const subtitle = frontmatter.subtitle ? `<p class="subtitle">${escapeHtml(frontmatter.subtitle)}</p>` : '';
+  const dl = downloads.length
+    ? `<p class="downloads">${downloads.map((d) => `<a class="download" href="${escapeHtml(d.href)}" download>${escapeHtml(d.label)}</a>`).join(' ')}</p>`
+    : '';
+  const pager = [
+    prev ? `<a class="prev" rel="prev" href="${escapeHtml(pageFile(prev.slug))}">&larr; ${escapeHtml(prev.title)}</a>` : '<span></span>',
+    next ? `<a class="next" rel="next" href="${escapeHtml(pageFile(next.slug))}">${escapeHtml(next.title)} &rarr;</a>` : '<span></span>',
+  ].join('\n');
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)} · ${escapeHtml(siteTitle)}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="_static/katex/katex.min.css">
+<link rel="stylesheet" href="_static/physeg.css">
+</head>
+<body>
+<nav class="sidebar" aria-label="Pages">
+<p class="site-title"><a href="index.html">${escapeHtml(siteTitle)}</a></p>
+${navHtml(nav, slug)}
+</nav>
+<main class="content">
+<article>
+${heading}
+${subtitle}
+${dl}
+${body}
+</article>
+<nav class="pager" aria-label="Previous and next page">
+${pager}
+</nav>
+<footer>Built with MyST (mystmd) from the executed notebooks; rendered offline by the physeg site template.</footer>
+</main>
+</body>
+</html>
+`;
+}
+
+// ------------------------------------------------------------ main
+
+async function copyDir(from, to, filter = () => true) {
+  await fs.mkdir(to, { recursive: true });
+  for (const entry of await fs.readdir(from, { withFileTypes: true })) {
+    const src = path.join(from, entry.name);
+    const dst = path.join(to, entry.name);
+    if (entry.isDirectory()) await copyDir(src, dst, filter);
+    else if (filter(entry.name)) await fs.copyFile(src, dst);
+  }
+}
+
+async function main() {
+  if (!CDN || !OUT) throw new Error('CONTENT_CDN and BUILD_DIRECTORY must be set (this script is run by `myst build --html`)');
+  if (path.basename(OUT) !== 'html') throw new Error(`refusing to write into unexpected BUILD_DIRECTORY ${OUT}`);
+  await fs.rm(OUT, { recursive: true, force: true });
+  await fs.mkdir(path.join(OUT, 'files'), { recursive: true });
+
+  // static assets: KaTeX (CSS + fonts) and our stylesheet
+  const katexDist = path.dirname(require.resolve('katex/dist/katex.min.css'));
+  await fs.mkdir(path.join(OUT, '_static', 'katex'), { recursive: true });
+  await fs.copyFile(path.join(katexDist, 'katex.min.css'), path.join(OUT, '_static', 'katex', 'katex.min.css'));
+  await copyDir(path.join(katexDist, 'fonts'), path.join(OUT, '_static', 'katex', 'fonts'));
+  await fs.copyFile(path.join(HERE, 'static', 'physeg.css'), path.join(OUT, '_static', 'physeg.css'));
+
+  const config = await fetchJson('/config.json');
+  const project = (config.projects || [])[0];
+  if (!project) throw new Error('the MyST site config has no project');
+  indexSlug = project.index || 'index';
+  const index = await fetchJson(`/content/${indexSlug}.json`);
+  const siteTitle = config.title || project.title || 'physeg';
+
+  // navigation: the index page first, then the toc pages in order
+  const nav = [
+    { slug: indexSlug, title: index.frontmatter?.title || project.title || 'Overview', level: 1 },
+    ...(project.pages || []).map((p) => ({ slug: p.slug, title: p.title, level: p.level })),
+  ];
+  const pages = nav.filter((entry) => entry.slug);
+  pageFiles = new Map(pages.map((p) => [p.slug, pageFile(p.slug)]));
+
+  const manifest = { site_title: siteTitle, myst: config.myst, index: 'index.html', pages: [], problems };
+  for (const [i, entry] of pages.entries()) {
+    const data = entry.slug === indexSlug ? index : await fetchJson(`/content/${entry.slug}.json`);
+    const frontmatter = data.frontmatter || {};
+    const tree = await prepare(data.mdast, entry.slug);
+    const body = mdastToHtml(tree);
+    const downloads = [];
+    for (const exp of frontmatter.exports || []) {
+      if (exp.url && exp.format === 'ipynb') {
+        downloads.push({ label: `Download ${exp.filename || 'notebook'}`, href: await relativeHref(exp.url, entry.slug) });
+      }
+    }
+    const html = pageHtml({
+      siteTitle,
+      nav,
+      slug: entry.slug,
+      frontmatter: { ...frontmatter, title: frontmatter.title || entry.title },
+      body,
+      downloads,
+      prev: pages[i - 1],
+      next: pages[i + 1],
+    });
+    const file = pageFile(entry.slug);
+    await fs.writeFile(path.join(OUT, file), html);
+    manifest.pages.push({ slug: entry.slug, file, title: frontmatter.title || entry.title, source: data.location || null });
+  }
+  await fs.writeFile(path.join(OUT, 'site-manifest.json'), JSON.stringify(manifest, null, 2));
+  console.error(`physeg-site: wrote ${pages.length} pages to ${OUT} (${problems.length} problem(s))`);
+}
+
+main().catch((err) => {
+  console.error(`physeg-site: render failed: ${err.stack || err}`);
+  process.exit(1);
+});
