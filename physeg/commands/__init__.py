@@ -3,4 +3,6 @@
 #: Modules under ``physeg.commands`` registered by :func:`physeg.cli.build_parser`, in help order.
 COMMANDS: tuple[str, ...] = (
     "paper",
+    "data",
+    "pgs",
 )

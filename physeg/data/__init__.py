@@ -1,0 +1,36 @@
+"""Data: the synthetic MPM cohort, BIDS qMRI input/output, the manifest of known datasets.
+
+Public API (DESIGN.md §4)::
+
+    LABELS                                   ("background", "GM", "WM", "CSF")
+    build_cohort(profile, *, root=None) -> Path            BIDS root of the synthetic cohort
+    cohort_split(profile) -> {"train": [...], "val": [...], "test": [...]}
+    list_subjects(bids_root) -> [participant ids]
+    load_subject(bids_root, subject_id) -> Subject         canonical tensors
+"""
+
+from physeg.data.bids import LABELS, Subject, list_subjects, load_subject, write_nifti
+from physeg.data.cohort import (
+    GENERATOR_VERSION,
+    N_SUBJECTS,
+    SPLIT,
+    build_cohort,
+    cohort_split,
+    default_cohort_dir,
+    generate_subject,
+)
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "LABELS",
+    "N_SUBJECTS",
+    "SPLIT",
+    "Subject",
+    "build_cohort",
+    "cohort_split",
+    "default_cohort_dir",
+    "generate_subject",
+    "list_subjects",
+    "load_subject",
+    "write_nifti",
+]

@@ -1,0 +1,429 @@
+"""BIDS qMRI reading and writing: one subject's quantitative maps, mask, PGS and truth.
+
+Layout (BIDS 1.9 qMRI; ``sub-XX`` is the participant label)::
+
+    <root>/dataset_description.json, participants.tsv
+    <root>/sub-XX/anat/sub-XX_R1map.nii.gz   (+ .json, "Units": "1/s")   or _T1map (s or ms)
+    <root>/sub-XX/anat/sub-XX_R2starmap.nii.gz (+ .json, "1/s")          or _T2starmap
+    <root>/sub-XX/anat/sub-XX_PDmap.nii.gz   (+ .json, "a.u." or "%")
+    <root>/sub-XX/anat/sub-XX_desc-brain_mask.nii.gz                      (optional)
+    <root>/derivatives/truth/sub-XX/anat/sub-XX_label-{GM,WM,CSF}_probseg.nii.gz (synthetic only)
+    <root>/derivatives/pgs/sub-XX/anat/sub-XX_dseg.nii.gz  (+ derivatives/pgs/dseg.tsv)
+
+:func:`load_subject` returns the canonical map tensor of the project,
+(3, X, Y, Z) float32 [PD a.u., T1 s, T2* s], converting rates
+:math:`T_1 = 1/R_1`, :math:`T_2^* = 1/R_2^*` (0 where the rate is 0: no tissue).
+
+NIfTI files are written deterministically (:func:`write_nifti`): gzip with
+``mtime = 0`` and no embedded file name, so identical arrays give identical bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from physeg.pgs import TISSUES, physics_gold_standard
+
+log = logging.getLogger(__name__)
+
+#: Label names by integer value of the label maps.
+LABELS: tuple[str, ...] = ("background", "GM", "WM", "CSF")
+
+#: Accepted suffixes per canonical channel: (suffix, kind) with kind "rate" or "time"/"pd".
+MAP_SUFFIXES: dict[str, tuple[tuple[str, str], ...]] = {
+    "PD": (("PDmap", "pd"),),
+    "T1": (("R1map", "rate"), ("T1map", "time")),
+    "T2star": (("R2starmap", "rate"), ("T2starmap", "time")),
+}
+
+# Unit strings (lower case, spaces removed) -> factor to SI (1/s, s, fraction).
+_RATE_UNITS = {"1/s": 1.0, "s-1": 1.0, "s^-1": 1.0, "/s": 1.0, "hz": 1.0, "1/sec": 1.0,
+               "1/ms": 1e3, "ms-1": 1e3, "ms^-1": 1e3, "/ms": 1e3, "khz": 1e3}
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
+               "ms": 1e-3, "msec": 1e-3, "millisecond": 1e-3, "milliseconds": 1e-3}
+_PD_UNITS = {"a.u.": 1.0, "au": 1.0, "arbitrary": 1.0, "arbitraryunits": 1.0, "1": 1.0,
+             "fraction": 1.0, "%": 0.01, "percent": 0.01, "p.u.": 0.01, "pu": 0.01}
+
+# Plausible brain medians in SI units (inside the mask); outside -> wrong units or not a map.
+_PLAUSIBLE_MEDIAN = {"PD": (0.05, 5.0), "T1": (0.1, 10.0), "T2star": (0.003, 1.0)}
+
+
+@dataclass
+class Subject:
+    """One subject's maps and labels on one voxel grid.
+
+    Attributes
+    ----------
+    subject_id : str        BIDS participant id, e.g. ``"sub-01"``.
+    maps : torch.Tensor     (3, X, Y, Z) float32 [PD a.u., T1 s, T2* s].
+    mask : torch.Tensor     (X, Y, Z) bool brain mask.
+    pgs : torch.Tensor      (X, Y, Z) int64 PGS labels (0 bg, 1 GM, 2 WM, 3 CSF).
+    truth : torch.Tensor | None   (4, X, Y, Z) float32 generating fractions [bg, GM, WM, CSF].
+    affine : np.ndarray     (4, 4) voxel-to-world (mm).
+    voxel_volume_ml : float  :math:`|\\det A_{3\\times3}| / 1000`.
+    """
+
+    subject_id: str
+    maps: torch.Tensor
+    mask: torch.Tensor
+    pgs: torch.Tensor
+    truth: torch.Tensor | None
+    affine: np.ndarray
+    voxel_volume_ml: float
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``data`` as NIfTI-1 (``.nii.gz`` or ``.nii``) with reproducible bytes.
+
+    Header: sform and qform set to ``affine`` (code 2, aligned), units mm; gzip
+    level 6 with ``mtime=0`` and no file name, so checksums do not depend on time,
+    machine or path. The file is written to ``<path>.tmp`` and renamed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm")
+    img.set_sform(affine, code=2)
+    img.set_qform(affine, code=2)
+    raw = img.to_bytes()
+    blob = gzip.compress(raw, compresslevel=6, mtime=0) if path.name.endswith(".gz") else raw
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(path)
+    return path
+
+
+def write_json(path: Path, content: dict[str, Any]) -> Path:
+    """JSON with sorted keys and a final newline (stable bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def write_dseg_tsv(path: Path) -> Path:
+    """The BIDS ``dseg.tsv`` lookup table of :data:`LABELS`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["index\tname"] + [f"{i}\t{name}" for i, name in enumerate(LABELS)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def normalise_subject_id(subject_id: str | int) -> str:
+    """``"01"``, ``1`` or ``"sub-01"`` -> ``"sub-01"`` (integers are zero-padded to 2)."""
+    if isinstance(subject_id, int):
+        return f"sub-{subject_id:02d}"
+    s = str(subject_id)
+    return s if s.startswith("sub-") else f"sub-{s}"
+
+
+def list_subjects(bids_root: str | Path) -> list[str]:
+    """Sorted participant ids (``sub-*`` folders) of a BIDS dataset."""
+    root = Path(bids_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"BIDS root {root} does not exist")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("sub-"))
+
+
+def _anat_dir(root: Path, sub: str) -> Path:
+    direct = root / sub / "anat"
+    if direct.is_dir():
+        return direct
+    sessions = sorted((root / sub).glob("ses-*/anat"))
+    if sessions:
+        return sessions[0]
+    raise FileNotFoundError(f"no anat folder for {sub} under {root}")
+
+
+def _find_one(folder: Path, sub: str, suffix: str) -> Path | None:
+    hits = sorted(p for p in folder.glob(f"{sub}_*{suffix}.nii*") if not p.name.endswith(".tmp"))
+    if not hits:
+        return None
+    if len(hits) > 1:
+        log.warning("several %s files for %s, using %s", suffix, sub, hits[0].name)
+    return hits[0]
+
+
+def _sidecar(nifti: Path) -> Path:
+    name = nifti.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
+    return nifti.with_name(stem + ".json")
+
+
+def _unit_factor(units: str, kind: str, path: Path) -> float:
+    key = str(units).strip().lower().replace(" ", "")
+    table = {"rate": _RATE_UNITS, "time": _TIME_UNITS, "pd": _PD_UNITS}[kind]
+    if key not in table:
+        raise ValueError(f"{path}: unsupported Units {units!r} for a {kind} map; expected one of {sorted(table)}")
+    return table[key]
+
+
+def _load_image(path: Path) -> nib.Nifti1Image:
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable NIfTI image ({exc})") from exc
+
+
+def _check_grid(path: Path, img: Any, shape: tuple[int, ...], affine: np.ndarray) -> None:
+    if tuple(img.shape[:3]) != tuple(shape) or (len(img.shape) > 3 and int(np.prod(img.shape[3:])) != 1):
+        raise ValueError(f"{path}: shape {img.shape} does not match the maps' shape {tuple(shape)}")
+    if not np.allclose(img.affine, affine, atol=1e-4):
+        raise ValueError(f"{path}: affine differs from the maps' affine\n{img.affine}\nvs\n{affine}")
+
+
+def read_map_file(path: str | Path, *, kind: str, units: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One quantitative map in SI units and its affine.
+
+    ``kind``: ``"rate"`` (R1/R2*, converted to the time 1/R, 0 where R <= 0),
+    ``"time"`` (T1/T2*) or ``"pd"``. ``units`` overrides the JSON sidecar's
+    ``Units``; without it the sidecar is required.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"map file {path} does not exist")
+    if units is None:
+        side = _sidecar(path)
+        if not side.is_file():
+            raise FileNotFoundError(f"{path}: missing JSON sidecar {side} (needed for 'Units')")
+        meta = json.loads(side.read_text())
+        if "Units" not in meta:
+            raise ValueError(f"{side}: sidecar has no 'Units' field")
+        factor = _unit_factor(meta["Units"], kind, side)
+    else:
+        factor = _unit_factor(units, kind, path)
+    img = _load_image(path)
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    if data.ndim > 3:
+        if int(np.prod(data.shape[3:])) != 1:
+            raise ValueError(f"{path}: expected a 3-D map, got shape {data.shape}")
+        data = data.reshape(data.shape[:3])
+    data = data * factor
+    if kind == "rate":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            data = np.where(data > 0, 1.0 / data, np.where(np.isfinite(data), 0.0, np.nan))
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_map(anat: Path, sub: str, channel: str) -> tuple[np.ndarray, np.ndarray, Path]:
+    """One canonical channel in SI units (PD fraction, T1 s, T2* s), its affine and file."""
+    for suffix, kind in MAP_SUFFIXES[channel]:
+        path = _find_one(anat, sub, suffix)
+        if path is not None:
+            data, affine = read_map_file(path, kind=kind)
+            return data, affine, path
+    names = " or ".join(f"{sub}_{s}.nii[.gz]" for s, _ in MAP_SUFFIXES[channel])
+    raise FileNotFoundError(f"{anat}: missing {channel} map ({names})")
+
+
+def _check_plausible(channel: str, data: np.ndarray, mask: np.ndarray, path: Path) -> None:
+    vals = data[mask]
+    good = np.isfinite(vals) & (vals > 0)
+    if vals.size == 0 or not np.any(np.isfinite(vals)):
+        raise ValueError(f"{path}: no finite values inside the brain mask (NaN-only map?)")
+    if good.mean() < 0.5:
+        raise ValueError(
+            f"{path}: only {100 * good.mean():.0f}% of brain voxels are finite and positive; "
+            "non-physical map"
+        )
+    med = float(np.median(vals[good]))
+    lo, hi = _PLAUSIBLE_MEDIAN[channel]
+    if not lo <= med <= hi:
+        raise ValueError(
+            f"{path}: median {channel} in the brain is {med:.4g} (SI units after conversion), "
+            f"outside the plausible range [{lo}, {hi}]; check the sidecar 'Units'"
+        )
+
+
+def subject_paths(bids_root: str | Path, subject_id: str | int) -> dict[str, Path]:
+    """Where the mask, PGS and truth files of a subject live (whether or not they exist)."""
+    root = Path(bids_root)
+    sub = normalise_subject_id(subject_id)
+    anat = root / sub / "anat"
+    paths = {
+        "mask": anat / f"{sub}_desc-brain_mask.nii.gz",
+        "pgs": root / "derivatives" / "pgs" / sub / "anat" / f"{sub}_dseg.nii.gz",
+    }
+    for tissue in TISSUES:
+        paths[f"truth_{tissue}"] = (
+            root / "derivatives" / "truth" / sub / "anat" / f"{sub}_label-{tissue}_probseg.nii.gz"
+        )
+    return paths
+
+
+def load_subject(
+    bids_root: str | Path,
+    subject_id: str | int,
+    *,
+    compute_pgs: bool = True,
+    cache_pgs: bool = True,
+) -> Subject:
+    """Load one subject of a BIDS qMRI dataset into the canonical tensors.
+
+    Maps: ``R1map`` (or ``T1map``), ``R2starmap`` (or ``T2starmap``), ``PDmap``,
+    each with a JSON sidecar whose ``Units`` converts it to SI (rates in 1/s or
+    1/ms, times in s or ms, PD in a.u. or percent). Mask: ``desc-brain_mask``
+    if present, else voxels where all three maps are finite and positive and
+    :math:`PD > 0.1\\,\\mathrm{P}_{99}(PD)`. PGS: read from ``derivatives/pgs``,
+    else computed with the default :func:`physeg.pgs.physics_gold_standard` and
+    (``cache_pgs``) written there. Truth: ``derivatives/truth`` probsegs, else None.
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing subject, map or sidecar (the message names the file).
+    ValueError
+        Unknown units, mismatched shapes or affines, NaN-only or implausible maps.
+    """
+    root = Path(bids_root)
+    sub = normalise_subject_id(subject_id)
+    if not (root / sub).is_dir():
+        raise FileNotFoundError(f"subject folder {root / sub} does not exist")
+    anat = _anat_dir(root, sub)
+    channels = {c: _read_map(anat, sub, c) for c in ("PD", "T1", "T2star")}
+    paths = subject_paths(root, sub)
+    mask_path = _find_one(anat, sub, "desc-brain_mask") or _find_one(anat, sub, "mask")
+    truth_paths = [paths[f"truth_{t}"] for t in TISSUES]
+    return _assemble(
+        sub, channels, mask_path=mask_path,
+        truth_paths=truth_paths if all(p.is_file() for p in truth_paths) else None,
+        pgs_path=paths["pgs"], compute_pgs=compute_pgs, cache_pgs=cache_pgs,
+        dseg_tsv=root / "derivatives" / "pgs" / "dseg.tsv",
+    )
+
+
+def load_map_files(
+    *,
+    pd: str | Path,
+    t1: str | Path | None = None,
+    r1: str | Path | None = None,
+    t2star: str | Path | None = None,
+    r2star: str | Path | None = None,
+    mask: str | Path | None = None,
+    units: dict[str, str] | None = None,
+    subject_id: str | None = None,
+) -> Subject:
+    """A :class:`Subject` from three NIfTI maps outside a BIDS tree (PGS computed, not cached).
+
+    Give ``t1`` or ``r1`` and ``t2star`` or ``r2star``. Units come from each
+    file's JSON sidecar when present, else from ``units`` (keys ``"pd"``,
+    ``"t1"``, ``"r1"``, ``"t2star"``, ``"r2star"``), else SI (s, 1/s, a.u.).
+    The mask is ``mask`` or derived from the maps as in :func:`load_subject`.
+    """
+    units = units or {}
+    if (t1 is None) == (r1 is None):
+        raise ValueError("give exactly one of a T1 map or an R1 map")
+    if (t2star is None) == (r2star is None):
+        raise ValueError("give exactly one of a T2* map or an R2* map")
+    spec = {
+        "PD": (pd, "pd", "pd", "a.u."),
+        "T1": (t1, "time", "t1", "s") if t1 is not None else (r1, "rate", "r1", "1/s"),
+        "T2star": (t2star, "time", "t2star", "s") if t2star is not None else (r2star, "rate", "r2star", "1/s"),
+    }
+    channels = {}
+    for channel, (path, kind, key, default) in spec.items():
+        path = Path(path)
+        u = None if _sidecar(path).is_file() else units.get(key, default)
+        data, affine = read_map_file(path, kind=kind, units=u)
+        channels[channel] = (data, affine, path)
+    name = subject_id or Path(pd).name.split(".")[0]
+    return _assemble(name, channels, mask_path=Path(mask) if mask else None, truth_paths=None,
+                     pgs_path=None, compute_pgs=True, cache_pgs=False, dseg_tsv=None)
+
+
+def _assemble(
+    sub: str,
+    channels: dict[str, tuple[np.ndarray, np.ndarray, Path]],
+    *,
+    mask_path: Path | None,
+    truth_paths: list[Path] | None,
+    pgs_path: Path | None,
+    compute_pgs: bool,
+    cache_pgs: bool,
+    dseg_tsv: Path | None,
+) -> Subject:
+    """Check grids and plausibility, derive mask, read truth and PGS: the common loader core."""
+    for data, _, path in channels.values():
+        if not np.isfinite(data).any():
+            raise ValueError(f"{path}: no finite values at all (NaN-only map)")
+        if not (np.nan_to_num(data) > 0).any():
+            raise ValueError(f"{path}: no positive values at all; non-physical map")
+    ref_data, ref_affine, ref_path = channels["PD"]
+    ref_shape = ref_data.shape
+    for channel in ("T1", "T2star"):
+        data, affine, path = channels[channel]
+        if data.shape != ref_shape:
+            raise ValueError(f"{path}: shape {data.shape} does not match {ref_path.name} {ref_shape}")
+        if not np.allclose(affine, ref_affine, atol=1e-4):
+            raise ValueError(f"{path}: affine differs from {ref_path.name}")
+    if mask_path is not None:
+        img = _load_image(mask_path)
+        _check_grid(mask_path, img, ref_shape, ref_affine)
+        mask = np.asarray(img.dataobj).reshape(ref_shape) > 0
+    else:
+        stack = np.stack([channels[c][0] for c in ("PD", "T1", "T2star")])
+        ok = np.all(np.isfinite(stack) & (stack > 0), axis=0)
+        pd = np.where(ok, stack[0], 0.0)
+        mask = ok & (pd > 0.1 * np.percentile(pd[ok], 99)) if ok.any() else ok
+    if not mask.any():
+        raise ValueError(f"{sub}: empty brain mask ({mask_path or 'derived from the maps'})")
+    for channel, (data, _, path) in channels.items():
+        _check_plausible(channel, data, mask, path)
+
+    maps = np.stack([channels[c][0] for c in ("PD", "T1", "T2star")])
+    maps = np.where(np.isfinite(maps) & (maps > 0), maps, 0.0).astype(np.float32)
+    maps_t = torch.from_numpy(maps)
+    mask_t = torch.from_numpy(mask)
+
+    truth = None
+    if truth_paths is not None:
+        parts = []
+        for tp in truth_paths:
+            img = _load_image(tp)
+            _check_grid(tp, img, ref_shape, ref_affine)
+            parts.append(np.asarray(img.dataobj, dtype=np.float32).reshape(ref_shape))
+        tissue = np.stack(parts)
+        bg = np.clip(1.0 - tissue.sum(axis=0), 0.0, 1.0)
+        truth = torch.from_numpy(np.concatenate([bg[None], tissue]).astype(np.float32))
+
+    if pgs_path is not None and pgs_path.is_file():
+        img = _load_image(pgs_path)
+        _check_grid(pgs_path, img, ref_shape, ref_affine)
+        pgs = torch.from_numpy(np.asarray(img.dataobj).reshape(ref_shape).astype(np.int64))
+    elif compute_pgs:
+        pgs = physics_gold_standard(maps_t, mask_t)
+        if cache_pgs and pgs_path is not None:
+            try:
+                write_nifti(pgs_path, pgs.numpy().astype(np.uint8), ref_affine)
+                if dseg_tsv is not None:
+                    write_dseg_tsv(dseg_tsv)
+            except OSError as exc:
+                log.warning("could not cache PGS at %s: %s", pgs_path, exc)
+    else:
+        pgs = torch.zeros(ref_shape, dtype=torch.int64)
+
+    return Subject(
+        subject_id=sub,
+        maps=maps_t,
+        mask=mask_t,
+        pgs=pgs,
+        truth=truth,
+        affine=ref_affine,
+        voxel_volume_ml=float(abs(np.linalg.det(ref_affine[:3, :3])) / 1000.0),
+    )

@@ -1,0 +1,89 @@
+"""Synthetic cohort: fixed split, determinism (byte-identical builds), caching and completeness."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from physeg.data import SPLIT, build_cohort, cohort_split, generate_subject, list_subjects, load_subject
+from physeg.data.cohort import MARKER, read_marker
+from physeg.data.manifest import file_table
+
+SUBJECTS = ["sub-01", "sub-19"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort") / "c"
+    return build_cohort("smoke", root=root, subjects=SUBJECTS, progress=False)
+
+
+def test_split_is_fixed_18_4_5():
+    full = cohort_split(None)
+    assert [len(full[k]) for k in ("train", "val", "test")] == [18, 4, 5]
+    ids = full["train"] + full["val"] + full["test"]
+    assert ids == [f"sub-{i:02d}" for i in range(1, 28)]
+    smoke = cohort_split("smoke")
+    assert smoke == {"train": ["sub-01", "sub-02", "sub-03"], "val": ["sub-19"], "test": ["sub-23", "sub-24"]}
+    assert SPLIT["test"][0] == "sub-23"
+
+
+def test_generator_is_deterministic_and_physical():
+    a = generate_subject(3, voxel_size_mm=6.0, seed=0)
+    b = generate_subject(3, voxel_size_mm=6.0, seed=0)
+    c = generate_subject(3, voxel_size_mm=6.0, seed=1)
+    for k in ("R1", "R2star", "PD", "fractions"):
+        assert a[k].dtype == np.float32
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["R1"], c["R1"])
+    frac = a["fractions"]
+    np.testing.assert_allclose(frac.sum(axis=0), 1.0, atol=1e-5)
+    m = a["mask"]
+    assert (a["R1"][m] > 0).all() and (a["R2star"][m] > 0).all()
+    t1 = 1.0 / a["R1"][m]
+    assert 0.6 < np.median(t1) < 2.0
+
+
+def test_build_layout_and_loader(built):
+    assert list_subjects(built) == SUBJECTS
+    desc = json.loads((built / "dataset_description.json").read_text())
+    assert desc["physeg"]["split"]["val"][0] == "sub-19"
+    tsv = (built / "participants.tsv").read_text().splitlines()
+    assert tsv[0].startswith("participant_id\tsplit") and "sub-19\tval" in tsv[2]
+    for suffix in ("R1map", "R2starmap", "PDmap"):
+        assert (built / "sub-01" / "anat" / f"sub-01_{suffix}.nii.gz").is_file()
+        assert (built / "sub-01" / "anat" / f"sub-01_{suffix}.json").is_file()
+    assert (built / "derivatives/truth/sub-01/anat/sub-01_label-GM_probseg.nii.gz").is_file()
+    assert (built / "derivatives/pgs/sub-01/anat/sub-01_dseg.nii.gz").is_file()
+    assert (built / "derivatives/pgs/dseg.tsv").is_file()
+    s = load_subject(built, "01")
+    assert s.subject_id == "sub-01"
+    assert s.maps.shape[0] == 3 and s.maps.dtype.is_floating_point
+    assert s.truth is not None and s.truth.shape == (4, *s.maps.shape[1:])
+    assert s.pgs.dtype.is_floating_point is False and int(s.pgs.max()) == 3
+    assert abs(s.voxel_volume_ml - 0.216) < 1e-9
+    np.testing.assert_allclose(s.affine[:3, :3], np.eye(3) * 6.0)
+
+
+def test_two_builds_are_byte_identical(built, tmp_path):
+    other = build_cohort("smoke", root=tmp_path / "again", subjects=SUBJECTS, progress=False)
+    assert file_table(built) == file_table(other)
+
+
+def test_complete_build_is_reused_partial_is_rebuilt(tmp_path):
+    root = build_cohort("smoke", root=tmp_path / "c", subjects=["sub-02"], progress=False)
+    stamp = (root / MARKER).stat().st_mtime_ns
+    assert build_cohort("smoke", root=root, subjects=["sub-02"], progress=False) == root
+    assert (root / MARKER).stat().st_mtime_ns == stamp
+    # interrupted build: no marker, a truncated file -> rebuilt, never used as is
+    (root / MARKER).unlink()
+    bad = root / "sub-02" / "anat" / "sub-02_R1map.nii.gz"
+    bad.write_bytes(b"truncated")
+    build_cohort("smoke", root=root, subjects=["sub-02"], progress=False)
+    assert read_marker(root) is not None
+    assert bad.stat().st_size > 100
+    # asking for more subjects extends the build
+    build_cohort("smoke", root=root, subjects=["sub-03"], progress=False)
+    assert read_marker(root)["subjects"] == ["sub-02", "sub-03"]

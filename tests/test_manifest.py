@@ -1,0 +1,130 @@
+"""Manifest verification and checked downloads (file:// and a local http server, never the internet)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+
+import pytest
+import yaml
+
+from physeg.cli import main
+from physeg.data.fetch import FetchError, fetch
+from physeg.data.manifest import MANIFEST_PATH, file_table, load_manifest, verify_files
+
+PAYLOAD = b"pretend this is an MPM archive\n" * 100
+
+
+def _tree(root):
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "sub-01" / "anat" / "a.nii.gz").write_bytes(b"abc")
+    (root / "dataset_description.json").write_text("{}\n")
+    return root
+
+
+def _manifest(path, *, url=None, sha=None, size=None, files=None):
+    doc = {"version": 1, "datasets": {
+        "synthetic-mpm": {"kind": "synthetic", "generator_version": 1, "builds": {"smoke": {"files": files or {}}}},
+        "toy": {"kind": "real", "url": url, "sha256": sha, "size": size, "filename": "toy.bin"},
+    }}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_repository_manifest_is_well_formed():
+    m = load_manifest(MANIFEST_PATH)
+    synth = m["datasets"]["synthetic-mpm"]
+    assert synth["generator_version"] == 1
+    for build in ("smoke", "demo"):
+        files = synth["builds"][build]["files"]
+        assert any(k.endswith("_R1map.nii.gz") for k in files)
+        assert all(len(v["sha256"]) == 64 and v["size"] > 0 for v in files.values())
+    for name, entry in m["datasets"].items():
+        if entry.get("kind") == "real":
+            assert {"licence", "citation", "sha256", "size"} <= set(entry)
+
+
+def test_verify_pass_and_fail_names_the_file(tmp_path, capsys):
+    root = _tree(tmp_path / "c")
+    manifest = _manifest(tmp_path / "m.yaml", files=file_table(root))
+    assert verify_files(root, file_table(root)) == []
+    args = ["data", "verify", "--profile", "smoke", "--root", str(root), "--manifest", str(manifest)]
+    assert main(args) == 0
+    target = root / "sub-01" / "anat" / "a.nii.gz"
+    target.write_bytes(b"abd")  # one byte changed, same size
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "sha256 mismatch" in err and str(target) in err
+    (root / "dataset_description.json").unlink()
+    assert main(args) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+def test_fetch_file_url(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    sha = hashlib.sha256(PAYLOAD).hexdigest()
+    manifest = _manifest(tmp_path / "m.yaml", url=src.as_uri(), sha=sha, size=len(PAYLOAD))
+    out = fetch("toy", dest=tmp_path / "dest", manifest_path=manifest)
+    assert out.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["toy.bin"]
+
+
+def test_fetch_checksum_mismatch_leaves_nothing(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    manifest = _manifest(tmp_path / "m.yaml", url=src.as_uri(), sha="0" * 64)
+    with pytest.raises(FetchError, match="sha256 mismatch"):
+        fetch("toy", dest=tmp_path / "dest", manifest_path=manifest)
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_fetch_unverified_refused_unless_allowed(tmp_path, capsys):
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    manifest = _manifest(tmp_path / "m.yaml", url=src.as_uri(), sha=None)
+    dest = tmp_path / "dest"
+    assert main(["data", "fetch", "toy", "--dest", str(dest), "--manifest", str(manifest)]) == 1
+    assert "allow-unverified" in capsys.readouterr().err
+    assert main(["data", "fetch", "toy", "--dest", str(dest), "--manifest", str(manifest),
+                 "--allow-unverified"]) == 0
+    assert (dest / "toy.bin").read_bytes() == PAYLOAD
+
+
+def test_fetch_local_http_server(tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "toy.bin").write_bytes(PAYLOAD)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/toy.bin"
+        manifest = _manifest(tmp_path / "m.yaml", url=url, sha=hashlib.sha256(PAYLOAD).hexdigest())
+        assert fetch("toy", dest=tmp_path / "d", manifest_path=manifest).read_bytes() == PAYLOAD
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_offline_fails_clearly(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = _manifest(tmp_path / "m.yaml", url=f"http://127.0.0.1:{port}/toy.bin", sha="0" * 64)
+    with pytest.raises(FetchError, match="could not download.*offline"):
+        fetch("toy", dest=tmp_path / "d", manifest_path=manifest, timeout_s=5)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_fetch_unknown_and_urlless(tmp_path):
+    manifest = _manifest(tmp_path / "m.yaml")
+    with pytest.raises(KeyError):
+        fetch("nope", dest=tmp_path, manifest_path=manifest)
+    with pytest.raises(FetchError, match="no download URL"):
+        fetch("synthetic-mpm", dest=tmp_path, manifest_path=manifest)
