@@ -5,4 +5,6 @@ COMMANDS: tuple[str, ...] = (
     "paper",
     "data",
     "pgs",
+    "simulate",
+    "segment",
 )

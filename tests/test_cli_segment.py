@@ -1,0 +1,176 @@
+"""``physeg segment`` end to end on tiny data with tiny untrained models, and its error paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from physeg.cli import main
+
+from test_cli_simulate import AFFINE, tiny_maps  # noqa: E402  (same folder, pytest rootdir import)
+
+
+def make_model_folder(folder, model: str, sequence: str, *, voxel_size_mm: float = 4.0):
+    """A model folder in the training engineer's format (plans.json + best.pt), tiny and untrained."""
+    from physeg.models import get_model_spec
+    from physeg.network import build_network
+    from physeg.profiles import get_profile
+    from physeg.training import training_config
+
+    prof = dataclasses.replace(get_profile("smoke"), channels=(2, 4), patch_size=8, voxel_size_mm=voxel_size_mm)
+    config = training_config(get_model_spec(model), profile=prof, sequence=sequence)
+    folder.mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps({**config, "profile_full": prof.to_dict()}, default=str))
+    torch.manual_seed(0)
+    torch.save(build_network(config["network"]).state_dict(), folder / "best.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Tiny maps → simulated MPRAGE (TI 0.9 s) and SPGR images with sidecars; three model folders."""
+    root = tmp_path_factory.mktemp("seg")
+    pd, t1, t2s, _ = tiny_maps()
+    for name, arr in (("pd", pd), ("t1", t1), ("t2s", t2s)):
+        nib.save(nib.Nifti1Image(arr, AFFINE), str(root / f"{name}.nii.gz"))
+    maps = ["--pd", str(root / "pd.nii.gz"), "--t1", str(root / "t1.nii.gz"), "--t2s", str(root / "t2s.nii.gz")]
+    assert main(["simulate", *maps, "--sequence", "MPRAGE", "--ti", "0.9", "0.2", "-o", str(root / "mp")]) == 0
+    assert main(["simulate", *maps, "--sequence", "SPGR", "--tr", "0.02", "--te", "0.005", "--fa", "25",
+                 "-o", str(root / "sp")]) == 0
+    models = {
+        name: make_model_folder(root / "models" / name, name, seq)
+        for name, seq in (("Phys-Strat-Aug-Epistemic", "MPRAGE"), ("Phys-Strat-Aug-Aleatoric", "MPRAGE"),
+                          ("Baseline", "MPRAGE"), ("Phys-Base", "SPGR"))
+    }
+    return {"root": root, "mprage": root / "mp" / "sim-001_MPRAGE.nii.gz",
+            "mprage_ood": root / "mp" / "sim-002_MPRAGE.nii.gz", "spgr": root / "sp" / "sim-001_SPGR.nii.gz",
+            "models": models}
+
+
+@pytest.mark.parametrize("model", ["Phys-Strat-Aug-Epistemic", "Phys-Strat-Aug-Aleatoric", "Baseline"])
+def test_segment_end_to_end(data, tmp_path, model):
+    out = tmp_path / "out"
+    rc = main(["segment", str(data["mprage"]), str(data["mprage_ood"]), "--model", str(data["models"][model]),
+               "--output", str(out), "--samples", "4", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    src = nib.load(str(data["mprage"]))
+    dseg = nib.load(str(out / "sim-001_MPRAGE_dseg.nii.gz"))
+    prob = nib.load(str(out / "sim-001_MPRAGE_probseg.nii.gz"))
+    assert dseg.shape == src.shape and prob.shape == (*src.shape, 4)
+    np.testing.assert_allclose(dseg.affine, src.affine, atol=1e-6)
+    np.testing.assert_allclose(prob.affine, src.affine, atol=1e-6)
+    labels = np.asarray(dseg.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2, 3}
+    p = np.asarray(prob.dataobj)
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
+    import pandas as pd
+
+    table = pd.read_csv(out / "volumes.tsv", sep="\t")
+    assert list(table["tissue"][:3]) == ["GM", "WM", "CSF"] and len(table) == 6
+    assert {"volume_ml", "median_ml", "iqr_low_ml", "iqr_high_ml", "calibrated", "in_distribution"} <= set(table)
+    assert (table["iqr_low_ml"] <= table["iqr_high_ml"] + 1e-9).all()
+    doc = json.loads((out / "volumes.json").read_text())
+    assert doc["calibrated"] is False and doc["model"]["sequence"] == "MPRAGE"
+    iod, ood = doc["images"]
+    assert iod["in_distribution"] and iod["warnings"] == [] and iod["parameters"]["InversionTime"] == 0.9
+    assert not ood["in_distribution"] and "outside the model's training range" in ood["warnings"][0]
+    n = 4 if model != "Baseline" else 1
+    assert iod["volumes"][0]["n_samples"] == n
+    vox_ml = abs(np.linalg.det(AFFINE[:3, :3])) / 1000
+    assert iod["volumes"][1]["volume_ml"] == pytest.approx((labels == 2).sum() * vox_ml)
+
+
+def test_segment_calibrated_and_flags(data, tmp_path):
+    from physeg.segment import calibration_to_json
+    from physeg.uncertainty import PercentileCalibration
+
+    cal = PercentileCalibration(lower={0.5: 0.1}, upper={0.5: 0.9}, n_val=3)
+    cal_path = calibration_to_json({t: cal for t in ("GM", "WM", "CSF")}, tmp_path / "cal.json")
+    img = tmp_path / "noside.nii.gz"
+    shutil.copy(data["mprage"], img)  # no sidecar: parameters from the flag
+    out = tmp_path / "out"
+    rc = main(["segment", str(img), "--ti", "0.8", "--model", str(data["models"]["Phys-Strat-Aug-Epistemic"]),
+               "-o", str(out), "-n", "3", "--calibration", str(cal_path), "--no-progress"])
+    assert rc == 0
+    doc = json.loads((out / "volumes.json").read_text())
+    assert doc["calibrated"] is True and doc["images"][0]["parameters_source"] == "flags"
+
+
+def _run(args, capsys):
+    rc = main(["segment", *map(str, args), "--no-progress"])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def test_segment_usage_errors(data, tmp_path, capsys):
+    model = data["models"]["Phys-Strat-Aug-Epistemic"]
+    out = tmp_path / "out"
+
+    def check(args, message, code=2):
+        rc, err = _run(args, capsys)
+        assert rc == code, err
+        assert err.startswith("physeg segment: error:") and message in err, err
+        assert "Traceback" not in err and err.count("\n") == 1
+
+    # missing sidecar and no flags
+    bare = tmp_path / "bare.nii.gz"
+    shutil.copy(data["mprage"], bare)
+    check([bare, "--model", model, "-o", out], "no JSON sidecar")
+    # sidecar without the parameter
+    nokey = tmp_path / "nokey.nii.gz"
+    shutil.copy(data["mprage"], nokey)
+    (tmp_path / "nokey.json").write_text(json.dumps({"PulseSequenceType": "MPRAGE"}))
+    check([nokey, "--model", model, "-o", out], "missing InversionTime")
+    # milliseconds in the sidecar
+    ms = tmp_path / "ms.nii.gz"
+    shutil.copy(data["mprage"], ms)
+    (tmp_path / "ms.json").write_text(json.dumps({"InversionTime": 900}))
+    check([ms, "--model", model, "-o", out], "looks like milliseconds")
+    check([bare, "--ti", "900", "--model", model, "-o", out], "looks like milliseconds")
+    # unreadable NIfTI
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not a nifti")
+    check([junk, "--ti", "0.9", "--model", model, "-o", out], "cannot read")
+    # 4D input
+    four = tmp_path / "four.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 6, 6, 3), np.float32), AFFINE), str(four))
+    check([four, "--ti", "0.9", "--model", model, "-o", out], "4D")
+    # model / sequence mismatch (SPGR image, MPRAGE model), and the other way round
+    check([data["spgr"], "--model", model, "-o", out], "trained on MPRAGE")
+    check([data["mprage"], "--model", data["models"]["Phys-Base"], "-o", out], "trained on SPGR")
+    # missing model folder
+    check([data["mprage"], "--model", tmp_path / "nope", "-o", out], "does not exist")
+    # nothing has been written by the failed runs
+    assert not out.exists()
+    # output folder exists and is not empty
+    out.mkdir()
+    (out / "x").write_text("x")
+    check([data["mprage"], "--model", model, "-o", out, "-n", "2"], "--force")
+    rc, err = _run([data["mprage"], "--model", model, "-o", out, "-n", "2", "--force"], capsys)
+    assert rc == 0, err and not (out / "x").exists()
+
+
+def test_segment_runtime_failure(data, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(data["models"]["Baseline"], broken)
+    (broken / "best.pt").write_bytes(b"garbage")
+    rc, err = _run([data["mprage"], "--model", broken, "-o", tmp_path / "out"], capsys)
+    assert rc == 1 and err.startswith("physeg segment: error: cannot load the model")
+
+
+def test_resample_roundtrip_keeps_grid():
+    from physeg.segment import model_grid, resample_to_grid
+
+    vol = np.random.default_rng(0).random((10, 12, 9)).astype(np.float32)
+    aff, shape = model_grid(AFFINE, vol.shape, 6.0)
+    assert shape == (5, 6, 5)
+    np.testing.assert_allclose(np.linalg.norm(aff[:3, :3], axis=0), 6.0)
+    down = resample_to_grid(vol, AFFINE, aff, shape)
+    back = resample_to_grid(down, aff, AFFINE, vol.shape)
+    assert back.shape == vol.shape

@@ -1,0 +1,141 @@
+"""``physeg simulate``: maps (NIfTI files or BIDS) → images with BIDS sidecars; usage errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from physeg.cli import main
+
+
+def tiny_maps(shape=(14, 16, 12)):
+    """PD, T1 (s), T2* (s) of a 'brain' ball: WM core, GM shell, CSF rim; zeros outside."""
+    idx = np.indices(shape).astype(float)
+    c = (np.array(shape) - 1) / 2
+    r = np.sqrt(sum(((idx[i] - c[i]) / (shape[i] / 2)) ** 2 for i in range(3)))
+    pd = np.select([r < 0.4, r < 0.65, r < 0.85], [0.69, 0.8, 1.0], 0.0)
+    t1 = np.select([r < 0.4, r < 0.65, r < 0.85], [0.83, 1.33, 4.2], 0.0)
+    t2s = np.select([r < 0.4, r < 0.65, r < 0.85], [0.053, 0.066, 0.5], 0.0)
+    return pd.astype(np.float32), t1.astype(np.float32), t2s.astype(np.float32), r < 0.85
+
+
+#: Oblique-ish affine with 3 mm voxels, to check that it is kept exactly.
+AFFINE = np.array([[3.0, 0.1, 0.0, -20.0], [0.0, 2.9, 0.3, -30.0], [0.0, -0.2, 3.0, 10.0], [0, 0, 0, 1]])
+
+
+@pytest.fixture()
+def map_files(tmp_path):
+    pd, t1, t2s, mask = tiny_maps()
+    paths = {}
+    for name, arr in (("pd", pd), ("t1", t1), ("t2s", t2s), ("mask", mask.astype(np.uint8))):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr, AFFINE), str(paths[name]))
+    with np.errstate(divide="ignore"):
+        for name, arr in (("r1", t1), ("r2s", t2s)):
+            paths[name] = tmp_path / f"{name}.nii.gz"
+            rate = np.where(arr > 0, 1.0 / np.where(arr > 0, arr, 1), 0).astype(np.float32)
+            nib.save(nib.Nifti1Image(rate, AFFINE), str(paths[name]))
+    return paths
+
+
+def test_simulate_mprage_explicit_ti(map_files, tmp_path):
+    out = tmp_path / "sims"
+    rc = main(["simulate", "--pd", str(map_files["pd"]), "--t1", str(map_files["t1"]), "--t2s",
+               str(map_files["t2s"]), "--sequence", "MPRAGE", "--ti", "0.6", "0.9", "-o", str(out)])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "parameters.tsv", "sim-001_MPRAGE.json", "sim-001_MPRAGE.nii.gz", "sim-002_MPRAGE.json",
+        "sim-002_MPRAGE.nii.gz"]
+    side = json.loads((out / "sim-002_MPRAGE.json").read_text())
+    assert side["InversionTime"] == pytest.approx(0.9)
+    assert side["PulseSequenceType"] == "MPRAGE"
+    img = nib.load(str(out / "sim-001_MPRAGE.nii.gz"))
+    np.testing.assert_allclose(img.affine, AFFINE, atol=1e-5)
+    data = np.asarray(img.dataobj)
+    assert data.shape == (14, 16, 12) and np.isfinite(data).all() and data.max() > 0
+
+
+def test_simulate_spgr_sampled_ood_from_rates(map_files, tmp_path):
+    out = tmp_path / "sims"
+    rc = main(["simulate", "--pd", str(map_files["pd"]), "--r1", str(map_files["r1"]), "--r2s",
+               str(map_files["r2s"]), "--sequence", "spgr", "--range", "ood", "--n", "3", "--seed", "4",
+               "--normalise", "--mask", str(map_files["mask"]), "-o", str(out)])
+    assert rc == 0
+    sides = [json.loads((out / f"sim-00{i}_SPGR.json").read_text()) for i in (1, 2, 3)]
+    for s in sides:
+        assert set(s) >= {"RepetitionTime", "EchoTime", "FlipAngle"}
+        assert 5 <= s["FlipAngle"] <= 90  # degrees
+        assert 0.002 <= s["EchoTime"] < s["RepetitionTime"] <= 0.2
+        assert s["physeg"]["InTrainingRange"] is False
+    data = np.asarray(nib.load(str(out / "sim-001_SPGR.nii.gz")).dataobj)
+    assert 0 <= data.min() and data.max() <= 2.0  # normalised and clipped
+
+
+def test_simulate_from_bids(tmp_path):
+    from physeg.data import write_nifti
+
+    pd, t1, t2s, mask = tiny_maps()
+    anat = tmp_path / "bids" / "sub-01" / "anat"
+    with np.errstate(divide="ignore"):
+        r1 = np.where(t1 > 0, 1 / np.where(t1 > 0, t1, 1), 0)
+        r2 = np.where(t2s > 0, 1 / np.where(t2s > 0, t2s, 1), 0)
+    for suffix, arr, units in (("R1map", r1, "1/s"), ("R2starmap", r2, "1/s"), ("PDmap", pd, "a.u.")):
+        write_nifti(anat / f"sub-01_{suffix}.nii.gz", arr.astype(np.float32), AFFINE)
+        (anat / f"sub-01_{suffix}.json").write_text(json.dumps({"Units": units}))
+    write_nifti(anat / "sub-01_desc-brain_mask.nii.gz", mask.astype(np.uint8), AFFINE)
+    out = tmp_path / "sims"
+    rc = main(["simulate", "--bids", str(tmp_path / "bids"), "--subject", "01", "--sequence", "MPRAGE",
+               "--range", "iod", "--n", "2", "-o", str(out), "--prefix", "x"])
+    assert rc == 0
+    side = json.loads((out / "x-002_MPRAGE.json").read_text())
+    assert 0.6 <= side["InversionTime"] <= 1.2 and side["physeg"]["InTrainingRange"]
+    np.testing.assert_allclose(nib.load(str(out / "x-001_MPRAGE.nii.gz")).affine, AFFINE, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sequence", "MPRAGE"], "needs --ti"),
+        (["--sequence", "MPRAGE", "--ti", "900"], "looks like milliseconds"),
+        (["--sequence", "SPGR", "--tr", "20", "--te", "0.005", "--fa", "20"], "looks like milliseconds"),
+        (["--sequence", "SPGR", "--tr", "0.02", "--te", "0.005", "--fa", "200"], "above 180"),
+        (["--sequence", "SPGR", "--tr", "0.004", "--te", "0.005", "--fa", "20"], "TR"),
+        (["--sequence", "MPRAGE", "--tr", "0.02"], "does not apply"),
+        (["--sequence", "MPRAGE", "--ti", "0.9", "--range", "iod"], "not both"),
+    ],
+)
+def test_simulate_parameter_errors(map_files, tmp_path, capsys, extra, message):
+    rc = main(["simulate", "--pd", str(map_files["pd"]), "--t1", str(map_files["t1"]), "--t2s",
+               str(map_files["t2s"]), "-o", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("physeg simulate: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_simulate_map_errors_and_overwrite(map_files, tmp_path, capsys):
+    base = ["simulate", "--sequence", "MPRAGE", "--ti", "0.9", "-o", str(tmp_path / "o")]
+    assert main([*base, "--pd", str(map_files["pd"])]) == 2
+    assert "give the maps" in capsys.readouterr().err
+    # T1 map in milliseconds
+    ms = tmp_path / "t1ms.nii.gz"
+    nib.save(nib.Nifti1Image(tiny_maps()[1] * 1000, AFFINE), str(ms))
+    assert main([*base, "--pd", str(map_files["pd"]), "--t1", str(ms), "--t2s", str(map_files["t2s"])]) == 2
+    assert "milliseconds" in capsys.readouterr().err
+    files = ["--pd", str(map_files["pd"]), "--t1", str(map_files["t1"]), "--t2s", str(map_files["t2s"])]
+    assert main([*base, *files]) == 0
+    assert main([*base, *files]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*base, *files, "--force"]) == 0
+
+
+def test_check_value_fa_radians_warns():
+    from physeg.segment import check_value
+
+    assert check_value("FA", 0.5, "x") and "radians" in check_value("FA", 0.5, "x")[0]
+    assert check_value("FA", 30, "x") == []
+    assert math.radians(180) > math.pi - 1e-9
