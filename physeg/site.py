@@ -239,6 +239,9 @@ def build_site(*, build_dir: Path | None = None, strict: bool = True, timeout: f
         what="myst build --html",
     )
     log.debug("myst output:\n%s", output)
+    for line in output.splitlines():
+        if line.lstrip().startswith(("\u26d4", "\u26a0")):  # MyST's error / warning markers
+            log.warning("myst: %s", line.strip())
     log.info("myst build --html: %.1f s", time.monotonic() - t0)
 
     html_dir = project / "_build" / "html"
@@ -277,8 +280,8 @@ class _PrefixHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve(html_dir: Path, *, prefix: str = "/physeg/site/") -> Iterator[str]:
     """Serve ``html_dir`` on 127.0.0.1 (free port) under ``prefix``; yields the base URL."""
-    handler = functools.partial(_PrefixHandler, directory=str(html_dir))
-    _PrefixHandler.prefix = prefix
+    handler_class = type("_Handler", (_PrefixHandler,), {"prefix": prefix})
+    handler = functools.partial(handler_class, directory=str(html_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

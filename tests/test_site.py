@@ -86,8 +86,17 @@ def write_fixture_notebooks(build_dir: Path, *, broken_equation: bool = False) -
         results_md += "\nA broken one:\n\n$$\n\\frac{1}{\n$$\n"
     results = _notebook(
         results_md,
-        [nbformat.v4.new_output("display_data", data={"image/png": _png_figure(), "text/plain": "<Figure>"})],
+        [
+            nbformat.v4.new_output("display_data", data={"image/png": _png_figure(), "text/plain": "<Figure>"}),
+            nbformat.v4.new_output(
+                "display_data",
+                data={"text/markdown": "Mean **Dice** $\\bar{D} = 0.91$", "text/plain": "<Markdown>"},
+            ),
+        ],
     )
+    removed = nbformat.v4.new_code_cell("secret()", metadata={"tags": ["remove-cell"]}, execution_count=3)
+    removed.outputs = [nbformat.v4.new_output("stream", name="stdout", text="REMOVED-CELL-OUTPUT\n")]
+    results.cells.append(removed)
     paths = [nb_dir / "00_overview.ipynb", nb_dir / "01_results.ipynb"]
     nbformat.write(overview, paths[0])
     nbformat.write(results, paths[1])
@@ -150,6 +159,11 @@ def test_fixture_site_builds(fixture_site):
         assert 'href="/' not in page and 'src="/' not in page  # only relative links
     index = (fixture_site / "index.html").read_text()
     assert 'class="katex"' in index and 'class="dataframe"' in index
+    assert "Parameters (notebook defaults)" in index  # papermill's parameters cell is labelled
+    results = (fixture_site / files[1]).read_text()
+    assert '<div class="output-markdown">' in results and "<strong>Dice</strong>" in results
+    assert results.count('class="katex"') >= 3  # inline + display in the text, one in the markdown output
+    assert "REMOVED-CELL-OUTPUT" not in results  # remove-cell tag honoured
     assert (fixture_site / "_static" / "katex" / "katex.min.css").is_file()
 
 
@@ -184,6 +198,19 @@ def test_checker_flags_missing_page_and_figure(fixture_site, tmp_path):
     assert "image did not load" in text, text
     assert "console error" in text, text
     assert "no loaded figure anywhere" in text, text
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.timeout(900)
+def test_checker_flags_missing_katex_stylesheet(fixture_site, tmp_path):
+    broken = tmp_path / "html"
+    shutil.copytree(fixture_site, broken)
+    shutil.rmtree(broken / "_static" / "katex")
+    text = "\n".join(site.check_site(broken))
+    assert "katex.min.css' -> HTTP 404" in text, text
+    assert "KaTeX stylesheet not applied" in text, text
+    assert "console error" in text, text
 
 
 # --------------------------------------------------------------------------- slow: broken equation

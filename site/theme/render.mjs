@@ -22,6 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { mystToHast } from 'myst-to-html';
 import { toHtml } from 'hast-util-to-html';
+import MarkdownIt from 'markdown-it';
+import katex from 'katex';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -127,7 +129,36 @@ async function relativeHref(url, page) {
 // ------------------------------------------------------------ notebook outputs
 
 const IMAGE_TYPES = ['image/svg+xml', 'image/png', 'image/jpeg', 'image/gif'];
-const MIME_PRIORITY = [...IMAGE_TYPES, 'text/html', 'text/latex', 'text/markdown', 'text/plain'];
+const MIME_PRIORITY = [...IMAGE_TYPES, 'text/html', 'text/markdown', 'text/latex', 'text/plain'];
+
+// Markdown and LaTeX outputs (IPython.display.Markdown / Latex) are typeset here:
+// maths first (KaTeX, as MyST does for the notebook's own cells), then markdown.
+const markdown = new MarkdownIt({ html: true, linkify: false });
+const MATH_RE = /\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\]|\$((?:\\\$|[^$\n])+?)\$|\\\(([\s\S]+?)\\\)/g;
+
+function typeset(tex, displayMode, page) {
+  try {
+    const html = katex.renderToString(tex, { displayMode, throwOnError: true, output: 'htmlAndMathml' });
+    return displayMode ? `<div class="math-display">${html}</div>` : `<span class="math-inline">${html}</span>`;
+  } catch (err) {
+    problem(page, 'math-error', `${err.message} in output: ${tex}`);
+    const tag = displayMode ? 'div' : 'span';
+    return `<${tag} class="math-error" title="${escapeHtml(err.message)}"><code>${escapeHtml(tex)}</code></${tag}>`;
+  }
+}
+
+function renderMarkdownWithMath(text, page) {
+  const pieces = [];
+  const source = text.replace(MATH_RE, (match, dd, br, d, par) => {
+    const display = dd !== undefined || br !== undefined;
+    pieces.push(typeset((dd ?? br ?? d ?? par).trim(), display, page));
+    return `PHYSEGMATH${pieces.length - 1}X`;
+  });
+  return markdown
+    .render(source)
+    .replace(/<p>PHYSEGMATH(\d+)X<\/p>/g, (m, i) => pieces[Number(i)]) // a display equation alone in its paragraph
+    .replace(/PHYSEGMATH(\d+)X/g, (m, i) => pieces[Number(i)]);
+}
 
 async function bundleText(entry) {
   if (entry.content !== undefined) return joinText(entry.content);
@@ -152,6 +183,13 @@ async function renderMimeBundle(data, page) {
   }
   const text = await bundleText(entry);
   if (chosen === 'text/html') return `<div class="output-html">${text}</div>`;
+  if (chosen === 'text/markdown') return `<div class="output-markdown">${renderMarkdownWithMath(text, page)}</div>`;
+  if (chosen === 'text/latex') {
+    // IPython's Latex('$$...$$') or Latex('text with $x$'): delimited maths; bare LaTeX: one display equation
+    const tex = text.trim();
+    const delimited = /\$|\\\(|\\\[/.test(tex);
+    return `<div class="output-latex">${delimited ? renderMarkdownWithMath(tex, page) : typeset(tex, true, page)}</div>`;
+  }
   return `<pre class="output-text">${escapeHtml(stripAnsi(text))}</pre>`;
 }
 
@@ -249,6 +287,12 @@ async function prepare(node, page) {
   return node;
 }
 
+/** Captions for the cells papermill marks (the notebook's defaults, and this run's values). */
+const CELL_LABELS = {
+  parameters: 'Parameters (notebook defaults)',
+  'injected-parameters': 'Parameters of this run (injected by papermill)',
+};
+
 // Handlers for mdast-util-to-hast 12 (the version myst-to-html 1.7.3 uses):
 // `h(node, tagName, props, children)` builds an element, `h.all(node)` the children.
 const handlers = {
@@ -258,7 +302,12 @@ const handlers = {
   block: (h, node) => {
     const classes = ['block'];
     if (node.kind) classes.push(node.kind);
-    return h(node, 'div', { className: classes, id: node.identifier || undefined }, h.all(node));
+    const tags = Array.isArray(node.data?.tags) ? node.data.tags : [];
+    for (const tag of tags) classes.push(`tag-${String(tag).replace(/[^A-Za-z0-9_-]/g, '_')}`);
+    const children = h.all(node);
+    const label = tags.map((tag) => CELL_LABELS[tag]).find(Boolean);
+    if (label) children.unshift(h(node, 'p', { className: ['cell-label'] }, [{ type: 'text', value: label }]));
+    return h(node, 'div', { className: classes, id: node.identifier || undefined }, children);
   },
   outputs: (h, node) => h(node, 'div', { className: ['outputs'] }, h.all(node)),
   crossReference: (h, node) => {
