@@ -303,9 +303,12 @@ class _LinkParser(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[tuple[str, str]] = []
+        self.ids: set[str] = set()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
+            if name in ("id", "name") and value:
+                self.ids.add(value)
             if value and ((name == "href" and tag in ("a", "link")) or (name == "src" and tag in ("img", "script", "source", "iframe"))):
                 self.links.append((tag, value))
 
@@ -331,6 +334,8 @@ def check_links(base_url: str, *, expected_pages: Sequence[str] = ()) -> tuple[l
     root = urllib.parse.urlsplit(base_url)
     start = urllib.parse.urljoin(base_url, "index.html")
     queue, seen, pages, checked = [start], {start}, [], {}
+    ids: dict[str, set[str]] = {}  # page URL -> element ids
+    anchors: list[tuple[str, str, str]] = []  # (from page, target page, fragment)
     while queue:
         url = queue.pop(0)
         status, body, ctype = _http_get(url)
@@ -340,9 +345,12 @@ def check_links(base_url: str, *, expected_pages: Sequence[str] = ()) -> tuple[l
         pages.append(url)
         parser = _LinkParser()
         parser.feed(body.decode("utf-8", errors="replace"))
+        ids[url] = parser.ids
         for tag, link in parser.links:
             target = urllib.parse.urljoin(url, link)
             parts = urllib.parse.urlsplit(target)
+            if tag == "a" and parts.fragment and parts.netloc == root.netloc:
+                anchors.append((url, urllib.parse.urlunsplit(parts._replace(fragment="")), parts.fragment))
             if parts.scheme in ("data", "mailto", "javascript"):
                 continue
             if parts.netloc != root.netloc:
@@ -362,6 +370,9 @@ def check_links(base_url: str, *, expected_pages: Sequence[str] = ()) -> tuple[l
                 checked[target] = _http_get(target)[0]
             if checked[target] != 200:
                 problems.append(f"{url}: {tag} {link!r} -> HTTP {checked[target]}")
+    for page, target, fragment in anchors:
+        if target in ids and urllib.parse.unquote(fragment) not in ids[target]:
+            problems.append(f"{page}: link to #{fragment} on {target}: no such anchor")
     for name in expected_pages:
         url = urllib.parse.urljoin(base_url, name)
         if url not in pages:

@@ -69,7 +69,7 @@ def write_fixture_notebooks(build_dir: Path, *, broken_equation: bool = False) -
     overview = _notebook(
         "# Overview\n\n"
         f"The apparent relaxation time ${INLINE_EQ}$ enters the SPGR signal; MPRAGE reads\n\n"
-        f"$$\n{DISPLAY_EQ}\n$$\n\n"
+        f"$$\n{DISPLAY_EQ}\n$$ (eq-mprage)\n\n"
         "Results are on [the next page](01_results.ipynb).\n\n"
         ":::{note}\nA tiny fixture notebook.\n:::\n",
         [
@@ -81,7 +81,7 @@ def write_fixture_notebooks(build_dir: Path, *, broken_equation: bool = False) -
             ),
         ],
     )
-    results_md = "# Results\n\nDice is $2|A\\cap B|/(|A|+|B|)$:\n\n$$\n\\mathrm{Dice} = \\frac{2TP}{2TP+FP+FN}\n$$\n"
+    results_md = "# Results\n\nThe signal of [](#eq-mprage) gives contrast. Dice is $2|A\\cap B|/(|A|+|B|)$:\n\n$$\n\\mathrm{Dice} = \\frac{2TP}{2TP+FP+FN}\n$$\n"
     if broken_equation:
         results_md += "\nA broken one:\n\n$$\n\\frac{1}{\n$$\n"
     results = _notebook(
@@ -113,12 +113,12 @@ def test_build_site_without_notebooks_fails_clearly(tmp_path):
 
 def _write_static_site(root: Path, *, broken: bool) -> None:
     root.mkdir(parents=True)
-    link = "missing.html" if broken else "second.html"
+    link, anchor = ("missing.html", "nowhere") if broken else ("second.html", "top")
     (root / "index.html").write_text(
-        f'<html><body><nav class="sidebar"><a href="index.html">i</a><a href="{link}">s</a></nav>'
-        '<h1>Index</h1><img src="files/a.png"></body></html>'
+        f'<html><body><nav class="sidebar"><a href="index.html#{anchor}">i</a><a href="{link}">s</a></nav>'
+        '<h1 id="top">Index</h1><img src="files/a.png"></body></html>'
     )
-    (root / "second.html").write_text('<html><body><a href="index.html">back</a><h1>Second</h1></body></html>')
+    (root / "second.html").write_text('<html><body><a href="index.html#top">back</a><h1>Second</h1></body></html>')
     (root / "files").mkdir()
     (root / "files" / "a.png").write_bytes(base64.b64decode(_png_figure()))
 
@@ -133,6 +133,7 @@ def test_link_checker_static(tmp_path):
     problems = site.check_site(bad, expected_pages=expected, browser=False)
     assert any("missing.html" in p and "404" in p for p in problems), problems
     assert any("second.html is not reachable" in p for p in problems), problems
+    assert any("#nowhere" in p and "no such anchor" in p for p in problems), problems
 
 
 # --------------------------------------------------------------------------- slow: fixture site
@@ -164,6 +165,7 @@ def test_fixture_site_builds(fixture_site):
     assert '<div class="output-markdown">' in results and "<strong>Dice</strong>" in results
     assert results.count('class="katex"') >= 3  # inline + display in the text, one in the markdown output
     assert "REMOVED-CELL-OUTPUT" not in results  # remove-cell tag honoured
+    assert 'href="index.html#eq-mprage"' in results and 'id="eq-mprage"' in index  # cross-page equation ref
     assert (fixture_site / "_static" / "katex" / "katex.min.css").is_file()
 
 

@@ -115,7 +115,11 @@ async function relativeHref(url, page) {
   if (!url) return url;
   if (/^[a-z][a-z0-9+.-]*:/i.test(url) || url.startsWith('//')) return url; // external
   if (url.startsWith('#')) return url;
-  if (!url.startsWith('/')) return url; // already relative
+  if (!url.startsWith('/')) {
+    // MyST leaves a link to a notebook/page it does not know as it was written
+    if (/\.(ipynb|md)(#.*)?$/i.test(url)) problem(page, 'broken-link', `link to a page that is not in the site: ${url}`);
+    return url;
+  }
   const [pathPart, ...hashParts] = url.split('#');
   const hash = hashParts.length ? `#${hashParts.join('#')}` : '';
   const slug = pathPart.replace(/^\/+|\/+$/g, '');
