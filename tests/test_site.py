@@ -244,22 +244,4 @@ def test_checker_flags_broken_equation(broken_equation_build):
 # --------------------------------------------------------------------------- slow: the real site
 
 
-def _repo_notebooks() -> list[Path]:
-    return site.executed_notebooks(REPO_ROOT / "_build")
-
-
-@pytest.mark.slow
-@needs_chromium
-@pytest.mark.timeout(1200)
-@pytest.mark.skipif(not _repo_notebooks(), reason="no executed notebooks in _build/notebooks (run python -m physeg.paper)")
-def test_repository_site_in_chromium():
-    """The site of the executed notebook chain: every page loads, renders its maths and figures."""
-    notebooks = _repo_notebooks()
-    html = site.build_site(build_dir=REPO_ROOT / "_build")
-    sources = [nbformat.read(nb, as_version=4) for nb in notebooks]
-    has_math = any("$" in c.source for nb in sources for c in nb.cells if c.cell_type == "markdown")
-    has_png = any(
-        "image/png" in o.get("data", {}) for nb in sources for c in nb.cells if c.cell_type == "code" for o in c.outputs
-    )
-    problems = site.check_site(html, require_math=has_math, require_figure=has_png)
-    assert problems == [], "\n".join(problems)
+# The executed notebook chain's own site is built and checked in tests/test_notebook_chain.py.
