@@ -1,0 +1,103 @@
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from physeg import evaluation as ev
+from physeg.profiles import get_profile
+
+SIM = pytest.importorskip("physeg.simulation")
+NET = pytest.importorskip("physeg.network")
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return dataclasses.replace(get_profile("smoke"), n_test_iod=3, n_test_ood=6, patch_size=16, channels=(2, 4),
+                               n_val_realisations=3, n_uncertainty_samples=4)
+
+
+def _subject(sid="sub-x", shape=(12, 12, 12), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pgs = torch.zeros(shape, dtype=torch.int64)
+    pgs[2:10, 2:10, 2:10] = 1
+    pgs[4:8, 4:8, 4:8] = 2
+    pgs[5:7, 5:7, 2:4] = 3
+    t1 = torch.tensor([0.0, 1.33, 0.83, 4.2])[pgs]
+    t2 = torch.tensor([0.0, 0.066, 0.053, 0.5])[pgs]
+    pd_ = torch.tensor([0.0, 0.8, 0.69, 1.0])[pgs]
+    maps = torch.stack([pd_, t1, t2]) * (1 + 0.01 * torch.randn((3, *shape), generator=g))
+    return SimpleNamespace(subject_id=sid, maps=maps.float(), mask=pgs > 0, pgs=pgs, voxel_volume_ml=0.008)
+
+
+def _model(sequence, physics="early+late", uncertainty="none"):
+    torch.manual_seed(0)
+    cfg = NET.NetworkConfig(channels=(2, 4), physics=physics, uncertainty=uncertainty,
+                            n_physics_features=SIM.n_physics_features(sequence) if physics != "none" else 0)
+    return NET.build_network(cfg).eval()
+
+
+def test_grid_deterministic_and_ood(profile):
+    a = ev.test_parameters(profile, "SPGR", "OoD")
+    assert torch.equal(a, ev.test_parameters(profile, "SPGR", "OoD"))
+    assert a.shape == (6, 3)
+    fa = torch.rad2deg(a[:, 2])
+    assert (fa < 10).sum() >= math.ceil(6 / 5) and (fa >= 5).all()
+    assert not SIM.is_in_distribution("SPGR", a).any()
+    ti = ev.test_parameters(profile, "MPRAGE", "OoD")[:, 0]
+    assert ((ti >= 0.1) & (ti <= 2.0)).all() and ((ti < 0.6) | (ti > 1.2)).all()
+    assert (ti < 0.6).any() and (ti > 1.2).any()
+    iod = ev.test_parameters(profile, "MPRAGE", "IoD")
+    assert SIM.is_in_distribution("MPRAGE", iod).all() and iod.shape == (3, 1)
+    grid = ev.test_grid(profile)
+    assert set(grid["distribution"]) == {"IoD", "OoD"} and grid["low_fa"].sum() >= 1
+
+
+def test_model_folders_from_plans(tmp_path):
+    import json
+    for name, seq in (("Baseline", "MPRAGE"), ("Phys-Base", "SPGR")):
+        f = tmp_path / f"{name}_{seq}"
+        f.mkdir()
+        (f / "plans.json").write_text(json.dumps({"model": {"name": name}, "sequence": seq}))
+    got = ev.model_folders({"a": [tmp_path / "Baseline_MPRAGE"], "b": tmp_path / "Phys-Base_SPGR"})
+    assert set(got) == {("Baseline", "MPRAGE"), ("Phys-Base", "SPGR")}
+
+
+def test_evaluate_segmentation_long_table(profile):
+    prof = dataclasses.replace(profile, sequences=("MPRAGE",), n_test_ood=2, n_test_iod=2)
+    models = {("Baseline", "MPRAGE"): _model("MPRAGE", physics="none"), ("Phys-Base", "MPRAGE"): _model("MPRAGE")}
+    res, ex = ev.evaluate_segmentation(prof, models, [_subject("sub-a"), _subject("sub-b", seed=1)])
+    assert set(ev.RESULT_COLUMNS) <= set(res.columns)
+    assert len(res) == 2 * 2 * 2 * 2 * 3  # subjects × models × distributions × params × tissues
+    assert res["dice"].dropna().between(0, 1).all()
+    assert (res["pgs_volume_ml"] > 0).all()
+    assert set(ex["MPRAGE"]["seg"]) == {"Baseline", "Phys-Base"}
+
+
+def test_uncertainty_sampling_and_scoring(profile):
+    prof = dataclasses.replace(profile, sequences=("SPGR",), uncertainty_models=("Phys-Strat-Aug",),
+                               n_test_iod=2, n_test_ood=2)
+    models = {("Phys-Strat-Aug-Aleatoric", "SPGR"): _model("SPGR", uncertainty="aleatoric"),
+              ("Phys-Strat-Aug-Epistemic", "SPGR"): _model("SPGR", uncertainty="epistemic")}
+    val = ev.uncertainty_samples(prof, models, [_subject("sub-v")], split="val")
+    test = ev.uncertainty_samples(prof, models, [_subject("sub-t", seed=2)], split="test")
+    assert len(val) == 3 * 3 and len(test) == 4 * 3
+    assert test["aleatoric"].iloc[0].shape == (4,) and test["epistemic"].iloc[0].shape == (4,)
+    # MC dropout (p=0.5) at init: samples are not all identical
+    assert any(np.ptp(v) > 0 for v in test["epistemic"])
+    per, cov, cal = ev.score_uncertainty(val, test)
+    assert {"var_aleatoric", "var_epistemic", "iqr_raw", "iqr_cal", "abs_error", "low_fa"} <= set(per.columns)
+    assert len(per) == len(test) and not cal.empty
+    assert set(cov["distribution"]) == {"IoD", "OoD"}
+
+
+def test_epistemic_batched_matches_volume_total(profile):
+    s = _subject()
+    images = SIM.simulate(s.maps, sequence="MPRAGE", params=torch.tensor([[0.9]]), mask=s.mask)
+    feats = SIM.physics_features("MPRAGE", torch.tensor([[0.9]]))
+    v = ev.epistemic_volumes(_model("MPRAGE", uncertainty="epistemic"), images[0], feats[0], n=5,
+                             voxel_volume_ml=1.0, profile=profile, chunk=2)
+    assert v.shape == (5, 3) and (v.sum(1) <= 12 ** 3).all()
