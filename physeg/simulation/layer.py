@@ -70,6 +70,7 @@ __all__ = [
     "maps_from_subject",
     "simulate",
     "normalise_intensity",
+    "percentile_scale",
     "SimulationLayer",
 ]
 
@@ -141,7 +142,18 @@ def _clean_pd_block(pd: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(pd, nan=0.0, posinf=0.0, neginf=0.0).clamp_min_(0.0)
 
 
-def _mprage_kernel(maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, sign: str, block: int | None) -> None:
+def _finish(o: torch.Tensor, scale: torch.Tensor | None, clip: tuple[float, float] | None) -> None:
+    """Per-block normalisation: divide by ``scale`` (N,1) and clip, while the block is in cache."""
+    if scale is not None:
+        o.div_(scale)
+    if clip is not None:
+        o.clamp_(*clip)
+
+
+def _mprage_kernel(
+    maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, sign: str, block: int | None,
+    scale: torch.Tensor | None = None, clip: tuple[float, float] | None = None,
+) -> None:
     """Write MPRAGE signals of ``params`` (N,1) into ``out`` (N, V), block by block."""
     pd_all, t1_all = maps[0].reshape(-1), maps[1].reshape(-1)
     neg_ti = -params[:, :1]  # (N, 1)
@@ -156,9 +168,13 @@ def _mprage_kernel(maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, 
         d = torch.addcmul(one, o, e_delay)  # 1 + E exp(-(TD+tau) R1)
         o.div_(d).mul_(pd.mul_(-2.0)).sub_(pd, alpha=0.5)  # -2PD E/d + PD  (pd now holds -2PD)
         apply_sign(o, sign)
+        _finish(o, scale, clip)
 
 
-def _spgr_kernel(maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, block: int | None) -> None:
+def _spgr_kernel(
+    maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, block: int | None,
+    scale: torch.Tensor | None = None, clip: tuple[float, float] | None = None,
+) -> None:
     """Write SPGR signals of ``params`` (N,3) into ``out`` (N, V), block by block."""
     pd_all, t1_all, t2_all = (maps[i].reshape(-1) for i in range(3))
     neg_tr, neg_te, fa = -params[:, 0:1], -params[:, 1:2], params[:, 2:3]
@@ -177,6 +193,26 @@ def _spgr_kernel(maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, bl
         d = torch.addcmul(one_minus_cos, o, neg_cos).clamp_min_(tiny)  # 1 - cos(a) E1
         f = torch.mul(r2, neg_te).clamp_min_(MIN_EXPONENT).add_(log_pd).exp_()  # PD E2
         o.mul_(f).div_(d).mul_(neg_sin)
+        _finish(o, scale, clip)
+
+
+def percentile_scale(values: torch.Tensor, *, percentile: float = NORMALISATION_PERCENTILE) -> torch.Tensor:
+    """Per-row ``percentile`` of ``values`` (N, M) with linear interpolation (``numpy.percentile``'s default).
+
+    Exact, by a partial sort (``topk`` of the upper tail). Rows whose percentile is
+    not > 0 get scale 1 (left unscaled). Returns ``(N,)``.
+    """
+    n, m = values.shape
+    if m == 0:
+        return torch.ones(n, dtype=values.dtype, device=values.device)
+    pos = percentile / 100.0 * (m - 1)
+    lo = int(pos)
+    frac = pos - lo
+    top = values.topk(m - lo, dim=1, largest=True, sorted=True).values  # last column = ascending rank lo
+    q_lo = top[:, -1]
+    q_hi = top[:, -2] if m - lo > 1 else q_lo
+    scale = q_lo + (q_hi - q_lo) * frac
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def normalise_intensity(
@@ -189,25 +225,14 @@ def normalise_intensity(
 ) -> torch.Tensor:
     """Divide each image of ``images`` (N, V) in place by its ``percentile`` of |S| in ``stats_mask`` (V,); clip.
 
-    Percentile with linear interpolation (``numpy.percentile``'s default),
-    computed exactly by a partial sort (``topk`` of the upper tail).
-    Clip range ``[0, clip]`` (``[-clip, clip]`` if ``signed``).
+    The statistic is :func:`percentile_scale` of the magnitudes inside the mask.
+    Clip range ``[0, clip]`` (``[-clip, clip]`` if ``signed``). Returns ``images``.
     """
     idx = stats_mask.reshape(-1).nonzero().squeeze(1)
-    m = idx.numel()
-    if m > 0:
-        vals = images.index_select(1, idx)
-        if signed:
-            vals.abs_()
-        pos = percentile / 100.0 * (m - 1)
-        lo = int(pos)
-        frac = pos - lo
-        top = vals.topk(m - lo, dim=1, largest=True, sorted=True).values  # last column = rank lo
-        q_lo = top[:, -1]
-        q_hi = top[:, -2] if m - lo > 1 else q_lo
-        scale = q_lo + (q_hi - q_lo) * frac
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        images.div_(scale[:, None])
+    vals = images.index_select(1, idx)
+    if signed:
+        vals.abs_()
+    images.div_(percentile_scale(vals, percentile=percentile)[:, None])
     return images.clamp_(-clip if signed else 0.0, clip)
 
 
@@ -269,16 +294,29 @@ def simulate(
     if block_voxels == "auto":
         block_voxels = CPU_BLOCK_VOXELS if maps.device.type == "cpu" else None
     n, v = params.shape[0], maps[0].numel()
-    out = torch.empty(n, v, dtype=maps.dtype, device=maps.device)
-    if sequence == "MPRAGE":
-        _mprage_kernel(maps, params, out, sign, block_voxels)
-    else:
-        _spgr_kernel(maps, params, out, block_voxels)
+
+    def kernel(m: torch.Tensor, out: torch.Tensor, scale=None, clip_range=None) -> None:
+        if sequence == "MPRAGE":
+            _mprage_kernel(m, params, out, sign, block_voxels, scale, clip_range)
+        else:
+            _spgr_kernel(m, params, out, block_voxels, scale, clip_range)
+
+    scale = clip_range = None
     if normalise and n > 0:
+        # The statistic needs the signal inside the mask only: simulate those voxels
+        # first, then divide and clip block by block in the main pass (no extra
+        # passes over the (N, V) output).
         stats_mask = mask if mask is not None else clean_pd(maps[0]) > 0
-        normalise_intensity(
-            out, stats_mask, percentile=percentile, clip=clip, signed=(sequence == "MPRAGE" and sign == "signed")
-        )
+        idx = stats_mask.reshape(-1).nonzero().squeeze(1)
+        inside = torch.empty(n, idx.numel(), dtype=maps.dtype, device=maps.device)
+        kernel(maps.reshape(3, -1).index_select(1, idx), inside)
+        signed = sequence == "MPRAGE" and sign == "signed"
+        if signed:
+            inside.abs_()
+        scale = percentile_scale(inside, percentile=percentile)[:, None]
+        clip_range = (-clip if signed else 0.0, clip)
+    out = torch.empty(n, v, dtype=maps.dtype, device=maps.device)
+    kernel(maps, out, scale, clip_range)
     return out.view(n, 1, *spatial)
 
 
