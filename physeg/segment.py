@@ -676,7 +676,7 @@ def predict_samples(
                 prob_sum = prob if prob_sum is None else prob_sum + prob
                 count(prob.argmax(0)[None])
         probs = prob_sum / n_samples
-    elif kind == "aleatoric" and hasattr(model, "sigma_head") and getattr(model, "sigma_head") is not None:
+    elif kind == "aleatoric":
         logits, sigma = _sliding(model, x, phys, info, with_sigma=True)
         logits, sigma = logits[0], sigma[0]
         gen = torch.Generator(device="cpu").manual_seed(seed)
