@@ -7,4 +7,5 @@ COMMANDS: tuple[str, ...] = (
     "pgs",
     "simulate",
     "segment",
+    "train",
 )

@@ -1,0 +1,208 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Training the physics-informed segmenters
+#
+# This notebook trains (or loads from the cache) every model of the annealing
+# study (paper §4) and the uncertainty models (§4.1), for MPRAGE and SPGR:
+#
+# | model | physics input | data | batches | stratification loss |
+# |---|---|---|---|---|
+# | Baseline | no | pre-generated | mixed subjects | no |
+# | Phys-Base | yes | pre-generated | mixed subjects | no |
+# | Phys-Strat | yes | pre-generated | one subject, one patch | yes |
+# | Phys-Strat-Aug | yes | simulated on the fly | one subject, one patch | yes |
+#
+# plus epistemic (MC dropout) and aleatoric (σ head) variants of Baseline and
+# Phys-Strat-Aug. The code lives in `physeg.network`, `physeg.losses`,
+# `physeg.sampling`, `physeg.training` and `physeg.orchestrate`; this page
+# explains and plots.
+
+# %% tags=["parameters"]
+profile = "smoke"
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from physeg import provenance
+from physeg.models import MODELS, profile_models
+from physeg.network import build_network, describe
+from physeg.orchestrate import load_volumes, train_all
+from physeg.profiles import get_profile
+from physeg.sampling import TrainingBatches
+from physeg.training import network_config
+
+P = get_profile(profile)
+print(P.name, "| patch", P.patch_size, "| channels", P.channels, "| batch", P.batch_size,
+      "| epochs ≤", P.max_epochs, "×", P.steps_per_epoch, "steps | λ =", P.strat_weight)
+
+# %% [markdown]
+# ## The network and where the physics enters
+#
+# A 3D nnU-Net-style U-Net built from MONAI blocks. The acquisition parameters
+# θ (MPRAGE: TI; SPGR: TR, TE, FA) become features φ(θ) (MPRAGE: TI, e^{-TI};
+# SPGR: TR, TE, FA, e^{-TR}, e^{-TE}, sin FA), pass through two fully connected
+# layers
+#
+# $$
+# h = \mathrm{SELU}\big(W_2\,\mathrm{SELU}(W_1\,\varphi(\theta) + b_1) + b_2\big) \in \mathbb{R}^{40},
+# $$
+#
+# and $h$ is tiled over space and concatenated as 40 channels **early**, to the
+# input of the first down-sampling convolution, and **late**, to the output of
+# the last up-sampling block (the ante-penultimate layer), which feeds the
+# penultimate block whose output is used by the stratification loss. (The
+# convolution of the tiled channels is computed as a one-channel convolution of
+# a map of ones with a per-sample kernel: the same numbers at a fraction of
+# the cost.)
+
+# %%
+seq = P.sequences[0]
+phys_net = build_network(network_config(MODELS["Phys-Strat-Aug"], profile=P, sequence=seq))
+print(describe(phys_net))
+print()
+print(describe(build_network(network_config(MODELS["Baseline"], profile=P, sequence=seq))))
+
+
+# %%
+def draw_unet(channels, ax):
+    """Schematic: encoder down the left, decoder up the right, physics injections in red."""
+    L = len(channels)
+    for k, c in enumerate(channels):
+        ax.add_patch(plt.Rectangle((k * 0.9, -k), 0.6, 0.6, color="tab:blue", alpha=0.6))
+        ax.text(k * 0.9 + 0.3, -k + 0.3, f"enc{k}\n{c}", ha="center", va="center", fontsize=8)
+        if k < L - 1:
+            x = (2 * L - 2 - k) * 0.9
+            ax.add_patch(plt.Rectangle((x, -k), 0.6, 0.6, color="tab:green", alpha=0.6))
+            ax.text(x + 0.3, -k + 0.3, f"up{k}\n{c}", ha="center", va="center", fontsize=8)
+            ax.annotate("", xy=(x, -k + 0.3), xytext=(k * 0.9 + 0.6, -k + 0.3),
+                        arrowprops=dict(arrowstyle="->", color="grey", ls=":"))
+    xp = (2 * L - 1) * 0.9
+    ax.add_patch(plt.Rectangle((xp, 0), 0.6, 0.6, color="tab:orange", alpha=0.7))
+    ax.text(xp + 0.3, 0.3, "penult.\nfeatures", ha="center", va="center", fontsize=8)
+    ax.add_patch(plt.Rectangle((xp + 0.9, 0), 0.6, 0.6, color="tab:purple", alpha=0.6))
+    ax.text(xp + 1.2, 0.3, "1×1×1\nlogits", ha="center", va="center", fontsize=8)
+    ax.add_patch(plt.Rectangle((xp - 0.2, 1.4), 1.6, 0.5, color="tab:red", alpha=0.6))
+    ax.text(xp + 0.6, 1.65, "φ(θ) → FC40 → FC40", ha="center", va="center", fontsize=8)
+    ax.annotate("early", xy=(0.75, -0.6), xytext=(xp - 0.2, 1.6), color="tab:red",
+                arrowprops=dict(arrowstyle="->", color="tab:red"))
+    ax.annotate("late", xy=(xp + 0.1, 0.6), xytext=(xp + 0.3, 1.4), color="tab:red",
+                arrowprops=dict(arrowstyle="->", color="tab:red"))
+    ax.set_xlim(-0.3, xp + 1.8)
+    ax.set_ylim(-L + 0.2, 2.2)
+    ax.axis("off")
+
+
+fig, ax = plt.subplots(figsize=(9, 3.5))
+draw_unet(P.channels, ax)
+ax.set_title(f"U-Net ({P.name} widths) with early and late physics injection")
+plt.show()
+
+# %% [markdown]
+# ## Batch stratification (paper §2.2)
+#
+# A stratified batch holds $N$ realisations of ONE subject at ONE patch
+# location, each simulated with different acquisition parameters. The labels
+# (the physics gold standard) are identical across the batch, so the
+# penultimate features $F_n$ should be too; the stratification loss is the mean
+# over pairs of the mean squared difference,
+#
+# $$
+# L_\text{strat} = \binom{N}{2}^{-1}\sum_{n<m}\frac{1}{D}\lVert F_n - F_m\rVert^2
+# = \frac{2}{D}\sum_d \widehat{\mathrm{Var}}_n(F_{n,d}),
+# $$
+#
+# added to the cross-entropy with weight λ. Below, a real on-the-fly batch
+# (Phys-Strat-Aug) of the first training subject.
+
+# %%
+volumes = load_volumes(P)
+sampler = TrainingBatches(volumes["train"], sequence=seq, patch_size=P.patch_size, batch_size=4,
+                          data="onthefly", batches="stratified", seed=0)
+batch = sampler.next_batch()
+z = P.patch_size // 2
+fig, axes = plt.subplots(1, 5, figsize=(13, 3))
+for i in range(4):
+    axes[i].imshow(batch["image"][i, 0, :, :, z].T.cpu(), cmap="gray", origin="lower")
+    axes[i].set_title(", ".join(f"{v:.3g}" for v in batch["params"][i].tolist()), fontsize=8)
+    axes[i].axis("off")
+axes[4].imshow(batch["label"][0, :, :, z].T.cpu(), cmap="viridis", origin="lower", vmin=0, vmax=3)
+axes[4].set_title("PGS (same for all)", fontsize=8)
+axes[4].axis("off")
+fig.suptitle(f"one stratified {seq} batch: subject index {int(batch['subject'][0])}, "
+             f"patch corner {batch['start'][0].tolist()} (parameters in s / rad)")
+plt.show()
+
+# %% [markdown]
+# ## Training every model
+#
+# Each model is trained for epochs of `steps_per_epoch` Adam steps, validated
+# after every epoch on the validation subjects, each simulated with a fixed set
+# of in-distribution parameters, segmented whole-volume by sliding windows.
+# The early-stopping score is
+#
+# $$
+# \text{score} = \tfrac13\sum_{k\in\{GM,WM,CSF\}} \overline{\text{Dice}}_k
+#              - \tfrac13\sum_k \overline{\text{CoV}}_k ,
+# $$
+#
+# the CoV being the SD/mean of a subject's tissue volume over its realisations.
+# Training stops after `patience` epochs without improvement; the best epoch's
+# weights are kept. Results are cached under a folder named by the hash of
+# everything that produced them, so re-running this notebook reuses them.
+
+# %%
+t0 = time.perf_counter()
+result = train_all(P, progress=False)
+notebook_train_s = time.perf_counter() - t0
+summary = result["summary"]
+cols = ["model", "sequence", "epochs", "best_epoch", "wall_time_s", "val_dice_GM", "val_dice_WM",
+        "val_dice_CSF", "val_cov_GM", "val_cov_WM", "val_cov_CSF", "best_score", "cached"]
+summary[cols].round(4)
+
+# %% [markdown]
+# ## Learning curves
+
+# %%
+hist = pd.concat(
+    [pd.read_csv(f / "metrics.csv").assign(model=m, sequence=s) for (m, s), f in result["folders"].items()],
+    ignore_index=True,
+)
+fig, axes = plt.subplots(len(P.sequences), 3, figsize=(14, 3.6 * len(P.sequences)), squeeze=False)
+for r, s in enumerate(P.sequences):
+    for name, g in hist[hist.sequence == s].groupby("model", sort=False):
+        axes[r, 0].plot(g.epoch, g.train_loss, marker="o", label=name)
+        axes[r, 1].plot(g.epoch, g.val_dice_mean, marker="o", label=name)
+        axes[r, 2].plot(g.epoch, g.val_cov_mean, marker="o", label=name)
+    axes[r, 0].set_ylabel(f"{s}\ntraining loss")
+    axes[r, 1].set_ylabel("val mean Dice (GM, WM, CSF)")
+    axes[r, 2].set_ylabel("val mean CoV")
+    for a in axes[r]:
+        a.set_xlabel("epoch")
+axes[0, 2].legend(fontsize=7, loc="upper right")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## What this profile cost
+
+# %%
+cost = summary.pivot_table(index="model", columns="sequence", values="wall_time_s", sort=False).round(1)
+print(provenance.collect(P.name))
+print(f"{len(summary)} models; training wall time (sum over models, this run or when cached): "
+      f"{summary.wall_time_s.sum() / 60:.1f} min; this notebook's train_all call: {notebook_train_s / 60:.1f} min")
+cost

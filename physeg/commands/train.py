@@ -1,0 +1,58 @@
+"""``physeg train``: train (or reuse from the cache) the models of a profile.
+
+examples:
+  physeg train --profile smoke                          every model, both sequences
+  physeg train --profile demo --models Baseline Phys-Strat-Aug --sequence MPRAGE
+  physeg train --profile demo --resume                  continue interrupted runs from last.pt
+  torchrun --nproc_per_node 2 -m physeg train --profile paper --models Phys-Strat-Aug   (DDP)
+
+Each model goes to <cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/
+(plans.json, best.pt, last.pt, metrics.csv, finished.json); finished models are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from physeg.models import MODELS
+    from physeg.profiles import PROFILES, SEQUENCES
+
+    parser = subparsers.add_parser(
+        "train", help="train the ablation and uncertainty models of a profile (cached)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="compute profile (default: $PHYSEG_PROFILE or demo)")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None, metavar="MODEL",
+                        help=f"models to train, from {sorted(MODELS)} (default: the profile's ablations and uncertainty variants)")
+    parser.add_argument("--sequence", nargs="+", choices=SEQUENCES, default=None, dest="sequences", metavar="SEQ",
+                        help="sequences (default: the profile's)")
+    parser.add_argument("--resume", action="store_true", help="continue unfinished runs from last.pt")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=None, help="model seed (default: the profile's)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from physeg.orchestrate import train_all
+    from physeg.profiles import get_profile
+    from physeg.training import world
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda requested but CUDA is not available")
+        return 2
+    result = train_all(get_profile(args.profile), sequences=args.sequences, models=args.models,
+                       device=args.device, resume=args.resume, seed=args.seed)
+    if world()[0] == 0:
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            cols = [c for c in result["summary"].columns if c not in ("folder", "device", "world_size")]
+            print(result["summary"][cols].round(4).to_string(index=False))
+        for (name, seq), folder in result["folders"].items():
+            print(f"{name:28s} {seq:7s} {folder}")
+    return 0

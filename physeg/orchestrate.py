@@ -1,0 +1,137 @@
+"""Train every model a profile asks for, reusing finished ones (DESIGN.md §6, §9).
+
+Models: ``profile.ablations`` (Baseline, Phys-Base, Phys-Strat, Phys-Strat-Aug)
+plus epistemic and aleatoric variants of ``profile.uncertainty_models``
+(Baseline, Phys-Strat-Aug), each for every sequence in ``profile.sequences``:
+(4 + 2×2) × 2 = 16 models for the default profiles.
+
+Each model lives in ``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/``
+where ``<hash>`` = :func:`physeg.paths.config_hash` of
+:func:`physeg.training.training_config` (model switches, network, the
+training-relevant profile fields, seed, training code version). A folder with
+``finished.json`` is reused as is; any change of those inputs gives a new folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from physeg.models import get_model_spec, profile_models
+from physeg.paths import cache_root, config_hash
+from physeg.profiles import Profile, get_profile
+from physeg.sampling import Volumes, pregenerate, stable_seed
+from physeg.training import TISSUES, load_model, make_validation_set, train_model, training_config
+
+log = logging.getLogger(__name__)
+
+__all__ = ["model_folder", "load_volumes", "train_all", "load_model", "summary_table", "find_models"]
+
+
+def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
+    """``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/`` (not created)."""
+    spec = get_model_spec(model)
+    config = training_config(spec, profile=profile, sequence=sequence, seed=seed)
+    return cache_root() / "models" / profile.name / f"{model}_{sequence}_seed{config['seed']}_{config_hash(config)}"
+
+
+def load_volumes(profile: Profile) -> dict[str, list[Volumes]]:
+    """Training and validation subjects of the profile's cohort (built if missing)."""
+    from physeg.data import build_cohort, cohort_split, load_subject
+
+    root = build_cohort(profile)
+    split = cohort_split(profile)
+    return {part: [Volumes.from_subject(load_subject(root, sid)) for sid in split[part]]
+            for part in ("train", "val")}
+
+
+def _read_summary(folder: Path) -> dict | None:
+    marker = folder / "finished.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def train_all(
+    profile: str | Profile,
+    *,
+    sequences: list[str] | tuple[str, ...] | None = None,
+    models: list[str] | tuple[str, ...] | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    seed: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or reuse) every requested model.
+
+    Parameters
+    ----------
+    profile
+        Profile or its name.
+    sequences, models
+        Subsets (default: the profile's sequences and :func:`physeg.models.profile_models`).
+    resume
+        Continue unfinished folders from ``last.pt`` instead of restarting them.
+
+    Returns
+    -------
+    ``{"folders": {(model, sequence): Path}, "summary": pandas.DataFrame}``; one
+    summary row per model: wall time, epochs, best epoch, best val Dice per
+    tissue, val CoV per tissue, score, whether it came from the cache.
+    """
+    import pandas as pd
+
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    sequences = list(sequences or profile.sequences)
+    models = list(models or profile_models(profile))
+    folders: dict[tuple[str, str], Path] = {}
+    rows = []
+    volumes = None
+    for sequence in sequences:
+        shared: dict[str, Any] = {}
+        for name in models:
+            folder = model_folder(name, profile=profile, sequence=sequence, seed=seed)
+            folders[(name, sequence)] = folder
+            summary = _read_summary(folder)
+            cached = summary is not None
+            if not cached:
+                if volumes is None:
+                    volumes = load_volumes(profile)
+                if not shared:
+                    shared["val_set"] = make_validation_set(volumes["val"], sequence=sequence, profile=profile)
+                    shared["pregenerated"] = pregenerate(
+                        volumes["train"], sequence=sequence, n=profile.n_pregenerated,
+                        seed=stable_seed("pregenerated", profile.seed, sequence),
+                    )
+                log.info("training %s %s -> %s", name, sequence, folder)
+                train_model(
+                    get_model_spec(name), profile=profile, sequence=sequence, folder=folder,
+                    train_subjects=volumes["train"], val_subjects=volumes["val"], seed=seed, device=device,
+                    resume=resume, progress=progress, **shared,
+                )
+                summary = _read_summary(folder)
+            rows.append({**summary, "cached": cached, "folder": str(folder)})
+    return {"folders": folders, "summary": summary_table(rows)}
+
+
+def summary_table(rows: list[dict]) -> "pd.DataFrame":  # noqa: F821
+    """Rows of ``finished.json`` summaries as a DataFrame with the main columns first."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    first = ["model", "sequence", "epochs", "best_epoch", "wall_time_s",
+             *(f"val_dice_{t}" for t in TISSUES), *(f"val_cov_{t}" for t in TISSUES), "best_score"]
+    return df[[c for c in first if c in df] + [c for c in df if c not in first]]
+
+
+def find_models(profile: str | Profile, *, sequence: str | None = None, seed: int | None = None,
+                models: list[str] | None = None) -> dict[tuple[str, str], Path]:
+    """Finished model folders of a profile (current config hashes only): ``{(model, sequence): folder}``."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    out = {}
+    for seq in ([sequence] if sequence else profile.sequences):
+        for name in models or profile_models(profile):
+            folder = model_folder(name, profile=profile, sequence=seq, seed=seed)
+            if (folder / "finished.json").exists():
+                out[(name, seq)] = folder
+    return out

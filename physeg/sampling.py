@@ -1,0 +1,267 @@
+r"""Training data: pre-generated or on-the-fly realisations, mixed or stratified batches.
+
+Two data modes (DESIGN.md §6)
+
+``"pregenerated"`` (Baseline, Phys-Base, Phys-Strat)
+    For every training subject, ``n_pregenerated`` IoD parameter vectors are
+    drawn ONCE with a generator seeded from the profile seed and the sequence
+    (so every pre-generated model sees the same images), simulated once with
+    :func:`physeg.simulation.simulate` (its percentile normalisation) and kept
+    in memory (:func:`pregenerate`).
+``"onthefly"`` (Phys-Strat-Aug)
+    Every batch draws new IoD parameters and simulates them from the subject's
+    maps — the simulation layer used as an augmentation (paper §2.3). The whole
+    volume is simulated before cropping, so the intensity normalisation is the
+    same as for pre-generated and test images.
+
+Two batch modes
+
+``"mixed"``
+    Each of the ``batch_size`` items has its own random subject, realisation
+    and patch location.
+``"stratified"``
+    One random subject and ONE patch location; the batch holds ``batch_size``
+    different realisations of it (pre-generated: drawn without replacement),
+    so the penultimate features should agree (stratification loss, §2.2).
+
+Patch centres are drawn uniformly among brain-mask voxels; the patch is then
+shifted to lie inside the volume (volumes smaller than the patch are
+zero-padded once, up front). Every random choice comes from the sampler's own
+``torch.Generator``, whose state is checkpointed (:meth:`TrainingBatches.state_dict`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from physeg import simulation as sim
+
+DATA_MODES: tuple[str, ...] = ("pregenerated", "onthefly")
+BATCH_MODES: tuple[str, ...] = ("mixed", "stratified")
+
+
+@dataclass
+class Volumes:
+    """One subject in memory: maps (3, X, Y, Z) float32, mask (X, Y, Z) bool, labels (X, Y, Z) int64."""
+
+    subject_id: str
+    maps: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_subject(cls, subject) -> "Volumes":
+        """From a :class:`physeg.data.Subject` (or anything with ``maps``, ``mask``, ``pgs``)."""
+        labels = getattr(subject, "pgs", None)
+        if labels is None:
+            labels = subject.labels
+        return cls(
+            subject_id=str(getattr(subject, "subject_id", "?")),
+            maps=torch.as_tensor(subject.maps, dtype=torch.float32),
+            mask=torch.as_tensor(subject.mask).bool(),
+            labels=torch.as_tensor(labels).long(),
+        )
+
+    def padded(self, size: int) -> "Volumes":
+        """Zero-pad (symmetrically) every spatial dim to at least ``size``."""
+        pads: list[int] = []
+        for d in reversed(self.maps.shape[1:]):
+            extra = max(0, size - d)
+            pads += [extra // 2, extra - extra // 2]
+        if not any(pads):
+            return self
+        return Volumes(
+            self.subject_id,
+            F.pad(self.maps, pads),
+            F.pad(self.mask, pads),
+            F.pad(self.labels, pads),
+        )
+
+
+@dataclass
+class Realisations:
+    """Simulated images of one subject: images (N, 1, X, Y, Z), params (N, P), physics (N, F)."""
+
+    images: torch.Tensor
+    params: torch.Tensor
+    physics: torch.Tensor
+
+
+def stable_seed(*parts: object) -> int:
+    """Deterministic 31-bit seed from strings/ints (Python's ``hash`` is salted per process)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def realise(
+    volumes: Volumes, *, sequence: str, params: torch.Tensor
+) -> Realisations:
+    """Simulate ``params`` (N, P) on one subject (normalised as :func:`physeg.simulation.simulate`)."""
+    images = sim.simulate(volumes.maps, sequence=sequence, params=params, mask=volumes.mask, normalise=True)
+    return Realisations(images, params.cpu(), sim.physics_features(sequence, params.cpu()).float())
+
+
+def pregenerate(
+    subjects: list[Volumes], *, sequence: str, n: int, seed: int, distribution: str = "iod"
+) -> list[Realisations]:
+    """``n`` realisations per subject with parameters from one generator seeded by ``seed``."""
+    g = torch.Generator().manual_seed(int(seed))
+    out = []
+    for s in subjects:
+        params = sim.sample_parameters(sequence, n, distribution=distribution, generator=g)
+        out.append(realise(s, sequence=sequence, params=params))
+    return out
+
+
+def crop(x: torch.Tensor, start: tuple[int, int, int], size: int) -> torch.Tensor:
+    """``x[..., a:a+size, b:b+size, c:c+size]``."""
+    a, b, c = start
+    return x[..., a:a + size, b:b + size, c:c + size]
+
+
+class TrainingBatches:
+    """Endless source of training batches (see module docstring).
+
+    Parameters
+    ----------
+    subjects
+        Training subjects (:class:`Volumes`).
+    sequence
+        ``"MPRAGE"`` or ``"SPGR"``.
+    patch_size, batch_size
+        Cubic patch edge (voxels) and items per batch.
+    data, batches
+        ``"pregenerated" | "onthefly"`` and ``"mixed" | "stratified"``.
+    n_pregenerated, pregenerated_seed
+        Size and seed of the fixed realisation set (pre-generated mode).
+    seed
+        Seed of the sampler's generator (patch locations, choices, on-the-fly parameters).
+    device
+        Where batches (and on-the-fly simulation) go.
+    pregenerated
+        Reuse an existing realisation set (e.g. shared between models).
+    """
+
+    def __init__(
+        self,
+        subjects: list[Volumes],
+        *,
+        sequence: str,
+        patch_size: int,
+        batch_size: int,
+        data: str = "pregenerated",
+        batches: str = "mixed",
+        n_pregenerated: int = 8,
+        pregenerated_seed: int = 0,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        pregenerated: list[Realisations] | None = None,
+    ) -> None:
+        if data not in DATA_MODES:
+            raise ValueError(f"data must be one of {DATA_MODES}")
+        if batches not in BATCH_MODES:
+            raise ValueError(f"batches must be one of {BATCH_MODES}")
+        if not subjects:
+            raise ValueError("no training subjects")
+        self.sequence, self.patch_size, self.batch_size = sequence, int(patch_size), int(batch_size)
+        self.data, self.batches = data, batches
+        self.device = torch.device(device)
+        self.subjects = [s.padded(self.patch_size) for s in subjects]
+        # brain voxels (patch centres); fall back to all voxels for an empty mask
+        self._centres = [
+            torch.nonzero(s.mask) if s.mask.any() else torch.nonzero(torch.ones_like(s.mask)) for s in self.subjects
+        ]
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.realisations: list[Realisations] | None = None
+        if data == "pregenerated":
+            self.realisations = pregenerated if pregenerated is not None else pregenerate(
+                self.subjects, sequence=sequence, n=n_pregenerated, seed=pregenerated_seed
+            )
+            if len(self.realisations) != len(self.subjects):
+                raise ValueError("one realisation set per subject expected")
+        else:
+            self._maps = [s.maps.to(self.device) for s in self.subjects]
+            self._masks = [s.mask.to(self.device) for s in self.subjects]
+
+    # -- random choices ---------------------------------------------------------------
+    def _randint(self, n: int) -> int:
+        return int(torch.randint(n, (1,), generator=self.generator))
+
+    def _location(self, s: int) -> tuple[int, int, int]:
+        centres = self._centres[s]
+        c = centres[self._randint(centres.shape[0])]
+        shape = self.subjects[s].mask.shape
+        p = self.patch_size
+        return tuple(int(min(max(int(c[d]) - p // 2, 0), shape[d] - p)) for d in range(3))
+
+    def _simulate(self, s: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        params = sim.sample_parameters(self.sequence, n, distribution="iod", generator=self.generator)
+        images = sim.simulate(self._maps[s], sequence=self.sequence, params=params.to(self.device),
+                              mask=self._masks[s], normalise=True)
+        return images, params
+
+    # -- batches ------------------------------------------------------------------------
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """``image`` (B, 1, p, p, p), ``label`` (B, p, p, p), ``physics`` (B, F), ``params`` (B, P),
+        ``subject`` (B,) subject indices, ``start`` (B, 3) patch corners; on ``device``."""
+        B, p = self.batch_size, self.patch_size
+        items: list[tuple[int, tuple[int, int, int]]] = []
+        if self.batches == "stratified":
+            s = self._randint(len(self.subjects))
+            loc = self._location(s)
+            items = [(s, loc)] * B
+            if self.data == "pregenerated":
+                n = self.realisations[s].images.shape[0]
+                perm = torch.randperm(n, generator=self.generator)
+                idx = perm[:B] if n >= B else torch.randint(n, (B,), generator=self.generator)
+                r = self.realisations[s]
+                images, params, physics = r.images[idx], r.params[idx], r.physics[idx]
+            else:
+                images, params = self._simulate(s, B)
+                physics = sim.physics_features(self.sequence, params).float()
+            image = crop(images, loc, p)
+        else:
+            crops, plist = [], []
+            for _ in range(B):
+                s = self._randint(len(self.subjects))
+                loc = self._location(s)
+                items.append((s, loc))
+                if self.data == "pregenerated":
+                    r = self.realisations[s]
+                    k = self._randint(r.images.shape[0])
+                    crops.append(crop(r.images[k], loc, p))
+                    plist.append(r.params[k])
+                else:
+                    img, par = self._simulate(s, 1)
+                    crops.append(crop(img[0], loc, p))
+                    plist.append(par[0])
+            image = torch.stack([c.to(self.device) for c in crops])
+            params = torch.stack(plist)
+            physics = sim.physics_features(self.sequence, params).float()
+        label = torch.stack([crop(self.subjects[s].labels, loc, p) for s, loc in items])
+        return {
+            "image": image.to(self.device, torch.float32).contiguous(),
+            "label": label.to(self.device),
+            "physics": physics.to(self.device),
+            "params": params.cpu(),
+            "subject": torch.tensor([s for s, _ in items]),
+            "start": torch.tensor([loc for _, loc in items]),
+        }
+
+    def __iter__(self):
+        while True:
+            yield self.next_batch()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Generator state (a uint8 tensor: safe for ``torch.load(weights_only=True)``)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def reseed(self, seed: int) -> None:
+        """Restart the generator from ``seed`` (used at each epoch start for exact resume)."""
+        self.generator.manual_seed(int(seed))

@@ -1,0 +1,523 @@
+r"""Training loop: epochs, validation, early stopping, checkpoints, exact resume, DDP.
+
+One model = one folder ``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/``::
+
+    plans.json       everything that made the model (spec, network, profile, versions, device)
+    last.pt          full state after the last finished epoch (model, optimiser, RNG states,
+                     epoch, best score, early-stopping counter, history); loads with weights_only=True
+    best.pt          model weights of the best validation epoch
+    metrics.csv      one row per epoch (also metrics.json)
+    finished.json    written last: summary (wall time, epochs, best epoch, val Dice/CoV)
+
+Validation score (early stopping, paper §2.1 "Dice score combined with CoV")
+    On the validation subjects, each simulated with a fixed IoD set of
+    ``profile.n_val_realisations`` parameter vectors (seeded by the profile
+    seed; identical for every model), whole volumes are segmented with
+    :func:`infer_volume`. With tissues :math:`k \in \{GM, WM, CSF\}`,
+
+    .. math::
+
+        \text{score} = \frac13\sum_k \overline{\text{Dice}}_k
+                     - \frac13\sum_k \overline{\text{CoV}}_k ,\qquad
+        \text{CoV}_{s,k} = \frac{\text{SD}_r(V_{s,r,k})}{\text{mean}_r(V_{s,r,k})}
+
+    where Dice is averaged over subjects and realisations, and the CoV (sample
+    SD, ddof = 1) of the tissue volume over the realisations ``r`` of subject
+    ``s`` is averaged over subjects. Training stops after ``profile.patience``
+    epochs without a strictly larger score, or at ``profile.max_epochs``.
+
+Exact resume
+    At the start of epoch ``e`` every random source (python, numpy, torch,
+    the batch sampler) is re-seeded from ``(seed, e, rank)``; the checkpoint
+    holds model and Adam state, so a run killed after epoch ``e`` and resumed
+    reproduces the uninterrupted run bit for bit (on the same device). The RNG
+    states are stored too (as tensors / plain types) and restored.
+
+DDP (``torchrun --nproc_per_node N``)
+    With ``WORLD_SIZE > 1`` the process group is initialised (gloo on CPU,
+    nccl on CUDA) and the model wrapped in DDP. Each rank draws its own
+    batches (sampler seeded by rank) and runs ``ceil(steps_per_epoch / N)``
+    steps, so an epoch covers ``steps_per_epoch`` batches across ranks
+    (effective batch ``N × batch_size``). Rank 0 validates, writes, and
+    broadcasts the stop decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from monai.inferers import sliding_window_inference
+from tqdm.auto import tqdm
+
+from physeg import simulation as sim
+from physeg.losses import segmentation_loss
+from physeg.models import ModelSpec
+from physeg.network import NetworkConfig, PhysicsUNet, build_network
+from physeg.profiles import Profile
+from physeg.sampling import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
+
+#: Bump when a change to the training code should invalidate cached models.
+TRAINING_VERSION = "1"
+TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
+TISSUE_LABELS: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
+
+
+# ---------------------------------------------------------------------------- devices & DDP
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA if available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; (0, 1) without an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup_distributed(device: torch.device) -> torch.device:
+    """Initialise the process group when launched by torchrun (``WORLD_SIZE > 1``).
+
+    Returns the device of this rank (``cuda:LOCAL_RANK`` on GPUs).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+# ---------------------------------------------------------------------------- RNG
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states as tensors / plain types (``torch.load(weights_only=True)``-safe)."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python_version": int(py[0]),
+        "python_state": torch.tensor(py[1], dtype=torch.int64),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_cached_gauss": float(np_state[4]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"].tolist()), None))
+    np.random.set_state((
+        "MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+        state["numpy_has_gauss"], state["numpy_cached_gauss"],
+    ))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- inference
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def infer_volume(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    physics: torch.Tensor | None = None,
+    *,
+    profile: Profile | None = None,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float | None = None,
+    sw_batch_size: int = 8,
+    return_sigma: bool = False,
+    mode: str = "gaussian",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Whole-volume logits by sliding-window inference (MONAI), one image at a time.
+
+    Parameters
+    ----------
+    model
+        :class:`~physeg.network.PhysicsUNet` (or its DDP wrapper). Train/eval
+        mode is left as is: call ``model.eval()`` or use
+        :func:`physeg.network.mc_dropout` first.
+    image
+        (1, X, Y, Z) or (B, 1, X, Y, Z); any device (windows run on the model's device).
+    physics
+        Acquisition features (F,) or (B, F); ``None`` for physics-free models.
+    profile
+        Supplies ``roi_size = patch_size`` and ``overlap = sw_overlap`` unless given.
+    return_sigma
+        Also return the aleatoric σ map (aleatoric models).
+
+    Returns
+    -------
+    Logits (B, C, X, Y, Z) float32 on the model's device (and σ, same shape).
+    """
+    net = model.module if hasattr(model, "module") else model
+    if roi_size is None:
+        roi_size = profile.patch_size
+    if overlap is None:
+        overlap = profile.sw_overlap if profile is not None else 0.25
+    if isinstance(roi_size, int):
+        roi_size = (roi_size,) * 3
+    device = next(net.parameters()).device
+    squeeze = image.ndim == 4
+    if squeeze:
+        image = image.unsqueeze(0)
+    if physics is not None:
+        physics = torch.as_tensor(physics, dtype=torch.float32)
+        if physics.ndim == 1:
+            physics = physics.unsqueeze(0)
+        if physics.shape[0] == 1 and image.shape[0] > 1:
+            physics = physics.expand(image.shape[0], -1)
+    logits, sigmas = [], []
+    for b in range(image.shape[0]):
+        phys = physics[b:b + 1].to(device) if physics is not None else None
+
+        def predictor(window: torch.Tensor, phys=phys):
+            with _autocast(device):
+                out = net.heads(window, phys)
+            if return_sigma:
+                return out["logits"].float(), out["sigma"].float()
+            return out["logits"].float()
+
+        res = sliding_window_inference(
+            image[b:b + 1].to(device, torch.float32), roi_size=roi_size, sw_batch_size=sw_batch_size,
+            predictor=predictor, overlap=overlap, mode=mode,
+        )
+        if return_sigma:
+            logits.append(res[0])
+            sigmas.append(res[1])
+        else:
+            logits.append(res)
+    out = torch.cat(logits)
+    if return_sigma:
+        return out, torch.cat(sigmas)
+    return out
+
+
+# ---------------------------------------------------------------------------- validation
+def dice_per_tissue(seg: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    r"""Dice :math:`2|A\cap B|/(|A|+|B|)` per tissue (1 when both are empty)."""
+    out = {}
+    for t, k in TISSUE_LABELS.items():
+        a, b = seg == k, truth == k
+        denom = int(a.sum() + b.sum())
+        out[t] = 1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom
+    return out
+
+
+def make_validation_set(
+    subjects: list[Volumes], *, sequence: str, profile: Profile
+) -> list[tuple[Volumes, Realisations]]:
+    """Fixed IoD realisations of the validation subjects (seeded by profile seed and sequence)."""
+    real = pregenerate(subjects, sequence=sequence, n=profile.n_val_realisations,
+                       seed=stable_seed("validation", profile.seed, sequence))
+    return list(zip(subjects, real))
+
+
+def validate(
+    model: PhysicsUNet, val_set: list[tuple[Volumes, Realisations]], *, profile: Profile, use_physics: bool
+) -> dict[str, float]:
+    """Mean Dice and mean CoV per tissue, and the early-stopping score (module docstring)."""
+    model.eval()
+    dices: dict[str, list[float]] = {t: [] for t in TISSUES}
+    covs: dict[str, list[float]] = {t: [] for t in TISSUES}
+    for vol, real in val_set:
+        logits = infer_volume(model, real.images, real.physics if use_physics else None, profile=profile)
+        segs = logits.argmax(1).cpu()
+        volumes = {t: [] for t in TISSUES}
+        for seg in segs:
+            for t, d in dice_per_tissue(seg, vol.labels).items():
+                dices[t].append(d)
+            for t, k in TISSUE_LABELS.items():
+                volumes[t].append(float((seg == k).sum()))
+        for t in TISSUES:
+            v = np.asarray(volumes[t])
+            covs[t].append(float(v.std(ddof=1) / v.mean()) if len(v) > 1 and v.mean() > 0 else
+                           (0.0 if len(v) <= 1 else 1.0))
+    out: dict[str, float] = {}
+    for t in TISSUES:
+        out[f"val_dice_{t}"] = float(np.mean(dices[t]))
+        out[f"val_cov_{t}"] = float(np.mean(covs[t]))
+    out["val_dice_mean"] = float(np.mean([out[f"val_dice_{t}"] for t in TISSUES]))
+    out["val_cov_mean"] = float(np.mean([out[f"val_cov_{t}"] for t in TISSUES]))
+    out["score"] = out["val_dice_mean"] - out["val_cov_mean"]
+    return out
+
+
+# ---------------------------------------------------------------------------- plans
+def network_config(spec: ModelSpec, *, profile: Profile, sequence: str) -> NetworkConfig:
+    """Network of ``spec`` at the profile's widths."""
+    return NetworkConfig(
+        channels=tuple(profile.channels),
+        physics=spec.physics,
+        n_physics_features=sim.n_physics_features(sequence) if spec.physics != "none" else 0,
+        uncertainty=spec.uncertainty,
+    )
+
+
+TRAINING_PROFILE_FIELDS: tuple[str, ...] = (
+    "name", "voxel_size_mm", "n_train", "n_val", "patch_size", "channels", "batch_size", "learning_rate",
+    "max_epochs", "steps_per_epoch", "patience", "n_pregenerated", "n_val_realisations", "aleatoric_passes",
+    "strat_weight", "sw_overlap", "seed",
+)
+
+
+def training_config(spec: ModelSpec, *, profile: Profile, sequence: str, seed: int | None = None) -> dict:
+    """What determines a trained model (hashed into its folder name)."""
+    prof = profile.to_dict()
+    return {
+        "training_version": TRAINING_VERSION,
+        "model": spec.to_dict(),
+        "sequence": sequence,
+        "seed": profile.seed if seed is None else int(seed),
+        "network": network_config(spec, profile=profile, sequence=sequence).to_dict(),
+        "profile": {k: prof[k] for k in TRAINING_PROFILE_FIELDS},
+        "dice_weight": float(profile.extra.get("dice_weight", 0.0)),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import monai
+
+    from physeg import __version__
+    from physeg.provenance import git_commit
+
+    return {"physeg": __version__, "torch": torch.__version__, "monai": monai.__version__,
+            "commit": git_commit()}
+
+
+# ---------------------------------------------------------------------------- training
+def _write_metrics(folder: Path, history: list[dict]) -> None:
+    import pandas as pd
+
+    pd.DataFrame(history).to_csv(folder / "metrics.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps(history, indent=1))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_model(
+    spec: ModelSpec,
+    *,
+    profile: Profile,
+    sequence: str,
+    folder: Path,
+    train_subjects: list[Volumes],
+    val_subjects: list[Volumes],
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    max_epochs: int | None = None,
+    progress: bool = True,
+    pregenerated: list[Realisations] | None = None,
+    val_set: list[tuple[Volumes, Realisations]] | None = None,
+) -> dict[str, Any]:
+    """Train one model into ``folder`` (layout in the module docstring).
+
+    Parameters
+    ----------
+    spec, profile, sequence
+        Which ablation, at which size, for which sequence.
+    train_subjects, val_subjects
+        In-memory subjects (:class:`physeg.sampling.Volumes`).
+    seed
+        Model seed (default ``profile.seed``): initialisation, batches, dropout.
+    resume
+        Continue from ``folder/last.pt`` if present (else start afresh).
+    max_epochs
+        Stop after this many epochs in total (default ``profile.max_epochs``);
+        used by tests and to simulate a killed run.
+    pregenerated, val_set
+        Reuse realisation sets across models (orchestration); built here otherwise.
+
+    Returns
+    -------
+    The summary written to ``finished.json`` (or, when stopped by
+    ``max_epochs`` before the profile's end, the same fields without the marker).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seed = profile.seed if seed is None else int(seed)
+    device = setup_distributed(resolve_device(device))
+    rank, world_size = world()
+    max_epochs = profile.max_epochs if max_epochs is None else int(max_epochs)
+    config = training_config(spec, profile=profile, sequence=sequence, seed=seed)
+    if rank == 0:
+        plans = {**config, "profile_full": profile.to_dict(), "versions": _versions(),
+                 "training_ranges": {k: list(v) for k, v in sim.IOD_RANGES[sequence].items()},
+                 "device": str(device), "world_size": world_size, "folder": folder.name}
+        (folder / "plans.json").write_text(json.dumps(plans, indent=2, default=str))
+
+    seed_everything(stable_seed(seed, "init"))
+    model = build_network(network_config(spec, profile=profile, sequence=sequence)).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=profile.learning_rate)
+    use_physics = spec.physics != "none"
+
+    sampler = TrainingBatches(
+        train_subjects, sequence=sequence, patch_size=profile.patch_size, batch_size=profile.batch_size,
+        data=spec.data, batches=spec.batches, n_pregenerated=profile.n_pregenerated,
+        pregenerated_seed=stable_seed("pregenerated", profile.seed, sequence), seed=seed, device=device,
+        pregenerated=pregenerated if spec.data == "pregenerated" else None,
+    )
+    if rank == 0 and val_set is None:
+        val_set = make_validation_set(val_subjects, sequence=sequence, profile=profile)
+
+    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
+             "elapsed_s": 0.0, "stopped": False}
+    last = folder / "last.pt"
+    if resume and last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimizer"])
+        sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        state.update({k: ckpt[k] for k in state})
+        state["history"] = json.loads(ckpt["history"])
+
+    net = model
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    steps = math.ceil(profile.steps_per_epoch / world_size)
+    strat_weight = profile.strat_weight if spec.strat_loss else 0.0
+    dice_weight = config["dice_weight"]
+
+    desc = f"{spec.name}/{sequence}"
+    epochs = range(state["epoch"], max_epochs)
+    bar = tqdm(epochs, desc=desc, disable=not progress or rank != 0, leave=False)
+    for epoch in bar:
+        if state["stopped"]:
+            break
+        t0 = time.perf_counter()
+        seed_everything(stable_seed(seed, "epoch", epoch, rank))
+        sampler.reseed(stable_seed(seed, "sampler", epoch, rank))
+        net.train()
+        sums = {"loss": 0.0, "ce": 0.0, "strat": 0.0, "dice": 0.0}
+        for _ in range(steps):
+            batch = sampler.next_batch()
+            with _autocast(device):
+                out = _forward_heads(net, batch["image"], batch["physics"] if use_physics else None)
+                parts = segmentation_loss(out, batch["label"], strat_weight=strat_weight, dice_weight=dice_weight,
+                                          aleatoric_passes=profile.aleatoric_passes)
+            optimiser.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimiser.step()
+            for k in sums:
+                sums[k] += float(parts[k].detach())
+        means = torch.tensor([sums[k] / steps for k in sums], dtype=torch.float64)
+        if world_size > 1:
+            dist.all_reduce(means)
+            means /= world_size
+        row: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": float(v) for k, v in zip(sums, means)}}
+        stop = False
+        if rank == 0:
+            row.update(validate(model, val_set, profile=profile, use_physics=use_physics))
+            improved = row["score"] > state["best_score"]
+            if improved:
+                state.update(best_score=row["score"], best_epoch=epoch + 1, bad_epochs=0)
+                _atomic_save(model.state_dict(), folder / "best.pt")
+            else:
+                state["bad_epochs"] += 1
+            stop = state["bad_epochs"] >= profile.patience
+            state["elapsed_s"] += time.perf_counter() - t0
+            row.update(improved=improved, best_score=state["best_score"], epoch_time_s=time.perf_counter() - t0,
+                       elapsed_s=state["elapsed_s"])
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            state["stopped"] = stop
+            _atomic_save({
+                "model": model.state_dict(), "optimizer": optimiser.state_dict(),
+                "sampler": sampler.state_dict(), "rng": rng_state(),
+                **{k: v for k, v in state.items() if k != "history"},
+                "history": json.dumps(state["history"]),
+            }, last)
+            _write_metrics(folder, state["history"])
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", score=f"{row['score']:.3f}")
+        if world_size > 1:
+            flag = [stop]
+            dist.broadcast_object_list(flag, src=0)
+            stop = flag[0]
+        if stop:
+            break
+    summary = {}
+    if rank == 0:
+        summary = _summary(spec, sequence, state, device, world_size)
+        if state["stopped"] or state["epoch"] >= profile.max_epochs:
+            (folder / "finished.json").write_text(json.dumps(summary, indent=2))
+    if world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def _forward_heads(net: torch.nn.Module, image: torch.Tensor, physics: torch.Tensor | None) -> dict:
+    """``heads`` through DDP: DDP only hooks ``forward``, so call it with a flag."""
+    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        return net(image, physics, return_features="all")
+    return net.heads(image, physics)
+
+
+def _summary(spec: ModelSpec, sequence: str, state: dict, device: torch.device, world_size: int) -> dict:
+    hist = state["history"]
+    best = next((h for h in hist if h["epoch"] == state["best_epoch"]), hist[-1] if hist else {})
+    return {
+        "model": spec.name, "sequence": sequence, "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+        "best_score": state["best_score"], "wall_time_s": state["elapsed_s"], "early_stopped": state["stopped"],
+        "device": str(device), "world_size": world_size,
+        **{k: best.get(k) for k in (*(f"val_dice_{t}" for t in TISSUES), *(f"val_cov_{t}" for t in TISSUES),
+                                     "val_dice_mean", "val_cov_mean")},
+    }
+
+
+def load_checkpoint_weights(folder: Path, *, which: str = "best", map_location: str | torch.device = "cpu") -> dict:
+    """State dict of ``best.pt`` (or ``last.pt``'s model) with ``weights_only=True``."""
+    folder = Path(folder)
+    if which == "best":
+        return torch.load(folder / "best.pt", map_location=map_location, weights_only=True)
+    return torch.load(folder / "last.pt", map_location=map_location, weights_only=True)["model"]
+
+
+def load_model(folder: str | Path, *, which: str = "best", device: str | torch.device = "cpu"
+               ) -> tuple[PhysicsUNet, dict]:
+    """``(model in eval mode, plans)`` from a model folder."""
+    folder = Path(folder)
+    plans = json.loads((folder / "plans.json").read_text())
+    model = build_network(plans["network"])
+    model.load_state_dict(load_checkpoint_weights(folder, which=which, map_location=device))
+    return model.to(resolve_device(device)).eval(), plans

@@ -1,0 +1,144 @@
+"""physeg.training / physeg.orchestrate: inference, exact resume, early stopping, caching, DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from physeg import training
+from physeg.models import get_model_spec, profile_models
+from physeg.network import NetworkConfig, build_network
+from physeg.profiles import get_profile
+
+try:
+    from test_sampling import tiny_subjects
+except ImportError:  # pragma: no cover
+    from tests.test_sampling import tiny_subjects
+
+TINY = dataclasses.replace(
+    get_profile("smoke"), name="tiny", patch_size=8, channels=(2, 4), batch_size=2, max_epochs=3,
+    steps_per_epoch=2, n_pregenerated=3, n_val_realisations=2, aleatoric_passes=2, patience=7,
+)
+
+
+def subjects():
+    subs = tiny_subjects(3, shape=(12, 12, 10))
+    return subs[:2], subs[2:]
+
+
+def train(folder, name="Phys-Strat-Aug-Epistemic", **kw):
+    tr, va = subjects()
+    return training.train_model(get_model_spec(name), profile=TINY, sequence="MPRAGE", folder=folder,
+                                train_subjects=tr, val_subjects=va, device="cpu", progress=False, **kw)
+
+
+def test_infer_volume_single_window_equals_forward():
+    torch.manual_seed(0)
+    m = build_network(NetworkConfig(channels=(2, 4), physics="early+late", n_physics_features=2,
+                                    uncertainty="aleatoric")).eval()
+    x = torch.randn(2, 1, 8, 8, 8)
+    p = torch.rand(2, 2)
+    logits, sigma = training.infer_volume(m, x, p, roi_size=8, overlap=0.25, return_sigma=True)
+    with torch.no_grad():
+        out = m.heads(x, p)
+    torch.testing.assert_close(logits, out["logits"])
+    torch.testing.assert_close(sigma, out["sigma"])
+    big = training.infer_volume(m, torch.randn(1, 13, 11, 9), p[0], profile=TINY)
+    assert big.shape == (1, 4, 13, 11, 9)
+
+
+def test_dice_per_tissue():
+    truth = torch.tensor([1, 1, 2, 3, 0])
+    seg = torch.tensor([1, 2, 2, 0, 0])
+    d = training.dice_per_tissue(seg, truth)
+    assert d["GM"] == pytest.approx(2 / 3) and d["WM"] == pytest.approx(2 / 3) and d["CSF"] == 0.0
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    straight = train(tmp_path / "a")
+    assert (tmp_path / "a" / "finished.json").exists()
+    partial = train(tmp_path / "b", max_epochs=2)
+    assert not (tmp_path / "b" / "finished.json").exists() and partial["epochs"] == 2
+    resumed = train(tmp_path / "b", resume=True)
+    assert resumed["epochs"] == straight["epochs"] == 3
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    ha, hb = json.loads(a["history"]), json.loads(b["history"])
+    for ra, rb in zip(ha, hb):
+        assert ra["train_loss"] == rb["train_loss"] and ra["score"] == rb["score"]
+    # every artefact of the folder layout
+    for name in ("plans.json", "best.pt", "last.pt", "metrics.csv", "metrics.json", "finished.json"):
+        assert (tmp_path / "b" / name).exists()
+    plans = json.loads((tmp_path / "b" / "plans.json").read_text())
+    assert plans["model"]["name"] == "Phys-Strat-Aug-Epistemic" and plans["sequence"] == "MPRAGE"
+    model, _ = training.load_model(tmp_path / "b")
+    assert not model.training and model.config.uncertainty == "epistemic"
+
+
+def test_early_stopping(tmp_path, monkeypatch):
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
+
+    def fake_validate(model, val_set, *, profile, use_physics):
+        return {"score": next(scores), "val_dice_mean": 0.0, "val_cov_mean": 0.0}
+
+    monkeypatch.setattr(training, "validate", fake_validate)
+    prof = dataclasses.replace(TINY, patience=2, max_epochs=5)
+    tr, va = subjects()
+    s = training.train_model(get_model_spec("Baseline"), profile=prof, sequence="MPRAGE", folder=tmp_path,
+                             train_subjects=tr, val_subjects=va, device="cpu", progress=False)
+    assert s["epochs"] == 3 and s["best_epoch"] == 1 and s["early_stopped"]
+
+
+def test_train_all_caches(isolated_cache, monkeypatch):
+    from physeg import orchestrate
+
+    tr, va = subjects()
+    monkeypatch.setattr(orchestrate, "load_volumes", lambda profile: {"train": tr, "val": va})
+    prof = dataclasses.replace(TINY, max_epochs=1)
+    first = orchestrate.train_all(prof, sequences=["SPGR"], models=["Baseline", "Phys-Strat"], progress=False)
+    df = first["summary"]
+    assert list(df["model"]) == ["Baseline", "Phys-Strat"] and not df["cached"].any()
+    folder = first["folders"][("Phys-Strat", "SPGR")]
+    assert folder.parent == isolated_cache[0] / "models" / "tiny"
+    assert folder.name.startswith("Phys-Strat_SPGR_seed0_")
+    again = orchestrate.train_all(prof, sequences=["SPGR"], models=["Baseline", "Phys-Strat"], progress=False)
+    assert again["summary"]["cached"].all()
+    assert orchestrate.find_models(prof, sequence="SPGR", models=["Baseline"]) == {
+        ("Baseline", "SPGR"): first["folders"][("Baseline", "SPGR")]}
+    assert len(profile_models(get_profile("demo"))) == 8
+
+
+def _ddp_worker(rank, port, folder, out):
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    tr, va = subjects()
+    prof = dataclasses.replace(TINY, max_epochs=2)
+    training.train_model(get_model_spec("Phys-Strat"), profile=prof, sequence="MPRAGE", folder=folder,
+                         train_subjects=tr, val_subjects=va, device="cpu", progress=False)
+    (Path(out) / f"rank{rank}.done").write_text("ok")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "m"), str(tmp_path)), nprocs=2, join=True)
+    summary = json.loads((tmp_path / "m" / "finished.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs"] == 2
+    assert (tmp_path / "rank0.done").exists() and (tmp_path / "rank1.done").exists()
+    rows = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone wrote one row per epoch
