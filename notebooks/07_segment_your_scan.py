@@ -81,7 +81,7 @@ print(f"test subject {subject_id}; model {model_dir}")
 sims = work / "sims"
 rc = physeg(["simulate", "--bids", str(bids), "--subject", subject_id, "--sequence", SEQUENCE,
              "--ti", "0.9", "0.3", "--output", str(sims), "--force"])
-assert rc == 0
+assert rc == 0, f"physeg exited with {rc} (message above)"
 images = sorted(sims.glob(f"sim-*_{SEQUENCE}.nii.gz"))
 print(json.dumps(json.loads(images[0].with_name(images[0].name.replace(".nii.gz", ".json")).read_text()), indent=1))
 
@@ -94,15 +94,18 @@ print(json.dumps(json.loads(images[0].with_name(images[0].name.replace(".nii.gz"
 # %%
 unc = ev.run_uncertainty(prof, folders=folders)
 cal_args = []
-if not unc.calibration.empty and ((unc.calibration.model == MODEL) & (unc.calibration.sequence == SEQUENCE)).any():
-    cal_file = calibration_to_json(unc.calibration, work / "calibration.json", model=MODEL, sequence=SEQUENCE)
-    cal_args = ["--calibration", str(cal_file)]
+cal = unc.calibration
+for key in (MODEL, MODEL.removesuffix("-Epistemic")):  # rows are keyed by the base model name
+    if not cal.empty and ((cal.model == key) & (cal.sequence == SEQUENCE)).any():
+        cal_file = calibration_to_json(cal, work / "calibration.json", model=key, sequence=SEQUENCE)
+        cal_args = ["--calibration", str(cal_file)]
+        break
 print("calibration:", cal_args or "none (uncalibrated intervals)")
 
 out = work / "segmentation"
 rc = physeg(["segment", *map(str, images), "--model", str(model_dir), "--output", str(out),
              "--samples", str(prof.n_uncertainty_samples), "--force", "--no-progress", *cal_args])
-assert rc == 0
+assert rc == 0, f"physeg exited with {rc} (message above)"
 doc = json.loads((out / "volumes.json").read_text())
 for im in doc["images"]:
     print(f"{im['image'].split('/')[-1]}: {im['parameters']}  in distribution: {im['in_distribution']}")

@@ -632,7 +632,7 @@ def _sliding(model: torch.nn.Module, x: torch.Tensor, physics: torch.Tensor | No
     from physeg.training import infer_volume
 
     return infer_volume(model, x, physics, roi_size=info.patch_size, overlap=info.sw_overlap,
-                        sw_batch_size=1, return_sigma=with_sigma)
+                        return_sigma=with_sigma)
 
 
 @torch.no_grad()
