@@ -68,7 +68,7 @@ from physeg.profiles import Profile
 from physeg.sampling import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
 
 #: Bump when a change to the training code should invalidate cached models.
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
 TISSUE_LABELS: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
 
