@@ -185,9 +185,10 @@ def claim_aleatoric_negligible(uncertainty: pd.DataFrame | None, *,
     ratio = g["var_aleatoric"] / g["var_epistemic"].where(g["var_epistemic"] > 0)
     ev = "; ".join(f"{m} {t}: var_a={r.var_aleatoric:.3g} ml², var_e={r.var_epistemic:.3g} ml², "
                    f"ratio={ratio[(m, t)]:.3g}" for (m, t), r in g.iterrows())
+    parts = [None if not np.isfinite(r) else bool(r < threshold) for r in ratio]
     if ratio.isna().any():
-        return _row(4, NOT_TESTABLE, "epistemic variance is zero for some model/tissue: " + ev, criterion)
-    return _row(4, REPRODUCED if bool((ratio < threshold).all()) else NOT_REPRODUCED, ev, criterion)
+        ev = "epistemic variance is zero for some model/tissue (ratio undefined): " + ev
+    return _row(4, _combine(parts), ev, criterion)
 
 
 # --------------------------------------------------------------------------- claim 5
@@ -207,6 +208,9 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
     if a.empty or set(a["distribution"]) < {"IoD", "OoD"}:
         parts.append(None)
         ev.append(f"(a) not testable: no {aug} MPRAGE IoD+OoD results")
+    elif not (a[col] > 0).any():
+        parts.append(None)
+        ev.append(f"(a) not testable: every {aug} MPRAGE interval has zero width (no spread in the samples)")
     else:
         m = a.groupby(["tissue", "distribution"], observed=True)[col].mean().unstack()
         ok = bool((m["OoD"] > m["IoD"]).all())
@@ -217,6 +221,9 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
     if b.empty or "low_fa" not in b.columns or not b["low_fa"].any() or b["low_fa"].all():
         parts.append(None)
         ev.append(f"(b) not testable: no {aug} SPGR results with and without FA < 10°")
+    elif not (b[col] > 0).any():
+        parts.append(None)
+        ev.append(f"(b) not testable: every {aug} SPGR interval has zero width (no spread in the samples)")
     else:
         grp = np.where(b["low_fa"], "FA<10°", np.where(b["distribution"] == "OoD", "other OoD", "IoD"))
         m = b.assign(group=grp).groupby(["tissue", "group"], observed=True)[col].mean().unstack()
@@ -292,9 +299,8 @@ def summary_prose(claims: pd.DataFrame) -> str:
     """Markdown paragraph(s) summarising the claims table — generated, never hand-written."""
     profile = ", ".join(sorted(set(claims["profile"])))
     counts = claims["verdict"].value_counts()
-    parts = [f"With the **{profile}** profile, {counts.get(REPRODUCED, 0)} of {len(claims)} claims are "
-             f"reproduced, {counts.get(NOT_REPRODUCED, 0)} are not, and {counts.get(NOT_TESTABLE, 0)} "
-             "are not testable here."]
+    parts = [f"With the **{profile}** profile, of {len(claims)} claims: {counts.get(REPRODUCED, 0)} reproduced, "
+             f"{counts.get(NOT_REPRODUCED, 0)} not reproduced, {counts.get(NOT_TESTABLE, 0)} not testable here."]
     for r in claims.itertuples():
         line = f"- Claim {r.claim} ({r.statement}): **{r.verdict}**. {r.evidence}."
         if r.paper_numbers != "n/a":

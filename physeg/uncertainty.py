@@ -21,9 +21,14 @@ percentile range of that image's samples.
 We compute it through the probability integral transform (PIT): for a
 validation image with samples :math:`v_1..v_S` and reference :math:`v^*`,
 :math:`u = \hat F(v^*)` is the position of the reference in the samples'
-distribution; :math:`p_\mathrm{lo}(c)`, :math:`p_\mathrm{hi}(c)` are the
-:math:`(1-c)/2` and :math:`(1+c)/2` quantiles of the validation :math:`u`'s, so
-exactly a fraction :math:`c` of validation references fall inside.
+distribution, and :math:`w = |2u - 1|` is the nominal coverage of the smallest
+*central* sample interval that holds it. The calibrated interval of nominal
+coverage :math:`c` is the central sample interval of coverage
+:math:`c' = Q_w(c)` (the :math:`c`-quantile of the validation :math:`w`'s),
+i.e. percentiles :math:`p_\mathrm{lo} = (1-c')/2`, :math:`p_\mathrm{hi} = (1+c')/2`;
+by construction a fraction :math:`c` of validation references fall inside.
+Central intervals (one number per level) never collapse: a biased model gets
+wider intervals, not shifted zero-width ones.
 
 Percentiles beyond the sample range. With 50 samples the empirical percentiles
 stop at :math:`1/51` and :math:`50/51`, but an over-confident model needs more
@@ -205,10 +210,13 @@ class PercentileCalibration:
 
 
 def fit_calibration(val_samples, val_truth, levels: Sequence[float] = DEFAULT_LEVELS) -> PercentileCalibration:
-    """Fit the percentile recalibration on validation samples ``(n, S)`` and references ``(n,)``."""
+    """Fit the central percentile recalibration on validation samples ``(n, S)`` and references ``(n,)``."""
     u = pit(val_samples, val_truth)
-    lower = {float(c): float(np.quantile(u, (1 - c) / 2)) for c in levels}
-    upper = {float(c): float(np.quantile(u, (1 + c) / 2)) for c in levels}
+    w = np.abs(2 * u - 1)
+    lower, upper = {}, {}
+    for c in levels:
+        cc = float(np.quantile(w, c))
+        lower[float(c)], upper[float(c)] = (1 - cc) / 2, (1 + cc) / 2
     return PercentileCalibration(lower=lower, upper=upper, n_val=int(u.size), val_pit=u)
 
 

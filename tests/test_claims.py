@@ -84,6 +84,12 @@ def test_claim_4_both_outcomes():
     u = _unc()
     u["var_epistemic"] = 0.0
     assert cl.claim_aleatoric_negligible(u)["verdict"] == cl.NOT_TESTABLE
+    u = _unc(0.01)
+    u.loc[u.model == "Baseline", "var_epistemic"] = 0.0  # undefined for one model, fine for the other
+    assert cl.claim_aleatoric_negligible(u)["verdict"] == cl.NOT_TESTABLE
+    u = _unc(0.5)
+    u.loc[u.model == "Baseline", "var_epistemic"] = 0.0  # one defined ratio fails: not reproduced
+    assert cl.claim_aleatoric_negligible(u)["verdict"] == cl.NOT_REPRODUCED
 
 
 def test_claim_5_both_outcomes():
@@ -106,6 +112,13 @@ def test_evaluate_claims_table_and_prose():
     # the paper's own Table 2 is not monotone for SPGR Phys-Base: criterion 1 reads it as not reproduced
     assert t.loc[0, "paper_numbers"] == cl.NOT_REPRODUCED and t.loc[3, "paper_numbers"] == "n/a"
     prose = cl.summary_prose(t)
-    assert "5 of 5 claims are reproduced" in prose and "smoke" in prose
+    assert "of 5 claims: 5 reproduced" in prose and "smoke" in prose
     t2 = cl.evaluate_claims(None, profile="smoke")
     assert (t2["verdict"] == cl.NOT_TESTABLE).all()
+
+
+def test_claim_5_zero_width_intervals_not_testable():
+    u = _unc()
+    u.loc[u.model == "Phys-Strat-Aug", "iqr_cal"] = 0.0
+    r = cl.claim_intervals(u)
+    assert r["verdict"] == cl.NOT_TESTABLE and "zero width" in r["evidence"]

@@ -101,3 +101,18 @@ def test_epistemic_batched_matches_volume_total(profile):
     v = ev.epistemic_volumes(_model("MPRAGE", uncertainty="epistemic"), images[0], feats[0], n=5,
                              voxel_volume_ml=1.0, profile=profile, chunk=2)
     assert v.shape == (5, 3) and (v.sum(1) <= 12 ** 3).all()
+
+
+def test_noisy_label_counts_matches_sample_logits_distribution():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, 6, 6)
+    sigma = torch.rand(4, 6, 6, 6) * 2
+    n = 4000
+    fused = ev.noisy_label_counts(logits, sigma, n, generator=torch.Generator().manual_seed(1)).double().mean(0)
+    ref = NET.sample_logits(logits, sigma, n, generator=torch.Generator().manual_seed(2)).argmax(1)
+    ref = torch.stack([(ref == k).sum((1, 2, 3)) for k in (1, 2, 3)], 1).double().mean(0)
+    assert torch.allclose(fused, ref, rtol=0.03)
+    # zero noise: exactly the argmax of the logits
+    z = ev.noisy_label_counts(logits, torch.zeros_like(sigma), 3)
+    am = logits.argmax(0)
+    assert z[0].tolist() == [int((am == k).sum()) for k in (1, 2, 3)] and (z == z[0]).all()

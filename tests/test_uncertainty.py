@@ -82,3 +82,23 @@ def test_volume_samples():
     v = un.volume_samples(lab, 2.0)
     assert v.shape == (5, 3)
     assert v[0, 1] == 8.0 and v[2, 0] == 8.0
+
+
+def test_biased_model_widens_not_collapses():
+    rng = np.random.default_rng(5)
+
+    def draws(n):
+        mu = rng.uniform(400, 600, size=n)
+        return mu[:, None] + rng.normal(0, 5.0, size=(n, 50)), mu + 8.0 + rng.normal(0, 2.0, size=n)
+
+    val_s, val_t = draws(1500)
+    test_s, test_t = draws(1500)
+    cal = un.fit_calibration(val_s, val_t)
+    for c in (0.5, 0.9):
+        lo, hi = cal.interval(test_s, c)
+        assert un.coverage(lo, hi, test_t) == pytest.approx(c, abs=0.05)
+        rlo, rhi = un.uncalibrated_interval(test_s, c)
+        assert np.all(hi - lo > rhi - rlo)
+    # a validation set whose references all lie far outside: the widest interval, not a zero-width one
+    cal = un.fit_calibration(val_s[:4], val_s[:4, 0] - 1000.0)
+    assert np.all(cal.iqr(test_s[:3]) > 0)
