@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 01 · Simulating MRI contrasts from quantitative maps
+# # 01 — Simulating MRI contrasts from quantitative maps
 #
 # The method of Borges et al. (2021) never trains on acquired images: it
 # *simulates* them, on the fly, from a subject's quantitative maps

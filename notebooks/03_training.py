@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 3. Training the physics-informed segmenters
+# # 03 — Training the physics-informed segmenters
 #
 # This notebook trains (or loads from the cache) every model of the annealing
 # study (paper §4) and the uncertainty models (§4.1), for MPRAGE and SPGR:

@@ -653,7 +653,7 @@ def predict_samples(
     pass, ``n`` logit-noise samples. Deterministic: one pass (``n`` = 1).
     Samples are reduced to voxel counts on the fly (no stack of label maps).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from physeg.network import mc_dropout, sample_logits
 
@@ -800,7 +800,7 @@ def segment_images(
     :class:`SegmentResult` per image; the table is ``output/volumes.tsv`` and
     ``output/volumes.json``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     sim = _sequence_module()
     images = [Path(p) for p in images]

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from monai.inferers import sliding_window_inference
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from physeg import simulation as sim
 from physeg.losses import segmentation_loss

@@ -211,7 +211,7 @@ def sidecar(sequence: str, row, *, source: str, normalised: bool, in_distributio
 
 def simulate_from_args(args: argparse.Namespace) -> list[Path]:
     """Do the work of ``physeg simulate``; returns the written image paths."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from physeg import simulation as sim
     from physeg.data import write_nifti

@@ -399,7 +399,7 @@ def build_cohort(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         metas = []
         for sub in tqdm(order, desc=f"synthetic cohort {voxel:g} mm", disable=not progress, unit="subject"):
