@@ -10,6 +10,18 @@ of :data:`CPU_BLOCK_VOXELS` voxels (all N realisations of a block at once) so
 that the temporaries stay in cache -- a tiling detail with bit-identical
 results (``block_voxels=None`` disables it).
 
+**Support.** Both signals are proportional to PD, and after cleaning (see
+:func:`~physeg.simulation.equations.clean_maps`) every other factor is finite,
+so the signal is *exactly zero outside PD > 0* (PD = 0, negative, NaN or ±inf).
+The layer therefore gathers the support -- the voxels with a finite PD > 0,
+found once with one ``nonzero`` -- evaluates the equations on those voxels
+only, and scatters the result into a zero-initialised output. In a brain
+volume in MNI space about 22 % of the voxels are brain, so most of the
+exponentials are never computed. The values are those of the element-wise
+formula on the whole volume (bit for bit, up to the sign of zero in the
+background). When the support covers more than :data:`DENSE_SUPPORT_FRACTION`
+of the volume the gather/scatter does not pay and the whole volume is computed.
+
 Work shared by all realisations is done once per voxel: the cleaning of the
 maps, the rates :math:`R_1 = 1/T_1`, :math:`R_2^* = 1/T_2^*`,
 :math:`e^{-(T_D+\tau)R_1}` and :math:`\ln PD`. Per realisation and voxel,
@@ -38,7 +50,9 @@ no mask is given, inside the voxels with PD > 0 -- and :math:`c` =
 :data:`NORMALISATION_CLIP` = 2. For ``sign="signed"`` MPRAGE the clip is
 :math:`[-c, c]`. An image whose percentile is 0 is left unscaled. The mask is
 used for this statistic only; voxels outside it are simulated normally (they
-are 0 where PD = 0).
+are 0 where PD = 0). The percentile is exact: it is computed from the support
+values of the mask plus the count of mask voxels outside the support (known
+zeros), by a selection on a thresholded upper tail (:func:`percentile_scale`).
 
 The layer is an augmentation, not a differentiable operator: it runs under
 ``torch.no_grad()``.
@@ -64,6 +78,7 @@ from .parameters import Ranges, check_sequence, sample_parameters, validate_para
 __all__ = [
     "MAP_CHANNELS",
     "CPU_BLOCK_VOXELS",
+    "DENSE_SUPPORT_FRACTION",
     "NORMALISATION_PERCENTILE",
     "NORMALISATION_CLIP",
     "check_maps",
@@ -76,8 +91,10 @@ __all__ = [
 
 #: Channel order of a subject's map tensor; PD a.u., T1 and T2* in seconds.
 MAP_CHANNELS: tuple[str, ...] = ("PD", "T1", "T2star")
-#: Voxels per cache block on the CPU (128 Ki voxels x N realisations).
-CPU_BLOCK_VOXELS: int = 1 << 17
+#: Voxels per cache block on the CPU (64 Ki voxels x N realisations).
+CPU_BLOCK_VOXELS: int = 1 << 16
+#: Above this fraction of support voxels (finite PD > 0) the whole volume is computed without gather/scatter.
+DENSE_SUPPORT_FRACTION: float = 0.6
 NORMALISATION_PERCENTILE: float = 99.0
 NORMALISATION_CLIP: float = 2.0
 
@@ -152,14 +169,17 @@ def _finish(o: torch.Tensor, scale: torch.Tensor | None, clip: tuple[float, floa
 
 def _mprage_kernel(
     maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, sign: str, block: int | None,
-    scale: torch.Tensor | None = None, clip: tuple[float, float] | None = None,
+    scale: torch.Tensor | None = None, clip: tuple[float, float] | None = None, *, pd_clean: bool = False,
 ) -> None:
-    """Write MPRAGE signals of ``params`` (N,1) into ``out`` (N, V), block by block."""
+    """Write MPRAGE signals of ``params`` (N,1) into ``out`` (N, V), block by block.
+
+    ``pd_clean=True``: PD is known to be finite and >= 0 (the support), its cleaning is skipped.
+    """
     pd_all, t1_all = maps[0].reshape(-1), maps[1].reshape(-1)
     neg_ti = -params[:, :1]  # (N, 1)
     one = torch.ones((), dtype=out.dtype, device=out.device)
     for s, e in _block_ranges(out.shape[1], block):
-        pd = _clean_pd_block(pd_all[s:e])
+        pd = pd_all[s:e].clone() if pd_clean else _clean_pd_block(pd_all[s:e])
         r1 = _rates(t1_all[s:e])
         e_delay = torch.mul(r1, -(MPRAGE_TD_S + MPRAGE_TAU_S)).clamp_min_(MIN_EXPONENT).exp_()
         o = out[:, s:e]
@@ -173,9 +193,9 @@ def _mprage_kernel(
 
 def _spgr_kernel(
     maps: torch.Tensor, params: torch.Tensor, out: torch.Tensor, block: int | None,
-    scale: torch.Tensor | None = None, clip: tuple[float, float] | None = None,
+    scale: torch.Tensor | None = None, clip: tuple[float, float] | None = None, *, pd_clean: bool = False,
 ) -> None:
-    """Write SPGR signals of ``params`` (N,3) into ``out`` (N, V), block by block."""
+    """Write SPGR signals of ``params`` (N,3) into ``out`` (N, V), block by block (``pd_clean`` as for MPRAGE)."""
     pd_all, t1_all, t2_all = (maps[i].reshape(-1) for i in range(3))
     neg_tr, neg_te, fa = -params[:, 0:1], -params[:, 1:2], params[:, 2:3]
     cos_a = torch.cos(fa)
@@ -184,7 +204,7 @@ def _spgr_kernel(
     neg_sin = -torch.sin(fa)
     tiny = torch.finfo(out.dtype).tiny
     for s, e in _block_ranges(out.shape[1], block):
-        log_pd = _clean_pd_block(pd_all[s:e]).log_()  # -inf where PD = 0 -> signal 0
+        log_pd = pd_all[s:e].log() if pd_clean else _clean_pd_block(pd_all[s:e]).log_()  # -inf where PD = 0 -> 0
         r1 = _rates(t1_all[s:e])
         r2 = _rates(t2_all[s:e])
         o = out[:, s:e]
@@ -196,23 +216,78 @@ def _spgr_kernel(
         _finish(o, scale, clip)
 
 
+#: Rows of at least this many values use the thresholded selection of :func:`_select_ranks`.
+_SELECT_MIN_VALUES: int = 1 << 16
+#: Size of the strided sample that sets the threshold of the upper tail.
+_SELECT_SAMPLE: int = 1 << 14
+
+
+def _select_ranks(values: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row values of ascending rank ``rank`` and ``min(rank + 1, M - 1)`` (0-based) of ``values`` (N, M).
+
+    Exact. For long rows with a short upper tail (the 99th percentile) a threshold
+    ``t`` per row is read from a strided sample so that about twice the needed
+    tail is ``>= t``; the candidates ``>= t`` contain the ``M - rank`` largest
+    values whenever there are at least that many of them (checked; otherwise,
+    and for short rows, a ``topk`` of the whole tail), and the two ranks are
+    selected among them. Values must not be NaN.
+    """
+    n, m = values.shape
+    need = m - rank  # values of ascending rank >= rank
+    hi = 1 if rank + 1 < m else 0
+    if n > 0 and m >= _SELECT_MIN_VALUES and 8 * need <= m:
+        stride = m // _SELECT_SAMPLE
+        sample = values[:, ::stride]
+        ms = sample.shape[1]
+        keep = min(ms, (need * ms) // m * 5 // 4 + 64)  # ~1.25x the expected tail of the sample + margin
+        thresh = sample.kthvalue(ms - keep + 1, dim=1, keepdim=True).values
+        rows, cols = (values >= thresh).nonzero().unbind(1)
+        counts = torch.bincount(rows, minlength=n).tolist()
+        if min(counts) >= need:
+            cand = values[rows, cols].split(counts)
+            q_lo, q_hi = [], []
+            for c, cnt in zip(cand, counts):
+                k = rank - (m - cnt) + 1  # 1-based ascending rank inside the candidates
+                lo_val = c.kthvalue(k).values
+                q_lo.append(lo_val)
+                if hi and int(torch.count_nonzero(c <= lo_val)) <= k:  # rank k + 1 is above lo_val (no tie)
+                    q_hi.append(c[c > lo_val].amin())
+                else:
+                    q_hi.append(lo_val)
+            return torch.stack(q_lo), torch.stack(q_hi)
+    top = values.topk(need, dim=1, largest=True, sorted=True).values  # last column = ascending rank `rank`
+    return top[:, -1], top[:, -1 - hi]
+
+
+def _percentile_scale(values: torch.Tensor, n_zeros: int, percentile: float) -> torch.Tensor:
+    """:func:`percentile_scale` of the rows of ``values`` (N, M) each extended by ``n_zeros`` zeros."""
+    n, m = values.shape
+    total = m + n_zeros
+    if total == 0:
+        return torch.ones(n, dtype=values.dtype, device=values.device)
+    if n_zeros and (m == 0 or bool((values.amin(1) < 0).any())):
+        # zeros are not at the bottom of the order: plain evaluation on the extended rows
+        values = torch.cat([values, values.new_zeros(n, n_zeros)], dim=1)
+        m, n_zeros = total, 0
+    pos = percentile / 100.0 * (total - 1)
+    lo = int(pos)
+    frac = pos - lo
+    if lo >= n_zeros:
+        q_lo, q_hi = _select_ranks(values, lo - n_zeros)
+    else:  # the zeros are the lowest values of every row
+        q_lo = values.new_zeros(n)
+        q_hi = q_lo if lo + 1 < n_zeros else values.amin(1)
+    scale = q_lo + (q_hi - q_lo) * frac
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def percentile_scale(values: torch.Tensor, *, percentile: float = NORMALISATION_PERCENTILE) -> torch.Tensor:
     """Per-row ``percentile`` of ``values`` (N, M) with linear interpolation (``numpy.percentile``'s default).
 
-    Exact, by a partial sort (``topk`` of the upper tail). Rows whose percentile is
-    not > 0 get scale 1 (left unscaled). Returns ``(N,)``.
+    Exact, by a selection on the upper tail (see :func:`_select_ranks`). Rows whose
+    percentile is not > 0 get scale 1 (left unscaled). Returns ``(N,)``.
     """
-    n, m = values.shape
-    if m == 0:
-        return torch.ones(n, dtype=values.dtype, device=values.device)
-    pos = percentile / 100.0 * (m - 1)
-    lo = int(pos)
-    frac = pos - lo
-    top = values.topk(m - lo, dim=1, largest=True, sorted=True).values  # last column = ascending rank lo
-    q_lo = top[:, -1]
-    q_hi = top[:, -2] if m - lo > 1 else q_lo
-    scale = q_lo + (q_hi - q_lo) * frac
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
+    return _percentile_scale(values, 0, percentile)
 
 
 def normalise_intensity(
@@ -294,29 +369,64 @@ def simulate(
     if block_voxels == "auto":
         block_voxels = CPU_BLOCK_VOXELS if maps.device.type == "cpu" else None
     n, v = params.shape[0], maps[0].numel()
+    signed = sequence == "MPRAGE" and sign == "signed"
+    clip_range = (-clip if signed else 0.0, clip)
 
-    def kernel(m: torch.Tensor, out: torch.Tensor, scale=None, clip_range=None) -> None:
+    def kernel(m: torch.Tensor, out: torch.Tensor, scale=None, clip_range=None, pd_clean=False) -> None:
         if sequence == "MPRAGE":
-            _mprage_kernel(m, params, out, sign, block_voxels, scale, clip_range)
+            _mprage_kernel(m, params, out, sign, block_voxels, scale, clip_range, pd_clean=pd_clean)
         else:
-            _spgr_kernel(m, params, out, block_voxels, scale, clip_range)
+            _spgr_kernel(m, params, out, block_voxels, scale, clip_range, pd_clean=pd_clean)
 
-    scale = clip_range = None
-    if normalise and n > 0:
-        # The statistic needs the signal inside the mask only: simulate those voxels
-        # first, then divide and clip block by block in the main pass (no extra
-        # passes over the (N, V) output).
-        stats_mask = mask if mask is not None else clean_pd(maps[0]) > 0
-        idx = stats_mask.reshape(-1).nonzero().squeeze(1)
-        inside = torch.empty(n, idx.numel(), dtype=maps.dtype, device=maps.device)
-        kernel(maps.reshape(3, -1).index_select(1, idx), inside)
-        signed = sequence == "MPRAGE" and sign == "signed"
+    if n == 0:
+        return torch.zeros(n, 1, *spatial, dtype=maps.dtype, device=maps.device)
+    flat = maps.reshape(3, -1)
+    # Support: finite PD > 0 (= clean_pd(PD) > 0); the signal is exactly 0 elsewhere.
+    pd = flat[0]
+    support = pd.nonzero().squeeze(1)  # PD != 0, NaN included
+    dense = support.numel() > DENSE_SUPPORT_FRACTION * v
+    gathered = pd.index_select(0, support)[None] if dense else flat.index_select(1, support)
+    if support.numel():
+        lo_hi = torch.aminmax(gathered[0])
+        if not (bool(lo_hi.min > 0) and bool(lo_hi.max < float("inf"))):  # negatives, NaN, ±inf: not support
+            valid = (gathered[0] > 0) & (gathered[0] < float("inf"))
+            support, gathered = support[valid], gathered[:, valid]
+    n_support = support.numel()
+
+    if dense:
+        # Dense: compute the whole volume (the background gives 0), normalise afterwards.
+        out = torch.empty(n, v, dtype=maps.dtype, device=maps.device)
+        kernel(flat, out)
+        if normalise:
+            stats_idx = support if mask is None else mask.reshape(-1).nonzero().squeeze(1)
+            vals = out.index_select(1, stats_idx)
+            if signed:
+                vals.abs_()
+            scale = _percentile_scale(vals, 0, percentile)[:, None]
+            for s, e in _block_ranges(v, block_voxels):
+                _finish(out[:, s:e], scale, clip_range)
+        return out.view(n, 1, *spatial)
+
+    # Sparse: gather the support, simulate N x V_support, normalise, scatter into zeros.
+    sig = torch.empty(n, n_support, dtype=maps.dtype, device=maps.device)
+    if n_support:
+        kernel(gathered, sig, pd_clean=True)
+    if normalise:
+        if mask is None:
+            vals, n_zeros = sig, 0  # the statistic's region is the support itself
+        else:
+            # take: no copy of a non-contiguous (e.g. Fortran-order NIfTI) mask
+            in_mask = mask.reshape(-1).index_select(0, support) if mask.is_contiguous() else torch.take(mask, support)
+            n_in = int(torch.count_nonzero(in_mask))
+            n_zeros = int(torch.count_nonzero(mask)) - n_in  # mask voxels outside the support: S = 0
+            vals = sig if n_in == n_support else sig[:, in_mask]
         if signed:
-            inside.abs_()
-        scale = percentile_scale(inside, percentile=percentile)[:, None]
-        clip_range = (-clip if signed else 0.0, clip)
-    out = torch.empty(n, v, dtype=maps.dtype, device=maps.device)
-    kernel(maps, out, scale, clip_range)
+            vals = vals.abs()
+        scale = _percentile_scale(vals, n_zeros, percentile)[:, None]
+        for s, e in _block_ranges(n_support, block_voxels):
+            _finish(sig[:, s:e], scale, clip_range)
+    out = torch.zeros(n, v, dtype=maps.dtype, device=maps.device)
+    out.index_copy_(1, support, sig)
     return out.view(n, 1, *spatial)
 
 
