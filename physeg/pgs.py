@@ -198,9 +198,11 @@ def physics_gold_standard(
 
 
 def tissue_volumes_ml(labels: Any, voxel_volume_ml: float) -> dict[str, float]:
-    """Volume (ml) of each tissue label: :math:`V_k = N_k \\cdot v` with voxel volume v in ml."""
-    lab = _to_numpy(labels)
-    return {t: float(np.count_nonzero(lab == i + 1) * voxel_volume_ml) for i, t in enumerate(TISSUES)}
+    """Volume (ml) of each tissue label: :math:`V_k = N_k \\cdot v` with voxel volume v in ml.
+
+    :func:`physeg.metrics.volumes_ml` with this module's labels (``TISSUES[i]`` → ``i + 1``).
+    """
+    return metrics.volumes_ml(labels, voxel_volume_ml, {t: i + 1 for i, t in enumerate(TISSUES)})
 
 
 def dice(a: Any, b: Any, *, label: int) -> float:

@@ -660,12 +660,12 @@ def predict_samples(
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     phys = None if physics is None else physics.to(device=device, dtype=torch.float32)
-    counts: list[list[int]] = []
-    labels_v = torch.tensor(list(TISSUES.values()), device=device)
+    from physeg.metrics import batch_volumes_ml
 
-    def count(lbl: torch.Tensor) -> None:  # lbl (S, *spatial)
-        flat = lbl.reshape(lbl.shape[0], -1)
-        counts.extend((flat[:, None, :] == labels_v[None, :, None]).sum(-1).cpu().tolist())
+    counts: list[list[float]] = []
+
+    def count(lbl: torch.Tensor) -> None:  # lbl (S, *spatial); voxel counts = volumes at 1 voxel
+        counts.extend(batch_volumes_ml(lbl, 1.0, TISSUES).tolist())
 
     kind = info.uncertainty
     if kind == "epistemic" and n_samples > 1:

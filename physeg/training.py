@@ -261,8 +261,8 @@ def validate(
         for seg in segs:
             for t, d in dice_per_tissue(seg, vol.labels).items():
                 dices[t].append(d)
-            for t, k in TISSUE_LABELS.items():
-                volumes[t].append(float((seg == k).sum()))
+            for t, n in metrics.label_counts(seg, TISSUE_LABELS).items():
+                volumes[t].append(float(n))
         for t in TISSUES:
             v = np.asarray(volumes[t])
             covs[t].append(float(v.std(ddof=1) / v.mean()) if len(v) > 1 and v.mean() > 0 else
