@@ -614,15 +614,19 @@ def load_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``cpu``, ``cuda`` (UsageError when absent) or ``auto``."""
+    """``cpu``, ``cuda`` (UsageError when absent) or ``auto``: the user's ``--device``, checked.
+
+    ``auto`` is resolved by :func:`physeg.training.resolve_device` (the one place
+    that picks CUDA when available).
+    """
+    from physeg.training import resolve_device
+
     name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
+    if name not in ("cpu", "cuda", "auto"):
         raise UsageError(f"--device must be cpu, cuda or auto; got {name!r}")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 # --------------------------------------------------------------------------- inference
