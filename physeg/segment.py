@@ -96,6 +96,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+# NIfTI file-name and geometry helpers live with the BIDS reader (one implementation);
+# re-exported here because the segment CLI and its users call them as physeg.segment.*.
+from physeg.data.bids import nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 #: Label names by value of the output label map.
@@ -157,21 +161,6 @@ def run_cli(command: str, func: Callable[[], Any]) -> int:
 
 
 # --------------------------------------------------------------------------- NIfTI
-def nifti_stem(path: str | Path) -> str:
-    """File name without ``.nii.gz`` / ``.nii``."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """The BIDS JSON sidecar next to a NIfTI file: ``x.nii.gz`` → ``x.json``."""
-    path = Path(path)
-    return path.with_name(nifti_stem(path) + ".json")
-
-
 def read_volume(path: str | Path, *, what: str = "image") -> tuple[np.ndarray, nib.Nifti1Image]:
     """A 3D NIfTI as float32 array and its image (affine, header).
 
@@ -230,11 +219,6 @@ def write_like(path: str | Path, data: np.ndarray, reference: nib.Nifti1Image, *
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     """Voxel edge lengths (mm) of an affine."""
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
-def voxel_volume_ml(affine: np.ndarray) -> float:
-    """Volume of one voxel in ml, :math:`|\\det A_{3\\times 3}| / 1000`."""
-    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0)
 
 
 # --------------------------------------------------------------------------- resampling
