@@ -98,14 +98,14 @@ from scipy import ndimage
 
 # NIfTI file-name and geometry helpers live with the BIDS reader (one implementation);
 # re-exported here because the segment CLI and its users call them as physeg.segment.*.
-from physeg.data.bids import nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
+# LABELS: label names by value of the output label map.
+from physeg.data.bids import LABELS, nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
+
+# Tissues reported in the volume table, with their label value (one definition in physeg.metrics).
+from physeg.metrics import TISSUES
 
 log = logging.getLogger(__name__)
 
-#: Label names by value of the output label map.
-LABELS: tuple[str, ...] = ("background", "GM", "WM", "CSF")
-#: Tissues reported in the volume table, with their label value.
-TISSUES: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
 #: BIDS sidecar key of each acquisition parameter (TI/TR/TE seconds, FA degrees).
 SIDECAR_KEYS: dict[str, str] = {
     "TI": "InversionTime",
@@ -690,7 +690,14 @@ def predict_samples(
 
 
 def intensity_normalise(image: np.ndarray) -> np.ndarray:
-    """Training normalisation (:func:`physeg.simulation.normalise_intensity`), statistic over voxels > 0."""
+    """The training images' normalisation, computed by :func:`physeg.simulation.normalise_intensity`.
+
+    Same function, percentile (:data:`~physeg.simulation.NORMALISATION_PERCENTILE`)
+    and clip (:data:`~physeg.simulation.NORMALISATION_CLIP`) as the simulated
+    training images. The one difference is the support of the percentile: a
+    real scan comes without a brain mask, so the statistic is taken over the
+    voxels > 0 instead of the subject's brain mask used in training.
+    """
     sim = _sequence_module()
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).reshape(1, -1).clone()
     mask = t[0] > 0

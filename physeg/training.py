@@ -71,7 +71,7 @@ from physeg.sampling import Realisations, TrainingBatches, Volumes, pregenerate,
 #: Bump when a change to the training code should invalidate cached models.
 TRAINING_VERSION = "2"
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
-TISSUE_LABELS: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
+TISSUE_LABELS: dict[str, int] = metrics.TISSUES
 
 
 # ---------------------------------------------------------------------------- devices & DDP
