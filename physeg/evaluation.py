@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import TISSUES, batch_volumes_ml, cov_table, dice_per_tissue, label_counts
+from .metrics import TISSUES, batch_volumes_ml, cov_table, dice_per_tissue, label_counts, volumes_ml
 from .profiles import Profile, get_profile
 
 EVALUATION_VERSION = "2"
@@ -361,7 +361,7 @@ def evaluate_segmentation(
         cols = {d: parameter_columns(sequence, grids[d]) for d in DISTRIBUTIONS}
         for si, subject in enumerate(subjects):
             pgs = subject.pgs
-            pgs_vol = {k: v * subject.voxel_volume_ml for k, v in label_counts(pgs).items()}
+            pgs_vol = volumes_ml(pgs, subject.voxel_volume_ml)
             for d in DISTRIBUTIONS:
                 images, feats = _simulate(subject, sequence, grids[d])
                 ex_idx = None
@@ -377,12 +377,12 @@ def evaluate_segmentation(
                         if i == ex_idx:
                             ex[sequence]["seg"][name] = seg.numpy()
                         dsc = dice_per_tissue(seg, pgs)
-                        vol = label_counts(seg)
+                        vol = volumes_ml(seg, subject.voxel_volume_ml)
                         for t in TISSUES:
                             rows.append({
                                 "subject": subject.subject_id, "sequence": sequence, "model": name,
                                 "distribution": d, "param_index": i, **cols[d][i], "tissue": t,
-                                "dice": dsc[t], "volume_ml": vol[t] * subject.voxel_volume_ml,
+                                "dice": dsc[t], "volume_ml": vol[t],
                                 "pgs_volume_ml": pgs_vol[t], "seconds": dt,
                             })
                 if progress:

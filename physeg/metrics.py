@@ -44,10 +44,11 @@ def _as_tensor(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x))
 
 
-def dice(pred, ref, label: int) -> float:
-    """Dice overlap of one label between two label maps of the same shape.
+def dice(pred, ref, label: int, *, empty: float = float("nan")) -> float:
+    """Dice overlap :math:`2|A\\cap B|/(|A|+|B|)` of one label between two label maps of the same shape.
 
-    Returns ``NaN`` when the label is absent from both maps (see module notes).
+    Returns ``empty`` (default ``NaN``, see module notes) when the label is
+    absent from both maps.
     """
     p = _as_tensor(pred) == label
     r = _as_tensor(ref) == label
@@ -55,13 +56,15 @@ def dice(pred, ref, label: int) -> float:
         raise ValueError(f"shape mismatch: prediction {tuple(p.shape)} vs reference {tuple(r.shape)}")
     denom = int(p.sum()) + int(r.sum())
     if denom == 0:
-        return float("nan")
+        return float(empty)
     return 2.0 * int((p & r).sum()) / denom
 
 
-def dice_per_tissue(pred, ref, tissues: Mapping[str, int] = TISSUES) -> dict[str, float]:
-    """Dice of each tissue: ``{"GM": ..., "WM": ..., "CSF": ...}``."""
-    return {name: dice(pred, ref, lab) for name, lab in tissues.items()}
+def dice_per_tissue(
+    pred, ref, tissues: Mapping[str, int] = TISSUES, *, empty: float = float("nan")
+) -> dict[str, float]:
+    """Dice of each tissue: ``{"GM": ..., "WM": ..., "CSF": ...}`` (``empty`` as in :func:`dice`)."""
+    return {name: dice(pred, ref, lab, empty=empty) for name, lab in tissues.items()}
 
 
 def label_counts(labels, tissues: Mapping[str, int] = TISSUES) -> dict[str, int]:

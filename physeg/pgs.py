@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from physeg import metrics
+
 #: Tissue order of the mixture components; label = index + 1.
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
 #: Map channel order of the canonical map tensor (PD a.u., T1 s, T2* s).
@@ -196,16 +198,19 @@ def physics_gold_standard(
 
 
 def tissue_volumes_ml(labels: Any, voxel_volume_ml: float) -> dict[str, float]:
-    """Volume (ml) of each tissue label: :math:`V_k = N_k \\cdot v` with voxel volume v in ml."""
-    lab = _to_numpy(labels)
-    return {t: float(np.count_nonzero(lab == i + 1) * voxel_volume_ml) for i, t in enumerate(TISSUES)}
+    """Volume (ml) of each tissue label: :math:`V_k = N_k \\cdot v` with voxel volume v in ml.
+
+    :func:`physeg.metrics.volumes_ml` with this module's labels (``TISSUES[i]`` → ``i + 1``).
+    """
+    return metrics.volumes_ml(labels, voxel_volume_ml, {t: i + 1 for i, t in enumerate(TISSUES)})
 
 
 def dice(a: Any, b: Any, *, label: int) -> float:
-    """Dice overlap :math:`2|A\\cap B|/(|A|+|B|)` of one label in two label maps (1.0 if both empty)."""
-    x, y = _to_numpy(a) == label, _to_numpy(b) == label
-    denom = int(x.sum() + y.sum())
-    return 1.0 if denom == 0 else 2.0 * float(np.logical_and(x, y).sum()) / denom
+    """Dice overlap of one label in two label maps, 1.0 if both are empty.
+
+    :func:`physeg.metrics.dice` with ``empty=1.0``.
+    """
+    return metrics.dice(a, b, label, empty=1.0)
 
 
 def truth_labels(truth: Any) -> torch.Tensor:

@@ -96,12 +96,16 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+# NIfTI file-name and geometry helpers live with the BIDS reader (one implementation);
+# re-exported here because the segment CLI and its users call them as physeg.segment.*.
+# LABELS: label names by value of the output label map.
+from physeg.data.bids import LABELS, nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
+
+# Tissues reported in the volume table, with their label value (one definition in physeg.metrics).
+from physeg.metrics import TISSUES
+
 log = logging.getLogger(__name__)
 
-#: Label names by value of the output label map.
-LABELS: tuple[str, ...] = ("background", "GM", "WM", "CSF")
-#: Tissues reported in the volume table, with their label value.
-TISSUES: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
 #: BIDS sidecar key of each acquisition parameter (TI/TR/TE seconds, FA degrees).
 SIDECAR_KEYS: dict[str, str] = {
     "TI": "InversionTime",
@@ -157,21 +161,6 @@ def run_cli(command: str, func: Callable[[], Any]) -> int:
 
 
 # --------------------------------------------------------------------------- NIfTI
-def nifti_stem(path: str | Path) -> str:
-    """File name without ``.nii.gz`` / ``.nii``."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """The BIDS JSON sidecar next to a NIfTI file: ``x.nii.gz`` → ``x.json``."""
-    path = Path(path)
-    return path.with_name(nifti_stem(path) + ".json")
-
-
 def read_volume(path: str | Path, *, what: str = "image") -> tuple[np.ndarray, nib.Nifti1Image]:
     """A 3D NIfTI as float32 array and its image (affine, header).
 
@@ -230,11 +219,6 @@ def write_like(path: str | Path, data: np.ndarray, reference: nib.Nifti1Image, *
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     """Voxel edge lengths (mm) of an affine."""
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
-def voxel_volume_ml(affine: np.ndarray) -> float:
-    """Volume of one voxel in ml, :math:`|\\det A_{3\\times 3}| / 1000`."""
-    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0)
 
 
 # --------------------------------------------------------------------------- resampling
@@ -614,15 +598,19 @@ def load_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``cpu``, ``cuda`` (UsageError when absent) or ``auto``."""
+    """``cpu``, ``cuda`` (UsageError when absent) or ``auto``: the user's ``--device``, checked.
+
+    ``auto`` is resolved by :func:`physeg.training.resolve_device` (the one place
+    that picks CUDA when available).
+    """
+    from physeg.training import resolve_device
+
     name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
+    if name not in ("cpu", "cuda", "auto"):
         raise UsageError(f"--device must be cpu, cuda or auto; got {name!r}")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 # --------------------------------------------------------------------------- inference
@@ -660,12 +648,12 @@ def predict_samples(
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     phys = None if physics is None else physics.to(device=device, dtype=torch.float32)
-    counts: list[list[int]] = []
-    labels_v = torch.tensor(list(TISSUES.values()), device=device)
+    from physeg.metrics import batch_volumes_ml
 
-    def count(lbl: torch.Tensor) -> None:  # lbl (S, *spatial)
-        flat = lbl.reshape(lbl.shape[0], -1)
-        counts.extend((flat[:, None, :] == labels_v[None, :, None]).sum(-1).cpu().tolist())
+    counts: list[list[float]] = []
+
+    def count(lbl: torch.Tensor) -> None:  # lbl (S, *spatial); voxel counts = volumes at 1 voxel
+        counts.extend(batch_volumes_ml(lbl, 1.0, TISSUES).tolist())
 
     kind = info.uncertainty
     if kind == "epistemic" and n_samples > 1:
@@ -702,7 +690,14 @@ def predict_samples(
 
 
 def intensity_normalise(image: np.ndarray) -> np.ndarray:
-    """Training normalisation (:func:`physeg.simulation.normalise_intensity`), statistic over voxels > 0."""
+    """The training images' normalisation, computed by :func:`physeg.simulation.normalise_intensity`.
+
+    Same function, percentile (:data:`~physeg.simulation.NORMALISATION_PERCENTILE`)
+    and clip (:data:`~physeg.simulation.NORMALISATION_CLIP`) as the simulated
+    training images. The one difference is the support of the percentile: a
+    real scan comes without a brain mask, so the statistic is taken over the
+    voxels > 0 instead of the subject's brain mask used in training.
+    """
     sim = _sequence_module()
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).reshape(1, -1).clone()
     mask = t[0] > 0

@@ -60,6 +60,7 @@ import torch.distributed as dist
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
+from physeg import metrics
 from physeg import simulation as sim
 from physeg.losses import segmentation_loss
 from physeg.models import ModelSpec
@@ -70,7 +71,7 @@ from physeg.sampling import Realisations, TrainingBatches, Volumes, pregenerate,
 #: Bump when a change to the training code should invalidate cached models.
 TRAINING_VERSION = "2"
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
-TISSUE_LABELS: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
+TISSUE_LABELS: dict[str, int] = metrics.TISSUES
 
 
 # ---------------------------------------------------------------------------- devices & DDP
@@ -228,13 +229,13 @@ def infer_volume(
 
 # ---------------------------------------------------------------------------- validation
 def dice_per_tissue(seg: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    r"""Dice :math:`2|A\cap B|/(|A|+|B|)` per tissue (1 when both are empty)."""
-    out = {}
-    for t, k in TISSUE_LABELS.items():
-        a, b = seg == k, truth == k
-        denom = int(a.sum() + b.sum())
-        out[t] = 1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom
-    return out
+    r"""Dice :math:`2|A\cap B|/(|A|+|B|)` per tissue, 1 when both are empty.
+
+    :func:`physeg.metrics.dice_per_tissue` with ``empty=1.0``: the validation
+    score is a plain mean, so an absent tissue counts as a success here rather
+    than as the ``NaN`` of the evaluation tables.
+    """
+    return metrics.dice_per_tissue(seg, truth, TISSUE_LABELS, empty=1.0)
 
 
 def make_validation_set(
@@ -260,8 +261,8 @@ def validate(
         for seg in segs:
             for t, d in dice_per_tissue(seg, vol.labels).items():
                 dices[t].append(d)
-            for t, k in TISSUE_LABELS.items():
-                volumes[t].append(float((seg == k).sum()))
+            for t, n in metrics.label_counts(seg, TISSUE_LABELS).items():
+                volumes[t].append(float(n))
         for t in TISSUES:
             v = np.asarray(volumes[t])
             covs[t].append(float(v.std(ddof=1) / v.mean()) if len(v) > 1 and v.mean() > 0 else

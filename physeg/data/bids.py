@@ -81,6 +81,29 @@ class Subject:
     voxel_volume_ml: float
 
 
+# --------------------------------------------------------------------------- NIfTI helpers
+
+
+def nifti_stem(path: str | Path) -> str:
+    """File name without ``.nii.gz`` / ``.nii``."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The BIDS JSON sidecar next to a NIfTI file: ``x.nii.gz`` → ``x.json``."""
+    path = Path(path)
+    return path.with_name(nifti_stem(path) + ".json")
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel in ml, :math:`|\\det A_{3\\times 3}| / 1000` (affine in mm)."""
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0)
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -160,10 +183,6 @@ def _find_one(folder: Path, sub: str, suffix: str) -> Path | None:
     return hits[0]
 
 
-def _sidecar(nifti: Path) -> Path:
-    name = nifti.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
-    return nifti.with_name(stem + ".json")
 
 
 def _unit_factor(units: str, kind: str, path: Path) -> float:
@@ -199,7 +218,7 @@ def read_map_file(path: str | Path, *, kind: str, units: str | None = None) -> t
     if not path.is_file():
         raise FileNotFoundError(f"map file {path} does not exist")
     if units is None:
-        side = _sidecar(path)
+        side = sidecar_path(path)
         if not side.is_file():
             raise FileNotFoundError(f"{path}: missing JSON sidecar {side} (needed for 'Units')")
         meta = json.loads(side.read_text())
@@ -339,7 +358,7 @@ def load_map_files(
     channels = {}
     for channel, (path, kind, key, default) in spec.items():
         path = Path(path)
-        u = None if _sidecar(path).is_file() else units.get(key, default)
+        u = None if sidecar_path(path).is_file() else units.get(key, default)
         data, affine = read_map_file(path, kind=kind, units=u)
         channels[channel] = (data, affine, path)
     name = subject_id or Path(pd).name.split(".")[0]
@@ -425,5 +444,5 @@ def _assemble(
         pgs=pgs,
         truth=truth,
         affine=ref_affine,
-        voxel_volume_ml=float(abs(np.linalg.det(ref_affine[:3, :3])) / 1000.0),
+        voxel_volume_ml=voxel_volume_ml(ref_affine),
     )
