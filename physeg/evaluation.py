@@ -391,6 +391,20 @@ def evaluate_segmentation(
 
 
 # --------------------------------------------------------------------------- uncertainty evaluation
+def uncertainty_subset(n_images: int, n_selected: int | None) -> list[int]:
+    """Indices of the test-grid images that get uncertainty samples.
+
+    ``None`` (or ``n_selected >= n_images``) keeps every image. Otherwise the
+    indices are evenly spaced over the grid and always include 0: the grid puts
+    its FA < 10° SPGR images first, so the Figure-3 outliers stay in the subset.
+    """
+    if n_selected is None or n_selected >= n_images:
+        return list(range(n_images))
+    if n_selected < 1:
+        raise ValueError(f"n_uncertainty_images must be >= 1 or None, got {n_selected}")
+    return sorted({int(round(i)) for i in np.linspace(0, n_images - 1, n_selected)})
+
+
 def uncertainty_samples(
     profile: Profile,
     models: Mapping[tuple[str, str], Any],
@@ -416,6 +430,9 @@ def uncertainty_samples(
     for sequence in profile.sequences:
         grids = ({d: test_parameters(profile, sequence, d) for d in DISTRIBUTIONS} if split == "test"
                  else {"IoD": validation_parameters(profile, sequence)})
+        if split == "test":
+            grids = {d: params[uncertainty_subset(params.shape[0], profile.n_uncertainty_images)]
+                     for d, params in grids.items()}
         for subject in subjects:
             counts = label_counts(subject.pgs)
             for d, params in grids.items():

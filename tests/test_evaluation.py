@@ -116,3 +116,17 @@ def test_noisy_label_counts_matches_sample_logits_distribution():
     z = ev.noisy_label_counts(logits, torch.zeros_like(sigma), 3)
     am = logits.argmax(0)
     assert z[0].tolist() == [int((am == k).sum()) for k in (1, 2, 3)] and (z == z[0]).all()
+
+
+def test_uncertainty_subset_spreads_and_keeps_low_fa_first():
+    from physeg.evaluation import uncertainty_subset, test_parameters
+    from physeg.profiles import get_profile
+
+    assert uncertainty_subset(10, None) == list(range(10))
+    assert uncertainty_subset(4, 9) == [0, 1, 2, 3]
+    assert uncertainty_subset(10, 3) == [0, 4, 9]  # linspace 0, 4.5, 9; round half to even
+    with pytest.raises(ValueError, match="n_uncertainty_images"):
+        uncertainty_subset(10, 0)
+    # the first SPGR OoD grid image has FA < 10 degrees, so every subset keeps one
+    params = test_parameters(get_profile("demo"), "SPGR", "OoD")
+    assert float(params[uncertainty_subset(params.shape[0], 3)][0, 2]) < np.deg2rad(10)
