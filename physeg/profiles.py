@@ -121,13 +121,13 @@ PROFILES: dict[str, Profile] = {
         n_val_realisations=3,
         n_test_iod=10,
         n_test_ood=10,
-        n_uncertainty_samples=20,
+        n_uncertainty_samples=10,
         aleatoric_passes=10,
         strat_weight=1.0,
         sw_overlap=0.25,
-        n_uncertainty_images=3,
+        n_uncertainty_images=1,
         notes=(
-            "Laptop CPU; uncertainty on 3 grid images per subject/sequence/distribution with 20 samples each "
+            "Laptop CPU; uncertainty on 1 grid image per subject/sequence/distribution with 10 samples each "
             "(MC dropout over whole volumes is the CPU bottleneck);  lr 1e-3 instead of the paper's 1e-4 to converge in few steps; "
             "2 of the 4 validation subjects with 3 realisations each to keep validation cheap."
         ),
