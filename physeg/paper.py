@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -99,8 +100,6 @@ def _failure_from(exc: Exception, source: Path, executed: Path) -> NotebookFaile
                 cell_index, cell_source = i, cell.source
                 break
     # Strip ANSI colour codes so logs and CI output stay readable.
-    import re
-
     traceback = re.sub(r"\x1b\[[0-9;]*m", "", traceback)
     return NotebookFailed(source, cell_index, cell_source, traceback)
 
