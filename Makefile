@@ -35,7 +35,7 @@ browser:
 	-bash site/install_browser.sh
 
 paper: $(STAMP)
-	$(PY) -m physeg.paper --profile $(PROFILE)
+	$(PY) -m physeg.reproduce.runner --profile $(PROFILE)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q --timeout=1500

@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from physeg.losses import segmentation_loss
-from physeg.models import get_model_spec
-from physeg.network import build_network, count_parameters
+from physeg.models.losses import segmentation_loss
+from physeg.models.registry import get_model_spec
+from physeg.models.network import build_network, count_parameters
 from physeg.profiles import get_profile
-from physeg.training import _autocast, network_config
+from physeg.training.loop import _autocast, network_config
 
 
 def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: int = 2,

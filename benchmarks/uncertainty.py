@@ -22,11 +22,11 @@ import time
 import numpy as np
 import torch
 
-from physeg import evaluation as ev
+from physeg.evaluation import runs as ev
 from physeg import simulation as sim
-from physeg.network import NetworkConfig, build_network
+from physeg.models.network import NetworkConfig, build_network
 from physeg.profiles import get_profile
-from physeg.training import infer_volume
+from physeg.training.loop import infer_volume
 
 #: Approximate MNI brain box (mm) of the cohort; the grid is this / voxel size.
 MNI_BOX_MM = (197, 233, 189)

@@ -53,7 +53,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import FancyBboxPatch
 
-from physeg import provenance
+from physeg.reproduce import provenance
 from physeg.profiles import get_profile
 
 # %% [markdown]

@@ -24,8 +24,8 @@
 # | Phys-Strat-Aug | yes | simulated on the fly | one subject, one patch | yes |
 #
 # plus epistemic (MC dropout) and aleatoric (σ head) variants of Baseline and
-# Phys-Strat-Aug. The code lives in `physeg.network`, `physeg.losses`,
-# `physeg.sampling`, `physeg.training` and `physeg.orchestrate`; this page
+# Phys-Strat-Aug. The code lives in `physeg.models.network`, `physeg.models.losses`,
+# `physeg.training.batches`, `physeg.training.loop` and `physeg.training.orchestrate`; this page
 # explains and plots.
 
 # %% tags=["parameters"]
@@ -38,13 +38,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from physeg import provenance
-from physeg.models import MODELS, profile_models
-from physeg.network import build_network, describe
-from physeg.orchestrate import load_volumes, train_all
+from physeg.reproduce import provenance
+from physeg.models.registry import MODELS, profile_models
+from physeg.models.network import build_network, describe
+from physeg.training.orchestrate import load_volumes, train_all
 from physeg.profiles import get_profile
-from physeg.sampling import TrainingBatches
-from physeg.training import network_config
+from physeg.training.batches import TrainingBatches
+from physeg.training.loop import network_config
 
 P = get_profile(profile)
 print(P.name, "| patch", P.patch_size, "| channels", P.channels, "| batch", P.batch_size,

@@ -27,8 +27,8 @@
 #    \mathrm{SD}_r = \sqrt{\tfrac{1}{R-1}\textstyle\sum_r \left(V_{s,r,k}-\bar V_{s,k}\right)^2} $$
 #
 # The tables give mean (SD) across test subjects, as the paper does, beside the
-# paper's numbers. The logic lives in `physeg.evaluation`, `physeg.metrics`,
-# `physeg.statistics` and `physeg.paper_results`; this page calls and plots.
+# paper's numbers. The logic lives in `physeg.evaluation.runs`, `physeg.evaluation.metrics`,
+# `physeg.evaluation.statistics` and `physeg.evaluation.paper_tables`; this page calls and plots.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -40,10 +40,10 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from physeg import evaluation as ev
-from physeg import paper_results as pr
-from physeg import statistics as st
-from physeg.orchestrate import train_all
+from physeg.evaluation import runs as ev
+from physeg.evaluation import paper_tables as pr
+from physeg.evaluation import statistics as st
+from physeg.training.orchestrate import train_all
 from physeg.profiles import get_profile
 
 prof = get_profile(profile)
@@ -58,7 +58,7 @@ print(f"profile {prof.name}: {res.results['subject'].nunique()} test subjects, "
 # %% [markdown]
 # ## The test grid
 #
-# Fixed and seeded (`physeg.evaluation.test_parameters`), identical for every
+# Fixed and seeded (`physeg.evaluation.runs.test_parameters`), identical for every
 # subject and model. MPRAGE OoD covers the whole TI axis outside 0.6–1.2 s
 # (stratified over 0.1–0.6 s and 1.2–2.0 s); SPGR OoD always holds some
 # FA < 10° images, the outliers of the paper's Figure 3.

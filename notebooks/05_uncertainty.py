@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from physeg import evaluation as ev
-from physeg import uncertainty as un
-from physeg.orchestrate import train_all
+from physeg.evaluation import runs as ev
+from physeg.evaluation import calibration as un
+from physeg.training.orchestrate import train_all
 from physeg.profiles import get_profile
 from physeg.simulation import IOD_RANGES
 

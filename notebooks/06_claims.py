@@ -14,7 +14,7 @@
 # # 06 — The paper's claims, reproduced or not
 #
 # Each claim of the paper (DESIGN.md §8) is turned into an explicit criterion
-# with a stated threshold and evaluated by `physeg.claims` on the results of
+# with a stated threshold and evaluated by `physeg.evaluation.claims` on the results of
 # notebooks 04 and 05 (read from their cache). A verdict is one of
 # *reproduced*, *not reproduced*, or *not testable here* (inputs missing in this
 # profile). Nothing on this page is typed by hand: the table and the prose
@@ -29,9 +29,9 @@ profile = "smoke"
 import pandas as pd
 from IPython.display import Markdown, display
 
-from physeg import claims as cl
-from physeg import evaluation as ev
-from physeg.orchestrate import train_all
+from physeg.evaluation import claims as cl
+from physeg.evaluation import runs as ev
+from physeg.training.orchestrate import train_all
 from physeg.profiles import get_profile
 
 prof = get_profile(profile)

@@ -53,14 +53,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from physeg import evaluation as ev
+from physeg.evaluation import runs as ev
 from physeg.cli import main as physeg
 from physeg.data import build_cohort, cohort_split, load_subject
-from physeg.metrics import volumes_ml
-from physeg.orchestrate import train_all
+from physeg.evaluation.metrics import volumes_ml
+from physeg.training.orchestrate import train_all
 from physeg.paths import cache_root
 from physeg.profiles import get_profile
-from physeg.segment import calibration_to_json
+from physeg.inference.segment import calibration_to_json
 
 prof = get_profile(profile)
 MODEL, SEQUENCE = "Phys-Strat-Aug-Epistemic", "MPRAGE"

@@ -8,7 +8,7 @@ organised one concept per module:
 - :mod:`physeg.simulation` MPRAGE / SPGR static equations and the simulation layer
 - :mod:`physeg.data`       synthetic MPM cohort, BIDS qMRI loader, manifest
 - :mod:`physeg.pgs`        physics gold standard (Gaussian mixture on the maps)
-- :mod:`physeg.paper`      papermill runner that executes the notebooks
+- :mod:`physeg.reproduce.runner`      papermill runner that executes the notebooks
 - :mod:`physeg.cli`        the ``physeg`` command line
 """
 

@@ -1,5 +1,5 @@
 import sys
 
-from physeg.cli import main
+from physeg.cli.main import main
 
 sys.exit(main())

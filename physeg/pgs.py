@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from physeg import metrics
+from physeg.evaluation import metrics
 
 #: Tissue order of the mixture components; label = index + 1.
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
@@ -200,7 +200,7 @@ def physics_gold_standard(
 def tissue_volumes_ml(labels: Any, voxel_volume_ml: float) -> dict[str, float]:
     """Volume (ml) of each tissue label: :math:`V_k = N_k \\cdot v` with voxel volume v in ml.
 
-    :func:`physeg.metrics.volumes_ml` with this module's labels (``TISSUES[i]`` → ``i + 1``).
+    :func:`physeg.evaluation.metrics.volumes_ml` with this module's labels (``TISSUES[i]`` → ``i + 1``).
     """
     return metrics.volumes_ml(labels, voxel_volume_ml, {t: i + 1 for i, t in enumerate(TISSUES)})
 
@@ -208,7 +208,7 @@ def tissue_volumes_ml(labels: Any, voxel_volume_ml: float) -> dict[str, float]:
 def dice(a: Any, b: Any, *, label: int) -> float:
     """Dice overlap of one label in two label maps, 1.0 if both are empty.
 
-    :func:`physeg.metrics.dice` with ``empty=1.0``.
+    :func:`physeg.evaluation.metrics.dice` with ``empty=1.0``.
     """
     return metrics.dice(a, b, label, empty=1.0)
 

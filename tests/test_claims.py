@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from physeg import claims as cl
+from physeg.evaluation import claims as cl
 from physeg.profiles import ABLATIONS
 
 

@@ -18,10 +18,10 @@ from test_cli_simulate import AFFINE, tiny_maps  # noqa: E402  (same folder, pyt
 
 def make_model_folder(folder, model: str, sequence: str, *, voxel_size_mm: float = 4.0):
     """A model folder in the training engineer's format (plans.json + best.pt), tiny and untrained."""
-    from physeg.models import get_model_spec
-    from physeg.network import build_network
+    from physeg.models.registry import get_model_spec
+    from physeg.models.network import build_network
     from physeg.profiles import get_profile
-    from physeg.training import training_config
+    from physeg.training.loop import training_config
 
     prof = dataclasses.replace(get_profile("smoke"), channels=(2, 4), patch_size=8, voxel_size_mm=voxel_size_mm)
     config = training_config(get_model_spec(model), profile=prof, sequence=sequence)
@@ -87,8 +87,8 @@ def test_segment_end_to_end(data, tmp_path, model):
 
 
 def test_segment_calibrated_and_flags(data, tmp_path):
-    from physeg.segment import calibration_to_json
-    from physeg.uncertainty import PercentileCalibration
+    from physeg.inference.segment import calibration_to_json
+    from physeg.evaluation.calibration import PercentileCalibration
 
     cal = PercentileCalibration(lower={0.5: 0.1}, upper={0.5: 0.9}, n_val=3)
     cal_path = calibration_to_json({t: cal for t in ("GM", "WM", "CSF")}, tmp_path / "cal.json")
@@ -165,7 +165,7 @@ def test_segment_runtime_failure(data, tmp_path, capsys):
 
 
 def test_resample_roundtrip_keeps_grid():
-    from physeg.segment import model_grid, resample_to_grid
+    from physeg.inference.segment import model_grid, resample_to_grid
 
     vol = np.random.default_rng(0).random((10, 12, 9)).astype(np.float32)
     aff, shape = model_grid(AFFINE, vol.shape, 6.0)

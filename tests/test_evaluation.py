@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from physeg import evaluation as ev
+from physeg.evaluation import runs as ev
 from physeg.profiles import get_profile
 
 SIM = pytest.importorskip("physeg.simulation")
-NET = pytest.importorskip("physeg.network")
+NET = pytest.importorskip("physeg.models.network")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_noisy_label_counts_matches_sample_logits_distribution():
 
 
 def test_uncertainty_subset_spreads_and_keeps_low_fa_first():
-    from physeg.evaluation import uncertainty_subset, test_parameters
+    from physeg.evaluation.runs import uncertainty_subset, test_parameters
     from physeg.profiles import get_profile
 
     assert uncertainty_subset(10, None) == list(range(10))

@@ -1,4 +1,4 @@
-"""physeg.losses against hand computation."""
+"""physeg.models.losses against hand computation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from physeg.losses import aleatoric_loss, cross_entropy, segmentation_loss, soft_dice, stratification_loss
+from physeg.models.losses import aleatoric_loss, cross_entropy, segmentation_loss, soft_dice, stratification_loss
 
 
 def test_stratification_loss_is_mean_pairwise_msd():

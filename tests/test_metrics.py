@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from physeg import metrics
+from physeg.evaluation import metrics
 
 
 def test_dice_known_overlap():

@@ -1,4 +1,4 @@
-"""physeg.network: shapes, physics injection, dropout where stated (MONAI #4589/#4844), aleatoric samples."""
+"""physeg.models.network: shapes, physics injection, dropout where stated (MONAI #4589/#4844), aleatoric samples."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from physeg.network import (
+from physeg.models.network import (
     PhysicsBasicBlock,
     tile_concat,
     PHYSICS_MODES,

@@ -12,7 +12,7 @@ import json
 import nbformat
 import pytest
 
-from physeg import paper, site
+from physeg.reproduce import runner as paper, site
 from physeg.paths import notebooks_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from physeg import paper
+from physeg.reproduce import runner as paper
 
 HEADER = "# %% tags=[\"parameters\"]\nprofile = \"demo\"\n\n"
 
@@ -67,7 +67,7 @@ def test_cli_exit_code_nonzero_on_failure(tmp_path):
     _write(src, "00_boom.py", "# %%\n1 / 0\n")
     env = {**os.environ, "PHYSEG_BUILD": str(tmp_path / "build")}
     done = subprocess.run(
-        [sys.executable, "-m", "physeg.paper", "--profile", "smoke", "--no-site", "--notebooks", str(src)],
+        [sys.executable, "-m", "physeg.reproduce.runner", "--profile", "smoke", "--no-site", "--notebooks", str(src)],
         capture_output=True, text=True, env=env,
     )
     assert done.returncode == 1

@@ -60,7 +60,7 @@ def test_cli_help_lists_every_command(capsys):
         cli.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    from physeg.commands import COMMANDS
+    from physeg.cli.main import COMMANDS
 
     for name in COMMANDS:
         assert name in text

@@ -1,11 +1,11 @@
-"""physeg.sampling: pre-generated and on-the-fly data, mixed and stratified batches."""
+"""physeg.training.batches: pre-generated and on-the-fly data, mixed and stratified batches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from physeg.sampling import TrainingBatches, Volumes, pregenerate, stable_seed
+from physeg.training.batches import TrainingBatches, Volumes, pregenerate, stable_seed
 
 
 def tiny_subjects(n=3, shape=(14, 12, 10), seed=0):

@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from physeg import site
+from physeg.reproduce import site
 from physeg.paths import REPO_ROOT
 
 CHROMIUM = site.find_chromium()

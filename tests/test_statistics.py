@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from physeg import statistics as st
+from physeg.evaluation import statistics as st
 
 
 def test_min_attainable_p_five_subjects():

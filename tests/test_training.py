@@ -1,4 +1,4 @@
-"""physeg.training / physeg.orchestrate: inference, exact resume, early stopping, caching, DDP."""
+"""physeg.training.loop / physeg.training.orchestrate: inference, exact resume, early stopping, caching, DDP."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from physeg import training
-from physeg.models import get_model_spec, profile_models
-from physeg.network import NetworkConfig, build_network
+from physeg.training import loop as training
+from physeg.models.registry import get_model_spec, profile_models
+from physeg.models.network import NetworkConfig, build_network
 from physeg.profiles import get_profile
 
 try:
@@ -97,7 +97,7 @@ def test_early_stopping(tmp_path, monkeypatch):
 
 
 def test_train_all_caches(isolated_cache, monkeypatch):
-    from physeg import orchestrate
+    from physeg.training import orchestrate
 
     tr, va = subjects()
     monkeypatch.setattr(orchestrate, "load_volumes", lambda profile: {"train": tr, "val": va})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from physeg import uncertainty as un
+from physeg.evaluation import calibration as un
 
 
 def _draws(rng, n, S, s_model, s_truth):

@@ -3,7 +3,7 @@
 The paper's numbers live in the package data file ``physeg/data/paper_tables.csv``
 (a copy of the project's reference transcription; the header comment and the
 ``source`` column say where each number comes from). Our numbers come from
-:mod:`physeg.evaluation` results; nothing here is typed by hand.
+:mod:`physeg.evaluation.runs` results; nothing here is typed by hand.
 
 Layout (both tables): rows = models (Baseline, Phys-Base, Phys-Strat,
 Phys-Strat-Aug); columns = sequence (MPRAGE, SPGR) × tissue (GM, WM) ×
@@ -20,8 +20,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from .metrics import PAPER_TISSUES, cov_table, subject_means, summarise_across_subjects
-from .profiles import ABLATIONS, SEQUENCES
+from physeg.evaluation.metrics import PAPER_TISSUES, cov_table, subject_means, summarise_across_subjects
+from physeg.profiles import ABLATIONS, SEQUENCES
 
 DISTRIBUTIONS: tuple[str, ...] = ("IoD", "OoD")
 #: Table name → (column in our results, digits of the paper).
@@ -67,7 +67,7 @@ def layout(
 ) -> pd.DataFrame:
     """One table in the paper's layout, cells "mean (SD)".
 
-    ``best`` (optional): output of :func:`physeg.statistics.mark_best`; marked
+    ``best`` (optional): output of :func:`physeg.evaluation.statistics.mark_best`; marked
     cells get a trailing ``*`` (the paper's bold). Missing cells show "–".
     """
     digits = TABLES[table][1]

@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from physeg.segment import run_cli
+    from physeg.inference.segment import run_cli
 
     return run_cli("simulate", lambda: simulate_from_args(args))
 
@@ -95,7 +95,7 @@ def _load_maps(args: argparse.Namespace):
     """``(maps (3,X,Y,Z) float32 tensor, mask or None, affine, description)``."""
     import torch
 
-    from physeg.segment import UsageError, read_volume
+    from physeg.inference.segment import UsageError, read_volume
 
     files = [args.pd, args.t1, args.r1, args.t2s, args.r2s]
     if args.bids:
@@ -154,7 +154,7 @@ def _parameters(args: argparse.Namespace):
     import torch
 
     from physeg import simulation as sim
-    from physeg.segment import UsageError, check_value
+    from physeg.inference.segment import UsageError, check_value
 
     seq = args.sequence
     names = sim.PARAMETER_NAMES[seq]
@@ -193,7 +193,7 @@ def _parameters(args: argparse.Namespace):
 def sidecar(sequence: str, row, *, source: str, normalised: bool, in_distribution: bool) -> dict:
     """BIDS sidecar of one simulated image (times in seconds, FlipAngle in degrees)."""
     from physeg import __version__
-    from physeg.segment import SIDECAR_KEYS
+    from physeg.inference.segment import SIDECAR_KEYS
     from physeg.simulation import PARAMETER_NAMES
 
     doc: dict = {"PulseSequenceType": sequence}
@@ -215,7 +215,7 @@ def simulate_from_args(args: argparse.Namespace) -> list[Path]:
 
     from physeg import simulation as sim
     from physeg.data import write_nifti
-    from physeg.segment import UsageError
+    from physeg.inference.segment import UsageError
 
     params = _parameters(args)
     maps, mask, affine, source = _load_maps(args)

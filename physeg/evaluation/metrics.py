@@ -117,7 +117,7 @@ def cov_table(
     """CoV per subject per tissue (and model, sequence, distribution).
 
     ``results`` is the long realisation-level table of
-    :func:`physeg.evaluation.evaluate_segmentation` (one row per image and tissue).
+    :func:`physeg.evaluation.runs.evaluate_segmentation` (one row per image and tissue).
     Returns one row per group with ``cov``, ``cov_x1000``, ``mean_volume_ml``,
     ``sd_volume_ml`` and ``n`` (realisations).
     """

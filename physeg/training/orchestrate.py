@@ -7,7 +7,7 @@ plus epistemic and aleatoric variants of ``profile.uncertainty_models``
 
 Each model lives in ``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/``
 where ``<hash>`` = :func:`physeg.paths.config_hash` of
-:func:`physeg.training.training_config` (model switches, network, the
+:func:`physeg.training.loop.training_config` (model switches, network, the
 training-relevant profile fields, seed, training code version). A folder with
 ``finished.json`` is reused as is; any change of those inputs gives a new folder.
 """
@@ -19,11 +19,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from physeg.models import get_model_spec, profile_models
+from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
 from physeg.profiles import Profile, get_profile
-from physeg.sampling import Volumes, pregenerate, stable_seed
-from physeg.training import TISSUES, load_model, make_validation_set, train_model, training_config
+from physeg.training.batches import Volumes, pregenerate, stable_seed
+from physeg.training.loop import TISSUES, load_model, make_validation_set, train_model, training_config
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def train_all(
     profile
         Profile or its name.
     sequences, models
-        Subsets (default: the profile's sequences and :func:`physeg.models.profile_models`).
+        Subsets (default: the profile's sequences and :func:`physeg.models.registry.profile_models`).
     resume
         Continue unfinished folders from ``last.pt`` instead of restarting them.
 

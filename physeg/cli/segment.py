@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="3D NIfTI image(s) (.nii or .nii.gz)")
     parser.add_argument("--model", required=True, metavar="FOLDER",
-                        help="trained model folder (has plans.json and best.pt; see physeg.orchestrate)")
+                        help="trained model folder (has plans.json and best.pt; see physeg.training.orchestrate)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (must not exist "
                         "or be empty, unless --force)")
     parser.add_argument("--sequence", choices=("MPRAGE", "SPGR"), type=str.upper,
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from physeg.segment import run_cli, segment_images
+    from physeg.inference.segment import run_cli, segment_images
 
     def work() -> None:
         segment_images(

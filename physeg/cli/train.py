@@ -16,7 +16,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from physeg.models import MODELS
+    from physeg.models.registry import MODELS
     from physeg.profiles import PROFILES, SEQUENCES
 
     parser = subparsers.add_parser(
@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from physeg.orchestrate import train_all
+    from physeg.training.orchestrate import train_all
     from physeg.profiles import get_profile
-    from physeg.training import world
+    from physeg.training.loop import world
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda requested but CUDA is not available")

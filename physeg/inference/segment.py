@@ -65,7 +65,7 @@ Volumes
 where the network works (resampling every sample back would multiply the cost
 by the number of samples); when both grids coincide they are the same
 quantity. The IQR is the calibrated 50 % interval
-(:class:`physeg.uncertainty.PercentileCalibration`, Eaton-Rosen et al. 2018)
+(:class:`physeg.evaluation.calibration.PercentileCalibration`, Eaton-Rosen et al. 2018)
 when the model folder holds ``calibration.json``; otherwise it is the raw
 25th–75th sample percentiles and the table says ``calibrated = false``.
 
@@ -97,12 +97,12 @@ import torch
 from scipy import ndimage
 
 # NIfTI file-name and geometry helpers live with the BIDS reader (one implementation);
-# re-exported here because the segment CLI and its users call them as physeg.segment.*.
+# re-exported here because the segment CLI and its users call them as physeg.inference.segment.*.
 # LABELS: label names by value of the output label map.
 from physeg.data.bids import LABELS, nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
 
-# Tissues reported in the volume table, with their label value (one definition in physeg.metrics).
-from physeg.metrics import TISSUES
+# Tissues reported in the volume table, with their label value (one definition in physeg.evaluation.metrics).
+from physeg.evaluation.metrics import TISSUES
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +470,7 @@ def _training_ranges(plans: Mapping[str, Any], sequence: str) -> tuple[dict[str,
 
 
 def _calibration_from_dict(d: Mapping[str, Any]):
-    from physeg.uncertainty import PercentileCalibration
+    from physeg.evaluation.calibration import PercentileCalibration
 
     lower = {float(k): float(v) for k, v in d["lower"].items()}
     upper = {float(k): float(v) for k, v in d["upper"].items()}
@@ -483,8 +483,8 @@ def calibration_to_json(calibration, path: str | Path, *, model: str | None = No
                         sequence: str | None = None) -> Path:
     """Store a volume-interval calibration as JSON readable by :func:`load_calibration`.
 
-    ``calibration``: a mapping tissue → :class:`~physeg.uncertainty.PercentileCalibration`,
-    or the ``calibration`` frame of :func:`physeg.evaluation.run_uncertainty`
+    ``calibration``: a mapping tissue → :class:`~physeg.evaluation.calibration.PercentileCalibration`,
+    or the ``calibration`` frame of :func:`physeg.evaluation.runs.run_uncertainty`
     (columns ``level, lower_pct, upper_pct, n_val, model, sequence, tissue``;
     filtered by ``model`` and ``sequence``).
     """
@@ -510,7 +510,7 @@ def calibration_to_json(calibration, path: str | Path, *, model: str | None = No
             doc[tissue] = {"lower": {str(k): v for k, v in cal.lower.items()},
                            "upper": {str(k): v for k, v in cal.upper.items()}, "n_val": cal.n_val}
     doc["_about"] = {"model": model, "sequence": sequence,
-                     "method": "Eaton-Rosen 2018 percentile recalibration (physeg.uncertainty)"}
+                     "method": "Eaton-Rosen 2018 percentile recalibration (physeg.evaluation.calibration)"}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -540,7 +540,7 @@ def load_calibration(path: str | Path):
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
-    """Read ``plans.json`` of a trained model folder (see :mod:`physeg.training`).
+    """Read ``plans.json`` of a trained model folder (see :mod:`physeg.training.loop`).
 
     Raises :class:`UsageError` when the folder or its ``plans.json`` is missing.
     """
@@ -587,8 +587,8 @@ def read_model_info(folder: str | Path) -> ModelInfo:
 
 
 def load_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
-    """The trained network of a model folder (:func:`physeg.training.load_model`, best weights), eval mode."""
-    from physeg.training import load_model
+    """The trained network of a model folder (:func:`physeg.training.loop.load_model`, best weights), eval mode."""
+    from physeg.training.loop import load_model
 
     try:
         model, _ = load_model(info.folder, device=device)
@@ -600,10 +600,10 @@ def load_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
 def pick_device(name: str = "auto") -> torch.device:
     """``cpu``, ``cuda`` (UsageError when absent) or ``auto``: the user's ``--device``, checked.
 
-    ``auto`` is resolved by :func:`physeg.training.resolve_device` (the one place
+    ``auto`` is resolved by :func:`physeg.training.loop.resolve_device` (the one place
     that picks CUDA when available).
     """
-    from physeg.training import resolve_device
+    from physeg.training.loop import resolve_device
 
     name = (name or "auto").lower()
     if name == "cuda" and not torch.cuda.is_available():
@@ -616,8 +616,8 @@ def pick_device(name: str = "auto") -> torch.device:
 # --------------------------------------------------------------------------- inference
 def _sliding(model: torch.nn.Module, x: torch.Tensor, physics: torch.Tensor | None, info: ModelInfo,
              *, with_sigma: bool):
-    """Whole-volume logits (1, C, *S) (and σ) by :func:`physeg.training.infer_volume`, training patch size."""
-    from physeg.training import infer_volume
+    """Whole-volume logits (1, C, *S) (and σ) by :func:`physeg.training.loop.infer_volume`, training patch size."""
+    from physeg.training.loop import infer_volume
 
     return infer_volume(model, x, physics, roi_size=info.patch_size, overlap=info.sw_overlap,
                         return_sigma=with_sigma)
@@ -643,12 +643,12 @@ def predict_samples(
     """
     from tqdm import tqdm
 
-    from physeg.network import mc_dropout, sample_logits
+    from physeg.models.network import mc_dropout, sample_logits
 
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     phys = None if physics is None else physics.to(device=device, dtype=torch.float32)
-    from physeg.metrics import batch_volumes_ml
+    from physeg.evaluation.metrics import batch_volumes_ml
 
     counts: list[list[float]] = []
 
@@ -717,7 +717,7 @@ def volume_rows(
     calibration: Mapping[str, Any] | None,
 ) -> list[dict[str, Any]]:
     """One row per tissue: volume, sample median and IQR (ml)."""
-    from physeg.uncertainty import uncalibrated_interval
+    from physeg.evaluation.calibration import uncalibrated_interval
 
     rows = []
     samples_ml = np.asarray(sample_counts, float) * model_voxel_ml

@@ -1,7 +1,7 @@
 """Build the physeg website offline from the executed notebooks, and check it.
 
 The pages are the executed notebooks under ``<build>/notebooks/`` (written by
-``python -m physeg.paper``). :func:`build_site` runs ``myst build --html`` with
+``python -m physeg.reproduce.runner``). :func:`build_site` runs ``myst build --html`` with
 the local site template in ``site/theme`` (a small Node renderer, installed
 with ``npm ci`` from the committed lock file), so no MyST theme is downloaded
 and nothing but the npm registry (once, for ``npm ci``) is ever contacted.
@@ -13,9 +13,9 @@ every KaTeX equation has a size, and every figure decodes.
 
 Command line::
 
-    python -m physeg.site                # build <build>/html (default _build/html)
-    python -m physeg.site --check        # build, then check it in Chromium
-    python -m physeg.site --check-only   # check an existing build
+    python -m physeg.reproduce.site                # build <build>/html (default _build/html)
+    python -m physeg.reproduce.site --check        # build, then check it in Chromium
+    python -m physeg.reproduce.site --check-only   # check an existing build
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from physeg.paths import REPO_ROOT, build_root
 
-log = logging.getLogger("physeg.site")
+log = logging.getLogger("physeg.reproduce.site")
 
 #: The local MyST site template (template.yml, render.mjs, package-lock.json).
 THEME_DIR: Path = REPO_ROOT / "site" / "theme"
@@ -224,7 +224,7 @@ def build_site(*, build_dir: Path | None = None, strict: bool = True, timeout: f
     notebooks = executed_notebooks(build_dir)
     if not notebooks:
         raise RuntimeError(
-            f"no executed notebooks in {build_dir / 'notebooks'}: run `python -m physeg.paper` first"
+            f"no executed notebooks in {build_dir / 'notebooks'}: run `python -m physeg.reproduce.runner` first"
         )
     ensure_theme_installed()
 
@@ -509,7 +509,7 @@ def check_site(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m physeg.site",
+        prog="python -m physeg.reproduce.site",
         description="Build the physeg website offline from the executed notebooks (MyST + local template).",
     )
     parser.add_argument("--build-dir", type=Path, default=None, help="build folder holding notebooks/ (default: _build)")

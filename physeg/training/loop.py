@@ -60,13 +60,13 @@ import torch.distributed as dist
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
-from physeg import metrics
+from physeg.evaluation import metrics
 from physeg import simulation as sim
-from physeg.losses import segmentation_loss
-from physeg.models import ModelSpec
-from physeg.network import NetworkConfig, PhysicsUNet, build_network
+from physeg.models.losses import segmentation_loss
+from physeg.models.registry import ModelSpec
+from physeg.models.network import NetworkConfig, PhysicsUNet, build_network
 from physeg.profiles import Profile
-from physeg.sampling import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
+from physeg.training.batches import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
 
 #: Bump when a change to the training code should invalidate cached models.
 TRAINING_VERSION = "2"
@@ -168,9 +168,9 @@ def infer_volume(
     Parameters
     ----------
     model
-        :class:`~physeg.network.PhysicsUNet` (or its DDP wrapper). Train/eval
+        :class:`~physeg.models.network.PhysicsUNet` (or its DDP wrapper). Train/eval
         mode is left as is: call ``model.eval()`` or use
-        :func:`physeg.network.mc_dropout` first.
+        :func:`physeg.models.network.mc_dropout` first.
     image
         (1, X, Y, Z) or (B, 1, X, Y, Z); any device (windows run on the model's device).
     physics
@@ -231,7 +231,7 @@ def infer_volume(
 def dice_per_tissue(seg: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     r"""Dice :math:`2|A\cap B|/(|A|+|B|)` per tissue, 1 when both are empty.
 
-    :func:`physeg.metrics.dice_per_tissue` with ``empty=1.0``: the validation
+    :func:`physeg.evaluation.metrics.dice_per_tissue` with ``empty=1.0``: the validation
     score is a plain mean, so an absent tissue counts as a success here rather
     than as the ``NaN`` of the evaluation tables.
     """
@@ -313,7 +313,7 @@ def _versions() -> dict[str, str]:
     import monai
 
     from physeg import __version__
-    from physeg.provenance import git_commit
+    from physeg.reproduce.provenance import git_commit
 
     return {"physeg": __version__, "torch": torch.__version__, "monai": monai.__version__,
             "commit": git_commit()}
@@ -356,7 +356,7 @@ def train_model(
     spec, profile, sequence
         Which ablation, at which size, for which sequence.
     train_subjects, val_subjects
-        In-memory subjects (:class:`physeg.sampling.Volumes`).
+        In-memory subjects (:class:`physeg.training.batches.Volumes`).
     seed
         Model seed (default ``profile.seed``): initialisation, batches, dropout.
     resume

@@ -12,11 +12,11 @@ how the criterion reads the published numbers.
 Inputs
 ------
 ``summary``  long table ``table, model, sequence, tissue, distribution, mean``
-             (:func:`physeg.paper_results.our_tables` or ``paper_tables``).
-``cov``      per-subject CoV (:func:`physeg.metrics.cov_table`), optional, for tests.
+             (:func:`physeg.evaluation.paper_tables.our_tables` or ``paper_tables``).
+``cov``      per-subject CoV (:func:`physeg.evaluation.metrics.cov_table`), optional, for tests.
 ``results``  image-level segmentation results, optional, for tests.
 ``uncertainty`` image-level uncertainty table of
-             :func:`physeg.evaluation.evaluate_uncertainty` (``model, sequence,
+             :func:`physeg.evaluation.runs.evaluate_uncertainty` (``model, sequence,
              distribution, tissue, var_aleatoric, var_epistemic, iqr_cal|iqr_raw,
              abs_error, low_fa``).
 """
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .metrics import PAPER_TISSUES
-from .profiles import ABLATIONS, SEQUENCES
+from physeg.evaluation.metrics import PAPER_TISSUES
+from physeg.profiles import ABLATIONS, SEQUENCES
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -135,7 +135,7 @@ def claim_dice_not_sacrificed(
     if miss:
         ev += f"; not trained here: {', '.join(miss)}"
     if results is not None:
-        from .statistics import dice_comparisons
+        from physeg.evaluation.statistics import dice_comparisons
         cmp = dice_comparisons(results[results["tissue"].isin(PAPER_TISSUES)], unit="image",
                                pairs=[(m, base) for m in phys], n_boot=200)
         if not cmp.empty:
@@ -160,7 +160,7 @@ def claim_aug_spgr(summary: pd.DataFrame, *, cov: pd.DataFrame | None = None,
     ok = bool(r_s > 0 and r_s > r_m)
     ev = f"relative CoV reduction MPRAGE {r_m:+.1%}, SPGR {r_s:+.1%}"
     if cov is not None:
-        from .statistics import cov_comparisons
+        from physeg.evaluation.statistics import cov_comparisons
         cmp = cov_comparisons(cov, pooled=True, tissues=PAPER_TISSUES, pairs=[(aug, strat)], n_boot=200)
         for r in cmp.itertuples():
             ev += (f"; {r.sequence} pooled Wilcoxon {aug} vs {strat} ({r.unit}, n={r.n}): "
@@ -276,7 +276,7 @@ def evaluate_claims(
     Tables 1–2 (claims 1–3), "n/a" otherwise.
     """
     if paper is None:
-        from .paper_results import paper_tables
+        from physeg.evaluation.paper_tables import paper_tables
         paper = paper_tables()
     empty = pd.DataFrame(columns=["table", "model", "sequence", "tissue", "distribution", "mean"])
     s = summary if summary is not None else empty

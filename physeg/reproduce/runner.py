@@ -16,8 +16,8 @@ Notebooks talk to each other only through :mod:`physeg` (cached results under
 
 Usage::
 
-    python -m physeg.paper --profile demo      # or: physeg paper --profile demo
-    python -m physeg.paper --profile smoke --only 01 02 --no-site
+    python -m physeg.reproduce.runner --profile demo      # or: physeg paper --profile demo
+    python -m physeg.reproduce.runner --profile smoke --only 01 02 --no-site
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from physeg.paths import build_root, notebooks_dir
 from physeg.profiles import PROFILES, get_profile
 
-log = logging.getLogger("physeg.paper")
+log = logging.getLogger("physeg.reproduce.runner")
 
 
 class NotebookFailed(RuntimeError):
@@ -174,7 +174,7 @@ def run_paper(
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
     (out_dir.parent / "timings.json").write_text(json.dumps({"profile": profile, "seconds": timings}, indent=2))
     if build_site:
-        from physeg.site import build_site as _build_site
+        from physeg.reproduce.site import build_site as _build_site
 
         html = _build_site()
         log.info("site written to %s (open %s)", html, html / "index.html")
@@ -182,7 +182,7 @@ def run_paper(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``python -m physeg.paper`` and ``physeg paper``."""
+    """Options shared by ``python -m physeg.reproduce.runner`` and ``physeg paper``."""
     parser.add_argument(
         "--profile", default=os.environ.get("PHYSEG_PROFILE", "demo"), choices=sorted(PROFILES),
         help="compute profile injected into every notebook (default: $PHYSEG_PROFILE or demo)",
@@ -209,7 +209,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m physeg.paper", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m physeg.reproduce.runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)

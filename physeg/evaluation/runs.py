@@ -18,7 +18,7 @@ Segmentation
 ------------
 Every test image (subject × sequence × distribution × parameter set) is
 segmented by every model of that sequence on the whole volume (sliding window,
-:func:`physeg.training.infer_volume`), scored against the subject's PGS:
+:func:`physeg.training.loop.infer_volume`), scored against the subject's PGS:
 one row per image and tissue in a long table (:data:`RESULT_COLUMNS`).
 
 Uncertainty (paper §4.1)
@@ -32,7 +32,7 @@ Per image, ``profile.n_uncertainty_samples`` volume samples from each variant:
   network together (each copy and window draws its own dropout masks).
 
 Epistemic samples on the validation subjects (fixed IoD set) calibrate the
-intervals (:mod:`physeg.uncertainty`); test subjects are scored IoD and OoD.
+intervals (:mod:`physeg.evaluation.calibration`); test subjects are scored IoD and OoD.
 Results are cached under :func:`physeg.paths.hashed_dir` so notebooks 05–06
 reuse notebook 04's work.
 """
@@ -52,8 +52,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import TISSUES, batch_volumes_ml, cov_table, dice_per_tissue, label_counts, volumes_ml
-from .profiles import Profile, get_profile
+from physeg.evaluation.metrics import TISSUES, batch_volumes_ml, cov_table, dice_per_tissue, label_counts, volumes_ml
+from physeg.profiles import Profile, get_profile
 
 EVALUATION_VERSION = "2"
 DISTRIBUTIONS: tuple[str, ...] = ("IoD", "OoD")
@@ -76,7 +76,7 @@ def _generator(*parts: object) -> torch.Generator:
 
 # --------------------------------------------------------------------------- grid
 def _mprage_ood_ti(n: int, g: torch.Generator) -> torch.Tensor:
-    from .simulation import IOD_RANGES, OOD_RANGES
+    from physeg.simulation import IOD_RANGES, OOD_RANGES
 
     lo, hi = OOD_RANGES["MPRAGE"]["TI"]
     ilo, ihi = IOD_RANGES["MPRAGE"]["TI"]
@@ -91,7 +91,7 @@ def _mprage_ood_ti(n: int, g: torch.Generator) -> torch.Tensor:
 
 def test_parameters(profile: Profile, sequence: str, distribution: str, *, n: int | None = None) -> torch.Tensor:
     """Fixed test parameters ``(n, P)`` (seconds, radians) of one sequence and distribution."""
-    from .simulation import sample_parameters
+    from physeg.simulation import sample_parameters
 
     dist = distribution.lower()
     if dist not in ("iod", "ood"):
@@ -112,7 +112,7 @@ def test_parameters(profile: Profile, sequence: str, distribution: str, *, n: in
 
 def validation_parameters(profile: Profile, sequence: str) -> torch.Tensor:
     """Fixed IoD parameters of the validation subjects used for calibration."""
-    from .simulation import sample_parameters
+    from physeg.simulation import sample_parameters
 
     g = _generator(profile.seed, "calibration-grid", sequence)
     return sample_parameters(sequence, profile.n_val_realisations, distribution="iod", generator=g).float()
@@ -177,14 +177,14 @@ def model_folders(trained: Any) -> dict[tuple[str, str], Path]:
 
 def train_models(profile: Profile) -> dict[tuple[str, str], Path]:
     """Train (or reuse cached) models of the profile: ``{(name, sequence): folder}``."""
-    from .orchestrate import train_all
+    from physeg.training.orchestrate import train_all
 
     return model_folders(train_all(profile))
 
 
 def load_models(folders: Mapping[tuple[str, str], Path], names: Iterable[str] | None = None, device="cpu"):
     """``{(name, sequence): model in eval mode}`` for the requested names (default all)."""
-    from .training import load_model
+    from physeg.training.loop import load_model
 
     names = set(names) if names is not None else None
     return {k: load_model(f, device=device)[0] for k, f in folders.items() if names is None or k[0] in names}
@@ -198,7 +198,7 @@ def _uses_physics(model) -> bool:
 
 # --------------------------------------------------------------------------- inference
 def _simulate(subject, sequence: str, params: torch.Tensor):
-    from .simulation import physics_features, simulate
+    from physeg.simulation import physics_features, simulate
 
     images = simulate(subject.maps, sequence=sequence, params=params, mask=subject.mask)
     return images, physics_features(sequence, params).float()
@@ -207,7 +207,7 @@ def _simulate(subject, sequence: str, params: torch.Tensor):
 @torch.no_grad()
 def segment(model, image: torch.Tensor, physics: torch.Tensor | None, *, profile: Profile) -> torch.Tensor:
     """Deterministic whole-volume segmentation ``(X, Y, Z)`` int64 (model in eval mode)."""
-    from .training import infer_volume
+    from physeg.training.loop import infer_volume
 
     model.eval()
     phys = physics if _uses_physics(model) else None
@@ -250,7 +250,7 @@ def aleatoric_volumes(
     tissues: Mapping[str, int] = TISSUES,
 ) -> np.ndarray:
     """``n`` aleatoric volume samples ``(n, n_tissues)`` from ONE forward pass (+ noisy logits)."""
-    from .training import infer_volume
+    from physeg.training.loop import infer_volume
 
     model.eval()
     phys = physics if _uses_physics(model) else None
@@ -270,7 +270,7 @@ def noisy_label_counts(
 ) -> torch.Tensor:
     r"""Voxel counts of ``labels`` in ``n`` aleatoric segmentations ``argmax_c (f_c + σ_c ε_c)``.
 
-    Same distribution as :func:`physeg.network.sample_logits` followed by an
+    Same distribution as :func:`physeg.models.network.sample_logits` followed by an
     argmax, fused per class: the noisy logits of one class at a time go into a
     running maximum, so the ``(n, C, *S)`` tensor is never built (about 2× faster
     on CPU, C× less memory). ``logits``, ``sigma``: ``(C, *S)``. Returns ``(n, len(labels))``.
@@ -305,7 +305,7 @@ def epistemic_volumes(
     """``n`` MC-dropout volume samples ``(n, n_tissues)``; copies of the image are batched."""
     from monai.inferers import sliding_window_inference
 
-    from .network import mc_dropout
+    from physeg.models.network import mc_dropout
 
     net = model.module if hasattr(model, "module") else model
     device = next(net.parameters()).device
@@ -479,10 +479,10 @@ def score_uncertainty(val: pd.DataFrame, test: pd.DataFrame, levels=None) -> tup
       ``var_epistemic`` (aliases), ``iqr_raw``, ``iqr_cal``, ``lo50_cal``, ``hi50_cal``,
       ``covered50_raw``, ``covered50_cal`` and ``abs_error`` = |epistemic median − PGS|;
     * ``coverage``: per model × sequence × tissue × distribution × level, raw
-      and calibrated coverage and mean width (:func:`physeg.uncertainty.interval_table`);
+      and calibrated coverage and mean width (:func:`physeg.evaluation.calibration.interval_table`);
     * ``calibration``: the fitted percentiles per model × sequence × tissue.
     """
-    from . import uncertainty as un
+    from physeg.evaluation import calibration as un
 
     levels = tuple(levels or un.DEFAULT_LEVELS)
     keys = ["model", "sequence", "tissue"]
@@ -542,7 +542,7 @@ class EvaluationResults:
 
     def tables(self) -> pd.DataFrame:
         """Our Tables 1–2 (long, the schema of the paper's)."""
-        from .paper_results import our_tables
+        from physeg.evaluation.paper_tables import our_tables
 
         return our_tables(self.results, self.cov)
 
@@ -567,7 +567,7 @@ def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str],
 
 
 def _load_subjects(profile: Profile, split: str):
-    from .data import build_cohort, cohort_split, load_subject
+    from physeg.data import build_cohort, cohort_split, load_subject
 
     root = build_cohort(profile)
     return [load_subject(root, sid) for sid in cohort_split(profile)[split]]
@@ -577,10 +577,10 @@ def run_evaluation(profile: Profile | str, *, folders: Mapping | None = None, fo
                    progress: bool = False) -> EvaluationResults:
     """Segmentation evaluation of the profile's ablations on the test grid, cached.
 
-    Trains (or reuses) the models via :func:`physeg.orchestrate.train_all` when
+    Trains (or reuses) the models via :func:`physeg.training.orchestrate.train_all` when
     ``folders`` is not given.
     """
-    from .paths import hashed_dir
+    from physeg.paths import hashed_dir
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folders = dict(folders) if folders is not None else train_models(profile)
@@ -609,7 +609,7 @@ def run_evaluation(profile: Profile | str, *, folders: Mapping | None = None, fo
 def run_uncertainty(profile: Profile | str, *, folders: Mapping | None = None, force: bool = False,
                     n: int | None = None) -> UncertaintyResults:
     """Uncertainty evaluation (samples on val and test subjects, calibration, scores), cached."""
-    from .paths import hashed_dir
+    from physeg.paths import hashed_dir
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folders = dict(folders) if folders is not None else train_models(profile)

@@ -107,7 +107,7 @@ def segmentation_loss(
 
     .. math:: L = L_{CE\ or\ aleatoric} + w_{Dice} L_{Dice} + \lambda L_{strat}
 
-    ``heads`` is :meth:`physeg.network.PhysicsUNet.heads`' output. The
+    ``heads`` is :meth:`physeg.models.network.PhysicsUNet.heads`' output. The
     aleatoric CE replaces the plain CE when ``sigma`` is present.
     Returns ``{"loss", "ce", "strat", "dice"}`` (scalars; unused parts 0).
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from physeg import paper
+from physeg.reproduce import runner as paper
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

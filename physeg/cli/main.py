@@ -1,6 +1,6 @@
 """The ``physeg`` command line: one entry point, one sub-command per task.
 
-Each sub-command lives in :mod:`physeg.commands` and registers itself; run
+Each sub-command lives in :mod:`physeg.cli` and registers itself; run
 ``physeg COMMAND --help`` for its options and examples.
 """
 
@@ -12,7 +12,10 @@ import logging
 import sys
 
 from physeg import __version__
-from physeg.commands import COMMANDS
+
+#: Modules under :mod:`physeg.cli` registered by :func:`build_parser`, in help order;
+#: each exposes ``register(subparsers)``.
+COMMANDS: tuple[str, ...] = ("paper", "data", "pgs", "simulate", "segment", "train")
 
 EPILOG = """\
 examples:
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"physeg.commands.{name}").register(sub)
+        importlib.import_module(f"physeg.cli.{name}").register(sub)
     return parser
 
 

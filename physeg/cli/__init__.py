@@ -1,0 +1,10 @@
+"""The ``physeg`` command line: :func:`main` and one module per sub-command.
+
+Every command follows one convention (:mod:`physeg.cli.errors`): a mistake in
+what the user gave exits 2, a failure of the work exits 1, and either prints
+one line ``physeg <command>: error: ...`` on stderr, never a traceback.
+"""
+
+from physeg.cli.main import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,9 @@
+"""Evaluation stage: metrics, statistics, calibration, claims and the paper's tables.
+
+- :mod:`physeg.evaluation.metrics`       Dice, tissue volumes, coefficient of variation
+- :mod:`physeg.evaluation.statistics`    paired Wilcoxon tests, effect sizes, bootstrap intervals
+- :mod:`physeg.evaluation.calibration`   volume samples -> intervals, percentile recalibration (§2.4)
+- :mod:`physeg.evaluation.runs`          the test grid segmented by every model; uncertainty samples
+- :mod:`physeg.evaluation.paper_tables`  Tables 1-2 of the paper beside ours
+- :mod:`physeg.evaluation.claims`        the paper's claims, tested on our numbers
+"""
