@@ -50,13 +50,13 @@ def run(profile_name: str, device: str, n: int, repeats: int) -> dict:
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     seq = "MPRAGE"
-    feats = sim.physics_features(seq, torch.tensor([[0.9]]))[0]
+    feats = torch.tensor([0.9])  # θ = [TI] in seconds
     torch.manual_seed(0)
     image = torch.rand(1, *shape)
 
     def net(unc):
         cfg = NetworkConfig(channels=tuple(profile.channels), physics="early+late",
-                            n_physics_features=sim.n_physics_features(seq), uncertainty=unc)
+                            sequence=seq, uncertainty=unc)
         return build_network(cfg).to(dev).eval()
 
     ale, epi, det = net("aleatoric"), net("epistemic"), net("none")

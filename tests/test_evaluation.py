@@ -36,7 +36,7 @@ def _subject(sid="sub-x", shape=(12, 12, 12), seed=0):
 def _model(sequence, physics="early+late", uncertainty="none"):
     torch.manual_seed(0)
     cfg = NET.NetworkConfig(channels=(2, 4), physics=physics, uncertainty=uncertainty,
-                            n_physics_features=SIM.n_physics_features(sequence) if physics != "none" else 0)
+                            sequence=sequence if physics != "none" else None)
     return NET.build_network(cfg).eval()
 
 
@@ -97,7 +97,7 @@ def test_uncertainty_sampling_and_scoring(profile):
 def test_epistemic_batched_matches_volume_total(profile):
     s = _subject()
     images = SIM.simulate(s.maps, sequence="MPRAGE", params=torch.tensor([[0.9]]), mask=s.mask)
-    feats = SIM.physics_features("MPRAGE", torch.tensor([[0.9]]))
+    feats = torch.tensor([[0.9]])  # θ = [TI] in seconds
     v = ev.epistemic_volumes(_model("MPRAGE", uncertainty="epistemic"), images[0], feats[0], n=5,
                              voxel_volume_ml=1.0, profile=profile, chunk=2)
     assert v.shape == (5, 3) and (v.sum(1) <= 12 ** 3).all()

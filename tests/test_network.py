@@ -22,15 +22,15 @@ from monai.networks.blocks import UnetBasicBlock
 CH = (4, 8, 16)
 
 
-def net(physics="early+late", uncertainty="none", n_features=2):
+def net(physics="early+late", uncertainty="none"):
     torch.manual_seed(0)
     return build_network(NetworkConfig(channels=CH, physics=physics, uncertainty=uncertainty,
-                                       n_physics_features=n_features if physics != "none" else 0))
+                                       sequence="MPRAGE" if physics != "none" else None))
 
 
 def x_phys(b=2, s=16):
     g = torch.Generator().manual_seed(1)
-    return torch.randn(b, 1, s, s, s, generator=g), torch.rand(b, 2, generator=g)
+    return torch.randn(b, 1, s, s, s, generator=g), torch.rand(b, 1, generator=g)  # MPRAGE θ = [TI] in seconds
 
 
 @pytest.mark.parametrize("physics", PHYSICS_MODES)
@@ -69,7 +69,7 @@ def test_physics_changes_output_and_is_required():
     base = net("none").eval()
     assert torch.equal(base(x, p), base(x))  # physics ignored without a branch
     with pytest.raises(ValueError):
-        build_network(NetworkConfig(channels=CH, physics="early+late", n_physics_features=0))
+        build_network(NetworkConfig(channels=CH, physics="early+late", sequence=None))
 
 
 def test_dropout_only_in_epistemic_and_everywhere_stated():

@@ -30,7 +30,7 @@ def test_pregenerate_is_seeded():
     a = pregenerate(subs, sequence="MPRAGE", n=3, seed=5)
     b = pregenerate(subs, sequence="MPRAGE", n=3, seed=5)
     c = pregenerate(subs, sequence="MPRAGE", n=3, seed=6)
-    assert a[0].images.shape == (3, 1, 14, 12, 10) and a[0].physics.shape == (3, 2)
+    assert a[0].images.shape == (3, 1, 14, 12, 10) and a[0].params.shape == (3, 1)
     assert torch.equal(a[1].images, b[1].images) and not torch.equal(a[0].params, c[0].params)
     assert stable_seed("x", 1) == stable_seed("x", 1) != stable_seed("x", 2)
 
@@ -43,7 +43,7 @@ def test_stratified_batch_one_subject_one_location(data):
     for _ in range(5):
         b = s.next_batch()
         assert b["image"].shape == (4, 1, 8, 8, 8) and b["label"].shape == (4, 8, 8, 8)
-        assert b["physics"].shape == (4, 6) and b["params"].shape == (4, 3)
+        assert b["params"].shape == (4, 3)
         assert len(set(b["subject"].tolist())) == 1
         assert (b["start"] == b["start"][0]).all()
         assert (b["label"] == b["label"][0]).all()

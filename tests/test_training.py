@@ -39,10 +39,10 @@ def train(folder, name="Phys-Strat-Aug-Epistemic", **kw):
 
 def test_infer_volume_single_window_equals_forward():
     torch.manual_seed(0)
-    m = build_network(NetworkConfig(channels=(2, 4), physics="early+late", n_physics_features=2,
+    m = build_network(NetworkConfig(channels=(2, 4), physics="early+late", sequence="MPRAGE",
                                     uncertainty="aleatoric")).eval()
     x = torch.randn(2, 1, 8, 8, 8)
-    p = torch.rand(2, 2)
+    p = torch.rand(2, 1)
     logits, sigma = training.infer_volume(m, x, p, roi_size=8, overlap=0.25, return_sigma=True)
     with torch.no_grad():
         out = m.heads(x, p)

@@ -198,10 +198,10 @@ def _uses_physics(model) -> bool:
 
 # --------------------------------------------------------------------------- inference
 def _simulate(subject, sequence: str, params: torch.Tensor):
-    from physeg.simulation import physics_features, simulate
+    from physeg.simulation import simulate
 
     images = simulate(subject.maps, sequence=sequence, params=params, mask=subject.mask)
-    return images, physics_features(sequence, params).float()
+    return images, params.float()
 
 
 @torch.no_grad()

@@ -857,7 +857,7 @@ def segment_images(
         same = shape_m == tuple(data.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
         x = data if same else resample_to_grid(data, affine_in, aff_m, shape_m, order=1)
         x = intensity_normalise(x)
-        physics = sim.physics_features(acq.sequence, params.float()) if info.physics else None
+        physics = params.float() if info.physics else None
         n = n_samples if info.uncertainty in ("epistemic", "aleatoric") else 1
         try:
             probs_m, counts = predict_samples(

@@ -21,10 +21,13 @@ followed by instance norm and leaky ReLU; :class:`~monai.networks.blocks.UnetUpB
                                   ▼
                                 out (1×1×1 conv) ─▶ logits (background, GM, WM, CSF)
 
-*Physics branch*: ``Linear(F, 40) → SELU → Linear(40, 40) → SELU`` (→ dropout in
-the epistemic model) maps the acquisition features ``φ(θ)`` (from
-:func:`physeg.simulation.physics_features`) to a 40-vector, tiled over space
-and concatenated as 40 extra channels
+*Physics branch*: the network receives the acquisition parameters θ themselves
+(seconds and radians: MPRAGE ``[TI]``, SPGR ``[TR, TE, FA]``) and computes the
+features ``φ(θ)`` inside its physics branch
+(:func:`physeg.simulation.physics_features`: ``[θ, exp(-θ)]`` and ``sin FA``),
+so no caller has to know the feature map. ``Linear(F, 40) → SELU →
+Linear(40, 40) → SELU`` (→ dropout in the epistemic model) maps ``φ(θ)`` to a
+40-vector, tiled over space and concatenated as 40 extra channels
 
 * ``"early"``: to the output of the input block ``enc_0``, so the first
   stride-2 convolution (the first down-sampling) sees it (new in 2021);
@@ -55,12 +58,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
+
+from physeg.simulation import n_physics_features, physics_features
 
 PHYSICS_MODES: tuple[str, ...] = ("none", "early+late", "late")
 UNCERTAINTY_MODES: tuple[str, ...] = ("none", "epistemic", "aleatoric")
@@ -77,7 +82,8 @@ class NetworkConfig:
     in_channels: int = 1
     out_channels: int = 4
     physics: str = "none"
-    n_physics_features: int = 0
+    #: Sequence whose parameters θ the physics branch reads (``None`` without physics).
+    sequence: str | None = None
     physics_width: int = PHYSICS_WIDTH
     uncertainty: str = "none"
     dropout: float = 0.5
@@ -94,24 +100,37 @@ class NetworkConfig:
     def from_dict(cls, d: dict) -> "NetworkConfig":
         d = dict(d)
         d["channels"] = tuple(d["channels"])
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown network settings {sorted(unknown)}")
         return cls(**d)
+
+    @property
+    def n_physics_features(self) -> int:
+        """Length of φ(θ) for :attr:`sequence` (0 without physics)."""
+        return n_physics_features(self.sequence) if self.physics != "none" else 0
 
 
 class PhysicsBranch(nn.Module):
-    r"""Two fully connected layers on the acquisition features.
+    r"""φ(θ) and two fully connected layers on it (paper §2.1).
 
     .. math:: h = \mathrm{SELU}(W_2\,\mathrm{SELU}(W_1 \varphi(\theta) + b_1) + b_2) \in \mathbb{R}^{40}
+
+    ``θ`` (B, P) in seconds/radians for ``sequence``; ``φ`` is
+    :func:`physeg.simulation.physics_features`.
     """
 
-    def __init__(self, *, n_features: int, width: int = PHYSICS_WIDTH, dropout: float | None = None) -> None:
+    def __init__(self, *, sequence: str, width: int = PHYSICS_WIDTH, dropout: float | None = None) -> None:
         super().__init__()
+        self.sequence = sequence
+        n_features = n_physics_features(sequence)
         layers: list[nn.Module] = [nn.Linear(n_features, width), nn.SELU(), nn.Linear(width, width), nn.SELU()]
         if dropout:
             layers.append(nn.Dropout(dropout))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, physics: torch.Tensor) -> torch.Tensor:
-        return self.mlp(physics)
+    def forward(self, params: torch.Tensor) -> torch.Tensor:
+        return self.mlp(physics_features(self.sequence, params.float()))
 
 
 def tile_concat(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -182,7 +201,7 @@ class PhysicsUNet(nn.Module):
     Parameters
     ----------
     config
-        :class:`NetworkConfig`; ``physics != "none"`` needs ``n_physics_features > 0``.
+        :class:`NetworkConfig`; ``physics != "none"`` needs the ``sequence`` whose θ it reads.
     """
 
     def __init__(self, config: NetworkConfig) -> None:
@@ -191,8 +210,8 @@ class PhysicsUNet(nn.Module):
             raise ValueError(f"physics must be one of {PHYSICS_MODES}, got {config.physics!r}")
         if config.uncertainty not in UNCERTAINTY_MODES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {config.uncertainty!r}")
-        if config.physics != "none" and config.n_physics_features <= 0:
-            raise ValueError("a physics model needs n_physics_features > 0")
+        if config.physics != "none" and config.sequence is None:
+            raise ValueError("a physics model needs the sequence whose parameters it reads")
         if len(config.channels) < 2:
             raise ValueError("need at least two levels")
         self.config = config
@@ -205,7 +224,7 @@ class PhysicsUNet(nn.Module):
         self.late = config.physics in ("early+late", "late")
         w = config.physics_width
         self.physics_branch = (
-            PhysicsBranch(n_features=config.n_physics_features, width=w, dropout=p)
+            PhysicsBranch(sequence=config.sequence, width=w, dropout=p)
             if config.physics != "none" else None
         )
         self.input_dropout = nn.Dropout(config.input_dropout) if epistemic and config.input_dropout else nn.Identity()
@@ -241,20 +260,28 @@ class PhysicsUNet(nn.Module):
         """Spatial sizes must be multiples of this (2 per down-sampling)."""
         return 2 ** (len(self.config.channels) - 1)
 
-    def _physics(self, x: torch.Tensor, physics: torch.Tensor | None) -> torch.Tensor | None:
+    @property
+    def uses_physics(self) -> bool:
+        """Whether :meth:`heads` needs the acquisition parameters θ."""
+        return self.physics_branch is not None
+
+    def _physics(self, x: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor | None:
         if self.physics_branch is None:
             return None
-        if physics is None:
-            raise ValueError("this model needs the acquisition features `physics` (B, F)")
-        physics = physics.to(device=x.device, dtype=torch.float32)
-        if physics.ndim == 1:
-            physics = physics.unsqueeze(0)
-        if physics.shape[0] == 1 and x.shape[0] > 1:
-            physics = physics.expand(x.shape[0], -1)
-        return self.physics_branch(physics)
+        if params is None:
+            raise ValueError("this model needs the acquisition parameters `params` (B, P), seconds/radians")
+        params = torch.as_tensor(params).to(device=x.device, dtype=torch.float32)
+        if params.ndim == 1:
+            params = params.unsqueeze(0)
+        if params.shape[0] == 1 and x.shape[0] > 1:
+            params = params.expand(x.shape[0], -1)
+        return self.physics_branch(params)
 
-    def heads(self, x: torch.Tensor, physics: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def heads(self, x: torch.Tensor, params: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """All outputs of one forward pass.
+
+        ``x`` (B, 1, *S) images; ``params`` (B, P) or (P,) acquisition
+        parameters θ in seconds/radians (ignored by physics-free models).
 
         Returns
         -------
@@ -262,7 +289,7 @@ class PhysicsUNet(nn.Module):
             ``logits`` (B, C, *S); ``features`` (B, c_0, *S), the penultimate
             block's output; ``sigma`` (B, C, *S) for aleatoric models.
         """
-        h = self._physics(x, physics)
+        h = self._physics(x, params)
         y = self.encoder[0](self.input_dropout(x))
         skips = [y]
         for k, block in enumerate(self.encoder[1:], start=1):
@@ -281,25 +308,25 @@ class PhysicsUNet(nn.Module):
         return out
 
     def forward(
-        self, x: torch.Tensor, physics: torch.Tensor | None = None, return_features: bool | str = False
+        self, x: torch.Tensor, params: torch.Tensor | None = None, return_features: bool | str = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         """Logits (B, C, *S); ``(logits, penultimate features)`` if ``return_features``;
         the :meth:`heads` dictionary if ``return_features == "all"`` (used through DDP,
         which only hooks ``forward``)."""
-        out = self.heads(x, physics)
+        out = self.heads(x, params)
         if return_features == "all":
             return out
         return (out["logits"], out["features"]) if return_features else out["logits"]
 
     @torch.no_grad()
     def sample_logits(
-        self, x: torch.Tensor, physics: torch.Tensor | None = None, n: int = 50, *,
+        self, x: torch.Tensor, params: torch.Tensor | None = None, n: int = 50, *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``n`` noisy logit samples ``f + σ ⊙ ε`` from ONE forward pass: (n, B, C, *S)."""
         if self.sigma_block is None:
             raise RuntimeError("sample_logits needs an aleatoric model")
-        out = self.heads(x, physics)
+        out = self.heads(x, params)
         return sample_logits(out["logits"], out["sigma"], n, generator=generator)
 
 
@@ -332,7 +359,7 @@ def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
     on exit::
 
         with mc_dropout(model):
-            samples = [model(x, phys) for _ in range(50)]
+            samples = [model(x, params) for _ in range(50)]
     """
     flags = {m: m.training for m in model.modules()}
     model.eval()

@@ -84,11 +84,10 @@ class Volumes:
 
 @dataclass
 class Realisations:
-    """Simulated images of one subject: images (N, 1, X, Y, Z), params (N, P), physics (N, F)."""
+    """Simulated images of one subject: images (N, 1, X, Y, Z), parameters θ (N, P) in seconds/radians."""
 
     images: torch.Tensor
     params: torch.Tensor
-    physics: torch.Tensor
 
 
 def stable_seed(*parts: object) -> int:
@@ -101,7 +100,7 @@ def realise(
 ) -> Realisations:
     """Simulate ``params`` (N, P) on one subject (normalised as :func:`physeg.simulation.simulate`)."""
     images = sim.simulate(volumes.maps, sequence=sequence, params=params, mask=volumes.mask, normalise=True)
-    return Realisations(images, params.cpu(), sim.physics_features(sequence, params.cpu()).float())
+    return Realisations(images, params.cpu().float())
 
 
 def pregenerate(
@@ -205,7 +204,7 @@ class TrainingBatches:
 
     # -- batches ------------------------------------------------------------------------
     def next_batch(self) -> dict[str, torch.Tensor]:
-        """``image`` (B, 1, p, p, p), ``label`` (B, p, p, p), ``physics`` (B, F), ``params`` (B, P),
+        """``image`` (B, 1, p, p, p), ``label`` (B, p, p, p), ``params`` (B, P) θ in s/rad,
         ``subject`` (B,) subject indices, ``start`` (B, 3) patch corners; on ``device``."""
         B, p = self.batch_size, self.patch_size
         items: list[tuple[int, tuple[int, int, int]]] = []
@@ -218,10 +217,9 @@ class TrainingBatches:
                 perm = torch.randperm(n, generator=self.generator)
                 idx = perm[:B] if n >= B else torch.randint(n, (B,), generator=self.generator)
                 r = self.realisations[s]
-                images, params, physics = r.images[idx], r.params[idx], r.physics[idx]
+                images, params = r.images[idx], r.params[idx]
             else:
                 images, params = self._simulate(s, B)
-                physics = sim.physics_features(self.sequence, params).float()
             image = crop(images, loc, p)
         else:
             crops, plist = [], []
@@ -240,13 +238,11 @@ class TrainingBatches:
                     plist.append(par[0])
             image = torch.stack([c.to(self.device) for c in crops])
             params = torch.stack(plist)
-            physics = sim.physics_features(self.sequence, params).float()
         label = torch.stack([crop(self.subjects[s].labels, loc, p) for s, loc in items])
         return {
             "image": image.to(self.device, torch.float32).contiguous(),
             "label": label.to(self.device),
-            "physics": physics.to(self.device),
-            "params": params.cpu(),
+            "params": params.to(self.device, torch.float32),
             "subject": torch.tensor([s for s, _ in items]),
             "start": torch.tensor([loc for _, loc in items]),
         }

@@ -69,7 +69,7 @@ from physeg.profiles import Profile
 from physeg.training.batches import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
 
 #: Bump when a change to the training code should invalidate cached models.
-TRAINING_VERSION = "2"
+TRAINING_VERSION = "3"
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
 TISSUE_LABELS: dict[str, int] = metrics.TISSUES
 
@@ -255,7 +255,7 @@ def validate(
     dices: dict[str, list[float]] = {t: [] for t in TISSUES}
     covs: dict[str, list[float]] = {t: [] for t in TISSUES}
     for vol, real in val_set:
-        logits = infer_volume(model, real.images, real.physics if use_physics else None, profile=profile)
+        logits = infer_volume(model, real.images, real.params if use_physics else None, profile=profile)
         segs = logits.argmax(1).cpu()
         volumes = {t: [] for t in TISSUES}
         for seg in segs:
@@ -283,7 +283,7 @@ def network_config(spec: ModelSpec, *, profile: Profile, sequence: str) -> Netwo
     return NetworkConfig(
         channels=tuple(profile.channels),
         physics=spec.physics,
-        n_physics_features=sim.n_physics_features(sequence) if spec.physics != "none" else 0,
+        sequence=sequence if spec.physics != "none" else None,
         uncertainty=spec.uncertainty,
     )
 
@@ -434,7 +434,7 @@ def train_model(
         for _ in range(steps):
             batch = sampler.next_batch()
             with _autocast(device):
-                out = _forward_heads(net, batch["image"], batch["physics"] if use_physics else None)
+                out = _forward_heads(net, batch["image"], batch["params"] if use_physics else None)
                 parts = segmentation_loss(out, batch["label"], strat_weight=strat_weight, dice_weight=dice_weight,
                                           aleatoric_passes=profile.aleatoric_passes)
             optimiser.zero_grad(set_to_none=True)
