@@ -19,7 +19,8 @@ from physeg.models.losses import segmentation_loss
 from physeg.models.registry import get_model_spec
 from physeg.models.network import build_network, count_parameters
 from physeg.profiles import get_profile
-from physeg.training.loop import _autocast, network_config
+from physeg.inference.predictor import autocast_context
+from physeg.training.loop import network_config
 
 
 def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: int = 2,
@@ -39,7 +40,7 @@ def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: i
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with _autocast(device):
+        with autocast_context(device):
             parts = segmentation_loss(model.heads(x, phys), y, strat_weight=lam)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()

@@ -26,7 +26,7 @@ from physeg.evaluation import runs as ev
 from physeg import simulation as sim
 from physeg.models.network import NetworkConfig, build_network
 from physeg.profiles import get_profile
-from physeg.training.loop import infer_volume
+from physeg.inference.predictor import infer_volume
 
 #: Approximate MNI brain box (mm) of the cohort; the grid is this / voxel size.
 MNI_BOX_MM = (197, 233, 189)

@@ -21,14 +21,14 @@ def make_model_folder(folder, model: str, sequence: str, *, voxel_size_mm: float
     from physeg.models.registry import get_model_spec
     from physeg.models.network import build_network
     from physeg.profiles import get_profile
-    from physeg.training.loop import training_config
+    from physeg.training.loop import make_plans
 
     prof = dataclasses.replace(get_profile("smoke"), channels=(2, 4), patch_size=8, voxel_size_mm=voxel_size_mm)
-    config = training_config(get_model_spec(model), profile=prof, sequence=sequence)
+    plans = make_plans(get_model_spec(model), profile=prof, sequence=sequence)
     folder.mkdir(parents=True)
-    (folder / "plans.json").write_text(json.dumps({**config, "profile_full": prof.to_dict()}, default=str))
+    plans.write(folder)
     torch.manual_seed(0)
-    torch.save(build_network(config["network"]).state_dict(), folder / "best.pt")
+    torch.save(build_network(plans.network).state_dict(), folder / "best.pt")
     return folder
 
 

@@ -56,12 +56,13 @@ def test_grid_deterministic_and_ood(profile):
     assert set(grid["distribution"]) == {"IoD", "OoD"} and grid["low_fa"].sum() >= 1
 
 
-def test_model_folders_from_plans(tmp_path):
-    import json
+def test_model_folders_from_plans(tmp_path, profile):
+    from physeg.models.registry import get_model_spec
+    from physeg.training.loop import make_plans
     for name, seq in (("Baseline", "MPRAGE"), ("Phys-Base", "SPGR")):
         f = tmp_path / f"{name}_{seq}"
         f.mkdir()
-        (f / "plans.json").write_text(json.dumps({"model": {"name": name}, "sequence": seq}))
+        make_plans(get_model_spec(name), profile=profile, sequence=seq).write(f)
     got = ev.model_folders({"a": [tmp_path / "Baseline_MPRAGE"], "b": tmp_path / "Phys-Base_SPGR"})
     assert set(got) == {("Baseline", "MPRAGE"), ("Phys-Base", "SPGR")}
 

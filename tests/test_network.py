@@ -144,3 +144,26 @@ def test_physics_block_equals_concatenation(stride):
     x = torch.randn(2, 3, 7, 6, 5)
     h = torch.randn(2, 5)
     torch.testing.assert_close(fast(x, h), ref(tile_concat(x, h)), rtol=1e-4, atol=1e-5)
+
+
+def test_plans_round_trip_and_strict_reading(tmp_path):
+    import json
+
+    from physeg.models.plans import Plans, PlansError
+    from physeg.models.registry import get_model_spec
+    from physeg.profiles import get_profile
+    from physeg.training.loop import make_plans
+
+    plans = make_plans(get_model_spec("Phys-Strat-Aug-Aleatoric"), profile=get_profile("smoke"), sequence="SPGR")
+    plans.write(tmp_path)
+    back = Plans.read(tmp_path)
+    assert back == plans and back.uses_physics and back.uncertainty == "aleatoric"
+    assert back.network.n_physics_features == 6 and set(back.training_ranges) == {"TR", "TE", "FA"}
+    raw = json.loads((tmp_path / "plans.json").read_text())
+    with pytest.raises(PlansError, match="unknown keys \\['patchsize'\\]"):
+        Plans.from_dict({**raw, "patchsize": 8})
+    del raw["sw_overlap"]
+    with pytest.raises(PlansError, match="missing keys \\['sw_overlap'\\]"):
+        Plans.from_dict(raw)
+    with pytest.raises(PlansError, match="no plans.json"):
+        Plans.read(tmp_path / "elsewhere")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from physeg.inference.predictor import infer_volume
+from physeg.models.plans import Plans
 from physeg.training import loop as training
 from physeg.models.registry import get_model_spec, profile_models
 from physeg.models.network import NetworkConfig, build_network
@@ -43,12 +45,12 @@ def test_infer_volume_single_window_equals_forward():
                                     uncertainty="aleatoric")).eval()
     x = torch.randn(2, 1, 8, 8, 8)
     p = torch.rand(2, 1)
-    logits, sigma = training.infer_volume(m, x, p, roi_size=8, overlap=0.25, return_sigma=True)
+    logits, sigma = infer_volume(m, x, p, roi_size=8, overlap=0.25, return_sigma=True)
     with torch.no_grad():
         out = m.heads(x, p)
     torch.testing.assert_close(logits, out["logits"])
     torch.testing.assert_close(sigma, out["sigma"])
-    big = training.infer_volume(m, torch.randn(1, 13, 11, 9), p[0], profile=TINY)
+    big = infer_volume(m, torch.randn(1, 13, 11, 9), p[0], profile=TINY)
     assert big.shape == (1, 4, 13, 11, 9)
 
 
@@ -76,8 +78,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     # every artefact of the folder layout
     for name in ("plans.json", "best.pt", "last.pt", "metrics.csv", "metrics.json", "finished.json"):
         assert (tmp_path / "b" / name).exists()
-    plans = json.loads((tmp_path / "b" / "plans.json").read_text())
-    assert plans["model"]["name"] == "Phys-Strat-Aug-Epistemic" and plans["sequence"] == "MPRAGE"
+    plans = Plans.read(tmp_path / "b")
+    assert plans.name == "Phys-Strat-Aug-Epistemic" and plans.sequence == "MPRAGE"
     model, _ = training.load_model(tmp_path / "b")
     assert not model.training and model.config.uncertainty == "epistemic"
 

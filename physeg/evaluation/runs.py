@@ -18,7 +18,7 @@ Segmentation
 ------------
 Every test image (subject × sequence × distribution × parameter set) is
 segmented by every model of that sequence on the whole volume (sliding window,
-:func:`physeg.training.loop.infer_volume`), scored against the subject's PGS:
+:func:`physeg.inference.predictor.infer_volume`), scored against the subject's PGS:
 one row per image and tissue in a long table (:data:`RESULT_COLUMNS`).
 
 Uncertainty (paper §4.1)
@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 
 from physeg.evaluation.metrics import TISSUES, batch_volumes_ml, cov_table, dice_per_tissue, label_counts, volumes_ml
+from physeg.models.plans import PLANS_FILE, Plans
 from physeg.profiles import Profile, get_profile
 
 EVALUATION_VERSION = "2"
@@ -168,10 +169,9 @@ def model_folders(trained: Any) -> dict[tuple[str, str], Path]:
         trained = trained["folders"]
     out = {}
     for f in _folder_entries(trained):
-        plans = f / "plans.json"
-        if plans.exists():
-            p = json.loads(plans.read_text())
-            out[(p["model"]["name"], p["sequence"])] = f
+        if (f / PLANS_FILE).exists():
+            plans = Plans.read(f)
+            out[(plans.name, plans.sequence)] = f
     return out
 
 
@@ -207,7 +207,7 @@ def _simulate(subject, sequence: str, params: torch.Tensor):
 @torch.no_grad()
 def segment(model, image: torch.Tensor, physics: torch.Tensor | None, *, profile: Profile) -> torch.Tensor:
     """Deterministic whole-volume segmentation ``(X, Y, Z)`` int64 (model in eval mode)."""
-    from physeg.training.loop import infer_volume
+    from physeg.inference.predictor import infer_volume
 
     model.eval()
     phys = physics if _uses_physics(model) else None
@@ -250,7 +250,7 @@ def aleatoric_volumes(
     tissues: Mapping[str, int] = TISSUES,
 ) -> np.ndarray:
     """``n`` aleatoric volume samples ``(n, n_tissues)`` from ONE forward pass (+ noisy logits)."""
-    from physeg.training.loop import infer_volume
+    from physeg.inference.predictor import infer_volume
 
     model.eval()
     phys = physics if _uses_physics(model) else None

@@ -544,42 +544,27 @@ def read_model_info(folder: str | Path) -> ModelInfo:
 
     Raises :class:`UsageError` when the folder or its ``plans.json`` is missing.
     """
-    sim = _sequence_module()
+    from physeg.models.plans import Plans, PlansError
+
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"model folder {folder} does not exist (train one with the notebooks, see README)")
-    plans_path = folder / "plans.json"
-    if not plans_path.is_file():
-        raise UsageError(f"{folder} is not a physeg model folder: no plans.json")
     try:
-        plans = json.loads(plans_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RuntimeFailure(f"cannot read {plans_path} ({exc})") from None
-    sequence = _get(plans, "sequence")
-    if sequence is None:
-        raise RuntimeFailure(f"{plans_path} does not say which sequence the model was trained on")
-    sequence = sim.check_sequence(str(sequence))
-    voxel = _get(plans, "voxel_size_mm", "voxel_size")
-    if voxel is None:
-        raise RuntimeFailure(f"{plans_path} has no voxel_size_mm")
-    voxel = float(np.ravel([voxel])[0])
-    physics = _get(plans, "physics", default="none")
-    uncertainty = str(_get(plans, "uncertainty", default="none") or "none").lower()
-    ranges, source = _training_ranges(plans, sequence)
+        plans = Plans.read(folder)
+    except PlansError as exc:
+        raise UsageError(str(exc)) from None
     cal_path = folder / CALIBRATION_FILE
-    spec = plans.get("model")
-    name = str(spec.get("name", folder.name) if isinstance(spec, Mapping) else (spec or folder.name))
     return ModelInfo(
         folder=folder,
-        name=name,
-        sequence=sequence,
-        voxel_size_mm=voxel,
-        physics=bool(physics) and str(physics) != "none",
-        uncertainty=uncertainty,
-        ranges=ranges,
-        ranges_source=source,
-        patch_size=int(_get(plans, "patch_size", default=64)),
-        sw_overlap=float(_get(plans, "sw_overlap", default=0.25)),
+        name=plans.name,
+        sequence=plans.sequence,
+        voxel_size_mm=plans.voxel_size_mm,
+        physics=plans.uses_physics,
+        uncertainty=plans.uncertainty,
+        ranges=dict(plans.training_ranges),
+        ranges_source="plans.json",
+        patch_size=plans.patch_size,
+        sw_overlap=plans.sw_overlap,
         calibration=load_calibration(cal_path) if cal_path.is_file() else None,
         calibration_source=str(cal_path) if cal_path.is_file() else None,
         plans=plans,
@@ -616,8 +601,8 @@ def pick_device(name: str = "auto") -> torch.device:
 # --------------------------------------------------------------------------- inference
 def _sliding(model: torch.nn.Module, x: torch.Tensor, physics: torch.Tensor | None, info: ModelInfo,
              *, with_sigma: bool):
-    """Whole-volume logits (1, C, *S) (and σ) by :func:`physeg.training.loop.infer_volume`, training patch size."""
-    from physeg.training.loop import infer_volume
+    """Whole-volume logits (1, C, *S) (and σ) by :func:`physeg.inference.predictor.infer_volume`, training patch size."""
+    from physeg.inference.predictor import infer_volume
 
     return infer_volume(model, x, physics, roi_size=info.patch_size, overlap=info.sw_overlap,
                         return_sigma=with_sigma)

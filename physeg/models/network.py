@@ -336,7 +336,7 @@ def sample_logits(
     r"""Aleatoric samples :math:`\hat x_t = f + \sigma \odot \varepsilon_t`, :math:`\varepsilon_t \sim N(0, I)`.
 
     Batched: returns (n, *logits.shape). Works equally on stitched whole-volume
-    ``logits``/``sigma`` from :func:`physeg.training.loop.infer_volume`, since the
+    ``logits``/``sigma`` from :func:`physeg.inference.predictor.infer_volume`, since the
     noise is independent per voxel.
     """
     device = generator.device if generator is not None else logits.device

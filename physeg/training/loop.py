@@ -45,6 +45,7 @@ DDP (``torchrun --nproc_per_node N``)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -57,7 +58,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
 from physeg.evaluation import metrics
@@ -65,6 +65,8 @@ from physeg import simulation as sim
 from physeg.models.losses import segmentation_loss
 from physeg.models.registry import ModelSpec
 from physeg.models.network import NetworkConfig, PhysicsUNet, build_network
+from physeg.inference.predictor import autocast_context, infer_volume
+from physeg.models.plans import Plans
 from physeg.profiles import Profile
 from physeg.training.batches import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
 
@@ -142,91 +144,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---------------------------------------------------------------------------- inference
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def infer_volume(
-    model: torch.nn.Module,
-    image: torch.Tensor,
-    physics: torch.Tensor | None = None,
-    *,
-    profile: Profile | None = None,
-    roi_size: int | Sequence[int] | None = None,
-    overlap: float | None = None,
-    sw_batch_size: int = 8,
-    return_sigma: bool = False,
-    mode: str = "gaussian",
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Whole-volume logits by sliding-window inference (MONAI), one image at a time.
-
-    Parameters
-    ----------
-    model
-        :class:`~physeg.models.network.PhysicsUNet` (or its DDP wrapper). Train/eval
-        mode is left as is: call ``model.eval()`` or use
-        :func:`physeg.models.network.mc_dropout` first.
-    image
-        (1, X, Y, Z) or (B, 1, X, Y, Z); any device (windows run on the model's device).
-    physics
-        Acquisition features (F,) or (B, F); ``None`` for physics-free models.
-    profile
-        Supplies ``roi_size = patch_size`` and ``overlap = sw_overlap`` unless given.
-    return_sigma
-        Also return the aleatoric σ map (aleatoric models).
-
-    Returns
-    -------
-    Logits (B, C, X, Y, Z) float32 on the model's device (and σ, same shape).
-    """
-    net = model.module if hasattr(model, "module") else model
-    if roi_size is None:
-        roi_size = profile.patch_size
-    if overlap is None:
-        overlap = profile.sw_overlap if profile is not None else 0.25
-    if isinstance(roi_size, int):
-        roi_size = (roi_size,) * 3
-    device = next(net.parameters()).device
-    squeeze = image.ndim == 4
-    if squeeze:
-        image = image.unsqueeze(0)
-    if physics is not None:
-        physics = torch.as_tensor(physics, dtype=torch.float32)
-        if physics.ndim == 1:
-            physics = physics.unsqueeze(0)
-        if physics.shape[0] == 1 and image.shape[0] > 1:
-            physics = physics.expand(image.shape[0], -1)
-    logits, sigmas = [], []
-    for b in range(image.shape[0]):
-        phys = physics[b:b + 1].to(device) if physics is not None else None
-
-        def predictor(window: torch.Tensor, phys=phys):
-            with _autocast(device):
-                out = net.heads(window, phys)
-            if return_sigma:
-                return out["logits"].float(), out["sigma"].float()
-            return out["logits"].float()
-
-        res = sliding_window_inference(
-            image[b:b + 1].to(device, torch.float32), roi_size=roi_size, sw_batch_size=sw_batch_size,
-            predictor=predictor, overlap=overlap, mode=mode,
-        )
-        if return_sigma:
-            logits.append(res[0])
-            sigmas.append(res[1])
-        else:
-            logits.append(res)
-    out = torch.cat(logits)
-    if return_sigma:
-        return out, torch.cat(sigmas)
-    return out
-
-
 # ---------------------------------------------------------------------------- validation
 def dice_per_tissue(seg: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     r"""Dice :math:`2|A\cap B|/(|A|+|B|)` per tissue, 1 when both are empty.
@@ -288,25 +205,26 @@ def network_config(spec: ModelSpec, *, profile: Profile, sequence: str) -> Netwo
     )
 
 
+#: Profile fields that shape the weights (recorded in ``Plans.training`` and hashed).
 TRAINING_PROFILE_FIELDS: tuple[str, ...] = (
-    "name", "voxel_size_mm", "n_train", "n_val", "patch_size", "channels", "batch_size", "learning_rate",
-    "max_epochs", "steps_per_epoch", "patience", "n_pregenerated", "n_val_realisations", "aleatoric_passes",
-    "strat_weight", "sw_overlap", "seed",
+    "name", "n_train", "n_val", "batch_size", "learning_rate", "max_epochs", "steps_per_epoch", "patience",
+    "n_pregenerated", "n_val_realisations", "aleatoric_passes", "strat_weight", "seed",
 )
 
 
-def training_config(spec: ModelSpec, *, profile: Profile, sequence: str, seed: int | None = None) -> dict:
-    """What determines a trained model (hashed into its folder name)."""
+def make_plans(spec: ModelSpec, *, profile: Profile, sequence: str, seed: int | None = None) -> Plans:
+    """The :class:`~physeg.models.plans.Plans` of one model (its identity is hashed into the folder name)."""
     prof = profile.to_dict()
-    return {
-        "training_version": TRAINING_VERSION,
-        "model": spec.to_dict(),
-        "sequence": sequence,
-        "seed": profile.seed if seed is None else int(seed),
-        "network": network_config(spec, profile=profile, sequence=sequence).to_dict(),
-        "profile": {k: prof[k] for k in TRAINING_PROFILE_FIELDS},
-        "dice_weight": float(profile.extra.get("dice_weight", 0.0)),
-    }
+    return Plans(
+        spec=spec, sequence=sequence, seed=profile.seed if seed is None else int(seed),
+        network=network_config(spec, profile=profile, sequence=sequence),
+        voxel_size_mm=float(profile.voxel_size_mm), patch_size=int(profile.patch_size),
+        sw_overlap=float(profile.sw_overlap),
+        training_ranges={k: (float(v[0]), float(v[1])) for k, v in sim.IOD_RANGES[sequence].items()},
+        training={**{k: prof[k] for k in TRAINING_PROFILE_FIELDS},
+                  "dice_weight": float(profile.extra.get("dice_weight", 0.0))},
+        training_version=TRAINING_VERSION,
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -378,12 +296,11 @@ def train_model(
     device = setup_distributed(resolve_device(device))
     rank, world_size = world()
     max_epochs = profile.max_epochs if max_epochs is None else int(max_epochs)
-    config = training_config(spec, profile=profile, sequence=sequence, seed=seed)
+    plans = make_plans(spec, profile=profile, sequence=sequence, seed=seed)
     if rank == 0:
-        plans = {**config, "profile_full": profile.to_dict(), "versions": _versions(),
-                 "training_ranges": {k: list(v) for k, v in sim.IOD_RANGES[sequence].items()},
-                 "device": str(device), "world_size": world_size, "folder": folder.name}
-        (folder / "plans.json").write_text(json.dumps(plans, indent=2, default=str))
+        provenance = {"versions": _versions(), "device": str(device), "world_size": world_size,
+                      "folder": folder.name, "profile": profile.to_dict()}
+        dataclasses.replace(plans, provenance=provenance).write(folder)
 
     seed_everything(stable_seed(seed, "init"))
     model = build_network(network_config(spec, profile=profile, sequence=sequence)).to(device)
@@ -418,7 +335,7 @@ def train_model(
         )
     steps = math.ceil(profile.steps_per_epoch / world_size)
     strat_weight = profile.strat_weight if spec.strat_loss else 0.0
-    dice_weight = config["dice_weight"]
+    dice_weight = plans.training["dice_weight"]
 
     desc = f"{spec.name}/{sequence}"
     epochs = range(state["epoch"], max_epochs)
@@ -433,7 +350,7 @@ def train_model(
         sums = {"loss": 0.0, "ce": 0.0, "strat": 0.0, "dice": 0.0}
         for _ in range(steps):
             batch = sampler.next_batch()
-            with _autocast(device):
+            with autocast_context(device):
                 out = _forward_heads(net, batch["image"], batch["params"] if use_physics else None)
                 parts = segmentation_loss(out, batch["label"], strat_weight=strat_weight, dice_weight=dice_weight,
                                           aleatoric_passes=profile.aleatoric_passes)
@@ -515,10 +432,10 @@ def load_checkpoint_weights(folder: Path, *, which: str = "best", map_location: 
 
 
 def load_model(folder: str | Path, *, which: str = "best", device: str | torch.device = "cpu"
-               ) -> tuple[PhysicsUNet, dict]:
+               ) -> tuple[PhysicsUNet, Plans]:
     """``(model in eval mode, plans)`` from a model folder."""
     folder = Path(folder)
-    plans = json.loads((folder / "plans.json").read_text())
-    model = build_network(plans["network"])
+    plans = Plans.read(folder)
+    model = build_network(plans.network)
     model.load_state_dict(load_checkpoint_weights(folder, which=which, map_location=device))
     return model.to(resolve_device(device)).eval(), plans

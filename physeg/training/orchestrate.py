@@ -23,7 +23,7 @@ from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
 from physeg.profiles import Profile, get_profile
 from physeg.training.batches import Volumes, pregenerate, stable_seed
-from physeg.training.loop import TISSUES, load_model, make_validation_set, train_model, training_config
+from physeg.training.loop import TISSUES, load_model, make_plans, make_validation_set, train_model
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,8 @@ __all__ = ["model_folder", "load_volumes", "train_all", "load_model", "summary_t
 
 def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
     """``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/`` (not created)."""
-    spec = get_model_spec(model)
-    config = training_config(spec, profile=profile, sequence=sequence, seed=seed)
-    return cache_root() / "models" / profile.name / f"{model}_{sequence}_seed{config['seed']}_{config_hash(config)}"
+    plans = make_plans(get_model_spec(model), profile=profile, sequence=sequence, seed=seed)
+    return cache_root() / "models" / profile.name / f"{model}_{sequence}_seed{plans.seed}_{config_hash(plans.identity())}"
 
 
 def load_volumes(profile: Profile) -> dict[str, list[Volumes]]:
