@@ -93,7 +93,7 @@ plt.show()
 # | 06 claims | each claim of the paper: reproduced, not reproduced, or not testable here |
 #
 # The cohort is **synthetic**: the paper's 27-subject MPM cohort is not public,
-# so we generate 27 subjects from the MNI152 2009 template (DESIGN.md §4). Real
+# so we generate 27 subjects from the MNI152 2009 template. Real
 # MPM data in BIDS qMRI layout can replace it by changing one parameter.
 
 # %% [markdown]

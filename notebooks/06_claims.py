@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 06 — The paper's claims, reproduced or not
 #
-# Each claim of the paper (DESIGN.md §8) is turned into an explicit criterion
+# Each claim of the paper (abstract, §4, §5) is turned into an explicit criterion
 # with a stated threshold and evaluated by `physeg.evaluation.claims` on the results of
 # notebooks 04 and 05 (read from their cache). A verdict is one of
 # *reproduced*, *not reproduced*, or *not testable here* (inputs missing in this

@@ -13,7 +13,7 @@ value of a voxel, in seconds) and tissue :math:`k`,
     \\qquad \\ell(x) = \\arg\\max_k p(k \\mid x)
 
 inside the brain mask and :math:`\\ell = 0` (background) outside. Priors
-:math:`\\pi_k` are equal by default. Options (the ablation of DESIGN.md §3):
+:math:`\\pi_k` are equal by default. Options (an ablation of the PGS definition):
 
 * ``features=("T1", "T2star", "PD")``: a diagonal-covariance Gaussian over
   the three maps (product of per-map likelihoods);
@@ -39,7 +39,7 @@ TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
 #: Map channel order of the canonical map tensor (PD a.u., T1 s, T2* s).
 MAP_CHANNELS: tuple[str, ...] = ("PD", "T1", "T2star")
 
-#: Spread (SD) of each literature value, same units as the means (DESIGN.md §3).
+#: Spread (SD) of each literature value, same units as the means.
 #: The means live in :data:`physeg.simulation.tissues.TISSUE_PARAMETERS` (single
 #: source of truth, with citations: T1 Wansapura et al. 1999, T2* Peters et al.
 #: 2007); the spreads are the PGS mixture's component widths and the generator's

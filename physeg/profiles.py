@@ -1,4 +1,4 @@
-"""Compute profiles: one configuration, several sizes (DESIGN.md §9).
+"""Compute profiles: one configuration, several sizes.
 
 Every notebook takes ``profile`` as a papermill parameter, the CLI takes
 ``--profile`` and the environment variable ``PHYSEG_PROFILE`` sets the default.

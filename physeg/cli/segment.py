@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from physeg.inference.segment import run_cli, segment_images
+    from physeg.cli.errors import run_cli
+    from physeg.inference.segment import segment_images
 
     def work() -> None:
         segment_images(

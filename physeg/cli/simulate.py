@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from physeg.inference.segment import run_cli
+    from physeg.cli.errors import run_cli
 
     return run_cli("simulate", lambda: simulate_from_args(args))
 
@@ -215,7 +215,7 @@ def simulate_from_args(args: argparse.Namespace) -> list[Path]:
 
     from physeg import simulation as sim
     from physeg.data import write_nifti
-    from physeg.inference.segment import UsageError
+    from physeg.cli.errors import UsageError
 
     params = _parameters(args)
     maps, mask, affine, source = _load_maps(args)

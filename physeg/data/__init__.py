@@ -1,6 +1,6 @@
 """Data: the synthetic MPM cohort, BIDS qMRI input/output, the manifest of known datasets.
 
-Public API (DESIGN.md §4)::
+Public API::
 
     LABELS                                   ("background", "GM", "WM", "CSF")
     build_cohort(profile, *, root=None) -> Path            BIDS root of the synthetic cohort

@@ -1,7 +1,7 @@
 """Synthetic MPM cohort: 27 deterministic subjects built from the MNI152 tissue priors.
 
 The paper's 27-subject early-onset Alzheimer MPM cohort is not public
-(DESIGN.md §4). This module generates a stand-in with the same size and split
+(paper §3). This module generates a stand-in with the same size and split
 (18 train / 4 validation / 5 test), from nothing but the templates inside the
 nilearn wheel (:mod:`physeg.data.templates`), so the project runs offline.
 

@@ -1,4 +1,4 @@
-"""The reproduction table: the paper's claims (DESIGN.md §8) checked against our results.
+"""The reproduction table: the paper's claims (abstract, §4, §5) checked against our results.
 
 Every verdict is computed here from results tables — never typed by hand — and
 is one of :data:`REPRODUCED`, :data:`NOT_REPRODUCED`, :data:`NOT_TESTABLE`. A

@@ -1,4 +1,4 @@
-"""Test-time evaluation: the test grid, segmentation metrics, uncertainty samples (DESIGN.md §7).
+"""Test-time evaluation: the test grid, segmentation metrics, uncertainty samples (paper §3, §4).
 
 Test grid
 ---------
@@ -305,7 +305,7 @@ def epistemic_volumes(
     """``n`` MC-dropout volume samples ``(n, n_tissues)``; copies of the image are batched."""
     from monai.inferers import sliding_window_inference
 
-    from physeg.models.network import mc_dropout
+    from physeg.models.sampling import mc_dropout
 
     net = model.module if hasattr(model, "module") else model
     device = next(net.parameters()).device

@@ -86,7 +86,6 @@ import logging
 import math
 import shutil
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -102,6 +101,7 @@ from scipy import ndimage
 from physeg.data.bids import LABELS, nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
 
 # Tissues reported in the volume table, with their label value (one definition in physeg.evaluation.metrics).
+from physeg.cli.errors import RuntimeFailure, UsageError, run_cli  # noqa: F401
 from physeg.evaluation.metrics import TISSUES
 
 log = logging.getLogger(__name__)
@@ -121,43 +121,6 @@ FA_RADIANS_SUSPICIOUS_DEG: float = math.pi
 DEFAULT_SAMPLES: int = 50
 #: File name of a stored volume-interval calibration inside a model folder.
 CALIBRATION_FILE: str = "calibration.json"
-
-
-# --------------------------------------------------------------------------- errors
-class UsageError(Exception):
-    """The user's input is wrong or missing (exit code 2)."""
-
-    exit_code = 2
-
-
-class RuntimeFailure(Exception):
-    """The inputs looked right but the work failed (exit code 1)."""
-
-    exit_code = 1
-
-
-def run_cli(command: str, func: Callable[[], Any]) -> int:
-    """Call ``func`` and map its errors to exit codes with one-line messages.
-
-    Returns 0 on success, 2 for :class:`UsageError`, 1 for anything else; the
-    message is ``physeg <command>: error: <text>`` on stderr, the traceback is
-    only logged at debug level.
-    """
-    try:
-        func()
-        return 0
-    except UsageError as exc:
-        code, msg = 2, str(exc)
-    except KeyboardInterrupt:
-        code, msg = 1, "interrupted"
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback at debug level
-        code, msg = 1, str(exc) or exc.__class__.__name__
-        if not isinstance(exc, RuntimeFailure):
-            msg = f"{exc.__class__.__name__}: {msg}"
-    log.debug("traceback:\n%s", traceback.format_exc())
-    first = " ".join(msg.strip().splitlines()) if msg else "failed"
-    print(f"physeg {command}: error: {first}", file=sys.stderr)
-    return code
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -628,7 +591,7 @@ def predict_samples(
     """
     from tqdm import tqdm
 
-    from physeg.models.network import mc_dropout, sample_logits
+    from physeg.models.sampling import mc_dropout, sample_logits
 
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)

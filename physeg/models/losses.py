@@ -1,4 +1,4 @@
-r"""Training losses (paper §2.2, §2.4; DESIGN.md §5).
+r"""Training losses (paper §2.2, §2.4).
 
 Segmentation
     Voxel-averaged cross-entropy against the physics gold standard,

@@ -1,4 +1,4 @@
-"""The physics-informed 3D U-Net of Borges et al. 2021 (paper §2.1, §2.4; DESIGN.md §5).
+"""The physics-informed 3D U-Net of Borges et al. 2021 (paper §2.1, §2.4).
 
 Architecture
 ------------
@@ -44,20 +44,18 @@ Uncertainty variants (paper §2.4)
 ``uncertainty="epistemic"``: dropout ``p = 0.5`` after every convolution of
 every block (MONAI's block ``dropout``), in the physics branch, and
 ``p = 0.05`` on the input image; :func:`mc_dropout` keeps only the dropout
-modules stochastic at test time. The 1×1×1 output convolution has no dropout
+modules stochastic at test time (:func:`physeg.models.sampling.mc_dropout`). The 1×1×1 output convolution has no dropout
 (it would drop logits, not features).
 
 ``uncertainty="aleatoric"``: a σ branch (basic block → 1×1×1 conv → Softplus)
 off the same tensor the penultimate block reads (the last up-sampling block's
 output, with the late physics channels), giving ``σ_{i,c} > 0`` per voxel ``i``
 and class ``c``; noisy logits ``x̂ = f + σ ⊙ ε``, ``ε ~ N(0, 1)``
-(:meth:`PhysicsUNet.sample_logits`, :func:`sample_logits`).
+(:func:`physeg.models.sampling.sample_logits`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -317,59 +315,6 @@ class PhysicsUNet(nn.Module):
         if return_features == "all":
             return out
         return (out["logits"], out["features"]) if return_features else out["logits"]
-
-    @torch.no_grad()
-    def sample_logits(
-        self, x: torch.Tensor, params: torch.Tensor | None = None, n: int = 50, *,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """``n`` noisy logit samples ``f + σ ⊙ ε`` from ONE forward pass: (n, B, C, *S)."""
-        if self.sigma_block is None:
-            raise RuntimeError("sample_logits needs an aleatoric model")
-        out = self.heads(x, params)
-        return sample_logits(out["logits"], out["sigma"], n, generator=generator)
-
-
-def sample_logits(
-    logits: torch.Tensor, sigma: torch.Tensor, n: int, *, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    r"""Aleatoric samples :math:`\hat x_t = f + \sigma \odot \varepsilon_t`, :math:`\varepsilon_t \sim N(0, I)`.
-
-    Batched: returns (n, *logits.shape). Works equally on stitched whole-volume
-    ``logits``/``sigma`` from :func:`physeg.inference.predictor.infer_volume`, since the
-    noise is independent per voxel.
-    """
-    device = generator.device if generator is not None else logits.device
-    eps = torch.randn((n, *logits.shape), generator=generator, device=device, dtype=logits.dtype)
-    eps = eps.to(logits.device)
-    return logits.unsqueeze(0) + sigma.unsqueeze(0) * eps
-
-
-def dropout_modules(model: nn.Module) -> list[nn.Module]:
-    """Every dropout module (``nn.Dropout``, ``Dropout3d``, ``AlphaDropout``, …) of ``model``."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-
-
-@contextlib.contextmanager
-def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
-    """Monte-Carlo dropout: ``model`` in eval mode except its dropout modules.
-
-    Instance norm has no running statistics here, so eval mode only fixes
-    everything that is not dropout; the previous train/eval flags are restored
-    on exit::
-
-        with mc_dropout(model):
-            samples = [model(x, params) for _ in range(50)]
-    """
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    for m in dropout_modules(model):
-        m.train()
-    try:
-        yield model
-    finally:
-        for m, f in flags.items():
-            m.train(f)
 
 
 def build_network(config: NetworkConfig | dict) -> PhysicsUNet:

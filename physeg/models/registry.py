@@ -1,4 +1,4 @@
-"""The ablation registry: model name → what changes (paper §4, §4.1; DESIGN.md §6).
+"""The ablation registry: model name → what changes (paper §4, §4.1).
 
 =====================  ============  ============  ==========  =====  ===========
 name                   physics       data          batches     strat  uncertainty

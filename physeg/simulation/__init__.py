@@ -1,4 +1,4 @@
-"""MRI simulation from quantitative maps (DESIGN.md §2, paper §2.3).
+"""MRI simulation from quantitative maps (paper §2.3).
 
 Public API (seconds and radians inside; degrees only at the edge):
 

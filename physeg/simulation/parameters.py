@@ -7,7 +7,7 @@ edge (:func:`spgr_params`, :func:`to_display_units`). A batch of parameters is a
 * MPRAGE, P = 1: ``[TI]``
 * SPGR, P = 3: ``[TR, TE, FA]``
 
-Ranges (paper §3, DESIGN.md §2) are data, :data:`IOD_RANGES` and
+Ranges (paper §3) are data, :data:`IOD_RANGES` and
 :data:`OOD_RANGES`, mapping parameter name to ``(low, high)`` in s / rad:
 
 ============  ===================  =====================

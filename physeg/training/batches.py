@@ -1,6 +1,6 @@
 r"""Training data: pre-generated or on-the-fly realisations, mixed or stratified batches.
 
-Two data modes (DESIGN.md §6)
+Two data modes (paper §2.3, §4)
 
 ``"pregenerated"`` (Baseline, Phys-Base, Phys-Strat)
     For every training subject, ``n_pregenerated`` IoD parameter vectors are

@@ -1,4 +1,4 @@
-"""Train every model a profile asks for, reusing finished ones (DESIGN.md §6, §9).
+"""Train every model a profile asks for, reusing finished ones (paper §4).
 
 Models: ``profile.ablations`` (Baseline, Phys-Base, Phys-Strat, Phys-Strat-Aug)
 plus epistemic and aleatoric variants of ``profile.uncertainty_models``
