@@ -103,18 +103,47 @@ def test_claim_5_both_outcomes():
     assert r["verdict"] == cl.NOT_TESTABLE and "FA < 10" in r["evidence"]
 
 
+def _seeded(*summaries):
+    return pd.concat([x.assign(seed=i) for i, x in enumerate(summaries)], ignore_index=True)
+
+
 def test_evaluate_claims_table_and_prose():
-    s = _summary(GOOD_COV, GOOD_DICE)
+    s = _seeded(_summary(GOOD_COV, GOOD_DICE), _summary(GOOD_COV, dict(GOOD_DICE, Baseline=0.899)))
     t = cl.evaluate_claims(s, profile="smoke", uncertainty=_unc())
     assert list(t["claim"]) == [1, 2, 3, 4, 5]
     assert set(t.columns) >= {"claim", "verdict", "evidence", "profile", "paper_numbers", "criterion"}
     assert (t["verdict"] == cl.REPRODUCED).all() and (t["profile"] == "smoke").all()
+    assert "2 seeds" in t.loc[0, "evidence"]
     # the paper's own Table 2 is not monotone for SPGR Phys-Base: criterion 1 reads it as not reproduced
     assert t.loc[0, "paper_numbers"] == cl.NOT_REPRODUCED and t.loc[3, "paper_numbers"] == "n/a"
     prose = cl.summary_prose(t)
     assert "of 5 claims: 5 reproduced" in prose and "smoke" in prose
     t2 = cl.evaluate_claims(None, profile="smoke")
     assert (t2["verdict"] == cl.NOT_TESTABLE).all()
+
+
+def test_claims_need_more_than_one_seed_and_agreeing_seeds():
+    one = cl.evaluate_claims(_summary(GOOD_COV, GOOD_DICE), profile="demo")
+    assert (one.loc[:2, "verdict"] == cl.NOT_TESTABLE).all()
+    assert "one training seed" in one.loc[0, "evidence"] and "criterion holds" in one.loc[0, "evidence"]
+    flipped = dict(GOOD_COV, **{"Phys-Base": 25.0})  # on this seed the order fails
+    two = cl.evaluate_claims(_seeded(_summary(GOOD_COV, GOOD_DICE), _summary(flipped, GOOD_DICE)), profile="demo")
+    assert two.loc[0, "verdict"] == cl.INCONCLUSIVE and "seed 1: not reproduced" in two.loc[0, "evidence"]
+    both = cl.evaluate_claims(_seeded(_summary(flipped, GOOD_DICE), _summary(flipped, GOOD_DICE)), profile="demo")
+    assert both.loc[0, "verdict"] == cl.NOT_REPRODUCED
+
+
+def test_claim_5c_needs_power():
+    assert cl.detectable_rho(3) == 1.0
+    assert cl.detectable_rho(10) > 0.7 > cl.detectable_rho(60)
+    small = _unc()
+    small = small[small["param_index"] < 8]  # 16 Baseline images per sequence x tissue: underpowered
+    r = cl.claim_intervals(small)
+    assert r["verdict"] == cl.NOT_TESTABLE and "too few images" in r["evidence"]
+    # a significant correlation is evidence whatever the power
+    small_tracking = _unc(base_tracks=True)
+    small_tracking = small_tracking[small_tracking["param_index"] < 8]
+    assert cl.claim_intervals(small_tracking)["verdict"] == cl.NOT_REPRODUCED
 
 
 def test_claim_5_zero_width_intervals_not_testable():

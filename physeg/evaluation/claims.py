@@ -1,7 +1,17 @@
 """The reproduction table: the paper's claims (abstract, §4, §5) checked against our results.
 
 Every verdict is computed here from results tables — never typed by hand — and
-is one of :data:`REPRODUCED`, :data:`NOT_REPRODUCED`, :data:`NOT_TESTABLE`. A
+is one of :data:`REPRODUCED`, :data:`NOT_REPRODUCED`, :data:`NOT_TESTABLE`,
+:data:`INCONCLUSIVE`.
+
+Seeds (claims 1–3)
+    A difference between ablations that retraining with another seed could
+    reverse is not evidence. When the summary has a ``seed`` column, each of
+    claims 1–3 is judged on every seed's table separately: reproduced only if
+    it holds on every seed, not reproduced only if it fails on every seed,
+    :data:`INCONCLUSIVE` otherwise. With a single seed the seed-to-seed spread
+    is unknown and the claim is :data:`NOT_TESTABLE` (the evidence still shows
+    what that one seed gave). A
 claim whose inputs are missing (a model not trained in this profile, no
 uncertainty results, no FA < 10° image) is "not testable here" with the reason.
 Each row carries the operational criterion (with its thresholds), the numbers
@@ -35,6 +45,9 @@ from physeg.profiles import ABLATIONS, SEQUENCES
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_TESTABLE = "not testable here"
+#: Claims 1–3 with several seeds: the seeds do not agree, so the claim is not
+#: settled beyond the seed-to-seed variation.
+INCONCLUSIVE = "inconclusive (seeds disagree)"
 
 #: Claim 2: a physics model "does not sacrifice Dice" if its mean Dice is at
 #: least the Baseline's minus this (absolute Dice).
@@ -43,6 +56,12 @@ DICE_TOLERANCE: float = 0.01
 VARIANCE_RATIO_THRESHOLD: float = 0.1
 #: Claim 5: significance level of the IQR-vs-error correlation test.
 ALPHA: float = 0.01
+#: Claim 5(c): "the Baseline's intervals do not track the error" is testable
+#: only if a Spearman test on the available images would detect a moderate
+#: correlation |ρ| ≥ this with probability :data:`POWER` (else a non-significant
+#: test is lack of power, not evidence).
+DETECTABLE_RHO: float = 0.5
+POWER: float = 0.8
 DISTRIBUTIONS = ("IoD", "OoD")
 
 STATEMENTS = {
@@ -192,6 +211,18 @@ def claim_aleatoric_negligible(uncertainty: pd.DataFrame | None, *,
 
 
 # --------------------------------------------------------------------------- claim 5
+def detectable_rho(n: int, *, alpha: float = ALPHA, power: float = POWER) -> float:
+    r"""Smallest |ρ| a two-sided correlation test on ``n`` pairs detects with ``power``.
+
+    Fisher's approximation (used for Spearman's ρ as well):
+    :math:`|\rho_{min}| = \tanh\big((z_{1-\alpha/2} + z_{power}) / \sqrt{n - 3}\big)`;
+    1 for ``n ≤ 3``.
+    """
+    if n <= 3:
+        return 1.0
+    return float(np.tanh((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) / np.sqrt(n - 3)))
+
+
 def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-Aug",
                     base: str = "Baseline", tissues=PAPER_TISSUES, alpha: float = ALPHA) -> dict:
     criterion = (f"(a) {aug} MPRAGE mean calibrated IQR OoD > IoD for GM and WM; (b) {aug} SPGR mean IQR of "
@@ -238,7 +269,7 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
         parts.append(None)
         ev.append(f"(c) not testable: no {base} uncertainty results")
     else:
-        track, txt = [], []
+        track, txt, powered = [], [], []
         for (s, t), g in c.groupby(["sequence", "tissue"], observed=True):
             x, y = g[col].to_numpy(float), g["abs_error"].to_numpy(float)
             if len(g) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -246,8 +277,17 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
             else:
                 rho, p = sps.spearmanr(x, y)
             track.append(bool(np.isfinite(p) and p < alpha))
-            txt.append(f"{s} {t} rho={rho:+.2f} p={p:.3g} (n={len(g)})")
-        parts.append(not any(track))
+            powered.append(detectable_rho(len(g), alpha=alpha) <= DETECTABLE_RHO)
+            txt.append(f"{s} {t} rho={rho:+.2f} p={p:.3g} (n={len(g)}, detectable |rho| ≥ "
+                       f"{detectable_rho(len(g), alpha=alpha):.2f} at power {POWER})")
+        if any(track):
+            parts.append(False)
+        elif not all(powered):
+            parts.append(None)
+            txt.append(f"not testable: too few images to detect |rho| = {DETECTABLE_RHO} with power {POWER}, "
+                       "so a non-significant test is no evidence")
+        else:
+            parts.append(True)
         ev.append(f"(c) {base}: " + ", ".join(txt))
         pa = u[u["model"] == aug]
         if not pa.empty:
@@ -261,6 +301,36 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
 
 
 # --------------------------------------------------------------------------- table
+def _across_seeds(claim_fn, summary: pd.DataFrame, **kw) -> dict:
+    """Judge one of claims 1–3 on every seed's table (module docstring, "Seeds")."""
+    seeds = sorted(summary["seed"].unique()) if "seed" in summary else [None]
+    rows = {sd: claim_fn(summary if sd is None else summary[summary["seed"] == sd], **kw) for sd in seeds}
+    verdicts = [r["verdict"] for r in rows.values()]
+    first = next(iter(rows.values()))
+    if NOT_TESTABLE in verdicts:
+        return next(r for r in rows.values() if r["verdict"] == NOT_TESTABLE)
+    if len(seeds) < 2:
+        on_one = "holds" if verdicts[0] == REPRODUCED else "does not hold"
+        return {**first, "verdict": NOT_TESTABLE,
+                "evidence": f"one training seed, so the seed-to-seed spread is unknown (on this seed the "
+                            f"criterion {on_one}): {first['evidence']}"}
+    per_seed = ", ".join(f"seed {sd}: {r['verdict']}" for sd, r in rows.items())
+    if all(v == REPRODUCED for v in verdicts):
+        verdict = REPRODUCED
+    elif all(v == NOT_REPRODUCED for v in verdicts):
+        verdict = NOT_REPRODUCED
+    else:
+        verdict = INCONCLUSIVE
+    mean_row = claim_fn(_seed_means(summary), **kw)
+    return {**first, "verdict": verdict,
+            "evidence": f"{len(seeds)} seeds ({per_seed}); on the seed means: {mean_row['evidence']}"}
+
+
+def _seed_means(summary: pd.DataFrame) -> pd.DataFrame:
+    keys = [k for k in ("table", "model", "sequence", "tissue", "distribution") if k in summary]
+    return summary.groupby(keys, observed=True, as_index=False)["mean"].mean()
+
+
 def evaluate_claims(
     summary: pd.DataFrame | None,
     *,
@@ -281,9 +351,9 @@ def evaluate_claims(
     empty = pd.DataFrame(columns=["table", "model", "sequence", "tissue", "distribution", "mean"])
     s = summary if summary is not None else empty
     rows = [
-        claim_cov_order(s),
-        claim_dice_not_sacrificed(s, results=results),
-        claim_aug_spgr(s, cov=cov),
+        _across_seeds(claim_cov_order, s),
+        _across_seeds(claim_dice_not_sacrificed, s, results=results),
+        _across_seeds(claim_aug_spgr, s, cov=cov),
         claim_aleatoric_negligible(uncertainty),
         claim_intervals(uncertainty),
     ]
@@ -300,7 +370,8 @@ def summary_prose(claims: pd.DataFrame) -> str:
     profile = ", ".join(sorted(set(claims["profile"])))
     counts = claims["verdict"].value_counts()
     parts = [f"With the **{profile}** profile, of {len(claims)} claims: {counts.get(REPRODUCED, 0)} reproduced, "
-             f"{counts.get(NOT_REPRODUCED, 0)} not reproduced, {counts.get(NOT_TESTABLE, 0)} not testable here."]
+             f"{counts.get(NOT_REPRODUCED, 0)} not reproduced, {counts.get(INCONCLUSIVE, 0)} inconclusive "
+             f"(seeds disagree), {counts.get(NOT_TESTABLE, 0)} not testable here."]
     for r in claims.itertuples():
         line = f"- Claim {r.claim} ({r.statement}): **{r.verdict}**. {r.evidence}."
         if r.paper_numbers != "n/a":
