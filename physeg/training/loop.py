@@ -69,6 +69,7 @@ from physeg.inference.predictor import autocast_context, infer_volume
 from physeg.models.plans import Plans
 from physeg.profiles import Profile
 from physeg.training.batches import Realisations, TrainingBatches, Volumes, pregenerate, stable_seed
+from physeg.training.validation import dice_per_tissue, make_validation_set, validate  # noqa: F401
 
 #: Bump when a change to the training code should invalidate cached models.
 TRAINING_VERSION = "3"
@@ -142,56 +143,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------- validation
-def dice_per_tissue(seg: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    r"""Dice :math:`2|A\cap B|/(|A|+|B|)` per tissue, 1 when both are empty.
-
-    :func:`physeg.evaluation.metrics.dice_per_tissue` with ``empty=1.0``: the validation
-    score is a plain mean, so an absent tissue counts as a success here rather
-    than as the ``NaN`` of the evaluation tables.
-    """
-    return metrics.dice_per_tissue(seg, truth, TISSUE_LABELS, empty=1.0)
-
-
-def make_validation_set(
-    subjects: list[Volumes], *, sequence: str, profile: Profile
-) -> list[tuple[Volumes, Realisations]]:
-    """Fixed IoD realisations of the validation subjects (seeded by profile seed and sequence)."""
-    real = pregenerate(subjects, sequence=sequence, n=profile.n_val_realisations,
-                       seed=stable_seed("validation", profile.seed, sequence))
-    return list(zip(subjects, real))
-
-
-def validate(
-    model: PhysicsUNet, val_set: list[tuple[Volumes, Realisations]], *, profile: Profile, use_physics: bool
-) -> dict[str, float]:
-    """Mean Dice and mean CoV per tissue, and the early-stopping score (module docstring)."""
-    model.eval()
-    dices: dict[str, list[float]] = {t: [] for t in TISSUES}
-    covs: dict[str, list[float]] = {t: [] for t in TISSUES}
-    for vol, real in val_set:
-        logits = infer_volume(model, real.images, real.params if use_physics else None, profile=profile)
-        segs = logits.argmax(1).cpu()
-        volumes = {t: [] for t in TISSUES}
-        for seg in segs:
-            for t, d in dice_per_tissue(seg, vol.labels).items():
-                dices[t].append(d)
-            for t, n in metrics.label_counts(seg, TISSUE_LABELS).items():
-                volumes[t].append(float(n))
-        for t in TISSUES:
-            v = np.asarray(volumes[t])
-            covs[t].append(float(v.std(ddof=1) / v.mean()) if len(v) > 1 and v.mean() > 0 else
-                           (0.0 if len(v) <= 1 else 1.0))
-    out: dict[str, float] = {}
-    for t in TISSUES:
-        out[f"val_dice_{t}"] = float(np.mean(dices[t]))
-        out[f"val_cov_{t}"] = float(np.mean(covs[t]))
-    out["val_dice_mean"] = float(np.mean([out[f"val_dice_{t}"] for t in TISSUES]))
-    out["val_cov_mean"] = float(np.mean([out[f"val_cov_{t}"] for t in TISSUES]))
-    out["score"] = out["val_dice_mean"] - out["val_cov_mean"]
-    return out
 
 
 # ---------------------------------------------------------------------------- plans
