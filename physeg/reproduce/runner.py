@@ -5,9 +5,14 @@ The paper is the set of numbered jupytext notebooks under ``notebooks/``
 runner
 
 1. converts it to ``.ipynb`` with jupytext,
-2. executes it with papermill, injecting ``profile`` into the cell tagged
-   ``parameters``, and writes the executed copy to ``_build/notebooks/``,
-3. stops at the first failure, printing the notebook, the failing cell and the
+2. adds a provenance header (profile, seed(s), commit, device, date of this
+   execution; :func:`physeg.reproduce.provenance.header_cell`) that lands right
+   after papermill's injected-parameters cell,
+3. executes it with papermill, injecting ``profile`` after the cell tagged
+   ``parameters``, in a kernel whose environment says which profile runs and
+   that progress bars are off (:data:`KERNEL_ENV`), and writes the executed copy
+   to ``_build/notebooks/``,
+4. stops at the first failure, printing the notebook, the failing cell and the
    traceback, and exits non-zero.
 
 Then it builds the static MyST site into ``_build/html`` (offline).
@@ -23,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -30,13 +36,20 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from physeg.paths import build_root, notebooks_dir
 from physeg.profiles import PROFILES, get_profile
+from physeg.reproduce import provenance
 
 log = logging.getLogger("physeg.reproduce.runner")
+
+#: Environment of the notebook kernels besides ``PHYSEG_PROFILE``: a page is
+#: read, not watched, so tqdm progress bars (which write to stderr) are off
+#: unless a call asks for them explicitly.
+KERNEL_ENV: dict[str, str] = {"TQDM_DISABLE": "1"}
 
 
 class NotebookFailed(RuntimeError):
@@ -104,8 +117,21 @@ def _failure_from(exc: Exception, source: Path, executed: Path) -> NotebookFaile
     return NotebookFailed(source, cell_index, cell_source, traceback)
 
 
+def _header_index(cells: list) -> int:
+    """Where the provenance header goes: right after the ``parameters`` cell (papermill's
+    injected cell then lands between the two), or first when there is none."""
+    for i, cell in enumerate(cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return i + 1
+    return 0
+
+
 def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: int = 3600) -> NotebookRun:
     """Convert ``source`` with jupytext and execute it with papermill into ``out_dir``.
+
+    The executed copy gets the provenance header of this execution
+    (:func:`physeg.reproduce.provenance.header_cell`) right after papermill's
+    injected-parameters cell. ``timeout_s`` is the limit per cell, in seconds.
 
     Raises
     ------
@@ -121,6 +147,7 @@ def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: in
     converted = staging / f"{source.stem}.ipynb"
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells.insert(_header_index(notebook.cells), provenance.header_cell(profile))
     jupytext.write(notebook, converted, fmt="ipynb")
     executed = out_dir / f"{source.stem}.ipynb"
     start = time.perf_counter()
@@ -137,6 +164,23 @@ def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: in
     except papermill.PapermillExecutionError as exc:
         raise _failure_from(exc, source, executed) from exc
     return NotebookRun(source=source, executed=executed, seconds=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _kernel_environment(*, profile: str) -> Iterator[None]:
+    """Set ``PHYSEG_PROFILE`` and :data:`KERNEL_ENV` for the kernels (they inherit the
+    environment of this process), and restore the previous values afterwards."""
+    wanted = {"PHYSEG_PROFILE": profile, **KERNEL_ENV}
+    previous = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_paper(
@@ -157,26 +201,19 @@ def run_paper(
     notebooks = _select(discover_notebooks(notebooks_folder), only)
     if only is None and out_dir.exists():
         shutil.rmtree(out_dir)
-    previous = os.environ.get("PHYSEG_PROFILE")
-    os.environ["PHYSEG_PROFILE"] = profile  # kernels inherit it
     runs: list[NotebookRun] = []
-    try:
+    with _kernel_environment(profile=profile):
         for i, source in enumerate(notebooks, 1):
             log.info("[%d/%d] executing %s (profile=%s)", i, len(notebooks), source.name, profile)
             run = execute_notebook(source, profile=profile, out_dir=out_dir)
             log.info("        done in %.1f s -> %s", run.seconds, run.executed)
             runs.append(run)
-    finally:
-        if previous is None:
-            os.environ.pop("PHYSEG_PROFILE", None)
-        else:
-            os.environ["PHYSEG_PROFILE"] = previous
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
     (out_dir.parent / "timings.json").write_text(json.dumps({"profile": profile, "seconds": timings}, indent=2))
     if build_site:
         from physeg.reproduce.site import build_site as _build_site
 
-        html = _build_site()
+        html = _build_site(build_dir=out_dir.parent)
         log.info("site written to %s (open %s)", html, html / "index.html")
     return runs
 

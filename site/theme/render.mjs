@@ -6,7 +6,11 @@
 //   BUILD_DIRECTORY  folder to write the static site into (<project>/_build/html)
 //
 // It turns every page's MyST AST (mdast) into one static HTML file with a
-// navigation sidebar. Everything the pages need (KaTeX CSS and fonts, the
+// navigation sidebar. A page reads like a paper: the code of cells tagged
+// `hide-input` (MyST 1.11 marks their code node `visibility: "hide"`) and of
+// papermill's parameter cells is folded in <details>, outputs stay visible;
+// the runner's provenance cell (tag `provenance`) is shown under the title;
+// stderr stream outputs are reported as problems (kind `stderr-output`). Everything the pages need (KaTeX CSS and fonts, the
 // stylesheet, figures, notebook downloads) is written next to them, and every
 // link is relative, so the folder works from any static file server under any
 // path, and from file://. Nothing here touches the network beyond CONTENT_CDN.
@@ -200,6 +204,8 @@ async function renderMimeBundle(data, page) {
 async function renderJupyterOutput(out, page) {
   switch (out.output_type) {
     case 'stream':
+      // a page reads as prose, tables and figures: stderr (warnings, progress bars) is reported
+      if (out.name === 'stderr') problem(page, 'stderr-output', stripAnsi(joinText(out.text)).trim().split('\n')[0].slice(0, 200));
       return `<pre class="output-stream ${escapeHtml(out.name || 'stdout')}">${escapeHtml(stripAnsi(joinText(out.text)))}</pre>`;
     case 'error': {
       const tb = Array.isArray(out.traceback) ? out.traceback.join('\n') : joinText(out.traceback);
@@ -252,6 +258,7 @@ async function prepare(node, page) {
   if (!node || typeof node !== 'object') return node;
   if (node.visibility === 'remove') return null;
   if (node.html_id) node.identifier = node.html_id; // the anchor ids MyST links to
+  foldParameterCell(node);
 
   switch (node.type) {
     case 'math':
@@ -280,11 +287,15 @@ async function prepare(node, page) {
     node.children = kids;
   }
   if (node.visibility === 'hide') {
-    const label = node.type === 'outputs' || node.type === 'output' ? 'Show output' : 'Show code';
+    // MyST (1.11) turns the cell tags hide-input / hide-output / hide-cell into
+    // `visibility: "hide"` on the code, outputs or block node: folded, one click away
+    const label = node.foldLabel || (node.type === 'outputs' || node.type === 'output' ? 'Show output' : 'Show code');
     const inner = { ...node };
     delete inner.visibility;
+    delete inner.foldLabel;
     return {
       type: 'details',
+      kind: node.type === 'code' ? 'code' : 'output',
       children: [{ type: 'summary', children: [{ type: 'text', value: label }] }, inner],
     };
   }
@@ -297,21 +308,45 @@ const CELL_LABELS = {
   'injected-parameters': 'Parameters of this run (injected by papermill)',
 };
 
+function cellTags(node) {
+  return Array.isArray(node.data?.tags) ? node.data.tags.map(String) : [];
+}
+
+/** Papermill's parameter cells are boilerplate: fold their code under their caption. */
+function foldParameterCell(node) {
+  if (node.type !== 'block') return;
+  const label = cellTags(node).map((tag) => CELL_LABELS[tag]).find(Boolean);
+  if (!label) return;
+  for (const child of node.children || []) {
+    if (child.type === 'code' && child.visibility !== 'remove') {
+      child.visibility = 'hide';
+      child.foldLabel = label;
+    }
+  }
+}
+
+/** Take the provenance header cell(s) (tag `provenance`, written by the runner) out of the page body. */
+function liftProvenance(tree) {
+  const lifted = [];
+  tree.children = (tree.children || []).filter((child) => {
+    const isHeader = child.type === 'block' && cellTags(child).includes('provenance');
+    if (isHeader) lifted.push(child);
+    return !isHeader;
+  });
+  return lifted;
+}
+
 // Handlers for mdast-util-to-hast 12 (the version myst-to-html 1.7.3 uses):
 // `h(node, tagName, props, children)` builds an element, `h.all(node)` the children.
 const handlers = {
-  details: (h, node) => h(node, 'details', { className: ['toggle'] }, h.all(node)),
+  details: (h, node) => h(node, 'details', { className: ['toggle', `fold-${node.kind || 'code'}`] }, h.all(node)),
   summary: (h, node) => h(node, 'summary', {}, h.all(node)),
   heading: (h, node) => h(node, `h${node.depth}`, { id: node.identifier || undefined }, h.all(node)),
   block: (h, node) => {
     const classes = ['block'];
     if (node.kind) classes.push(node.kind);
-    const tags = Array.isArray(node.data?.tags) ? node.data.tags : [];
-    for (const tag of tags) classes.push(`tag-${String(tag).replace(/[^A-Za-z0-9_-]/g, '_')}`);
-    const children = h.all(node);
-    const label = tags.map((tag) => CELL_LABELS[tag]).find(Boolean);
-    if (label) children.unshift(h(node, 'p', { className: ['cell-label'] }, [{ type: 'text', value: label }]));
-    return h(node, 'div', { className: classes, id: node.identifier || undefined }, children);
+    for (const tag of cellTags(node)) classes.push(`tag-${tag.replace(/[^A-Za-z0-9_-]/g, '_')}`);
+    return h(node, 'div', { className: classes, id: node.identifier || undefined }, h.all(node));
   },
   outputs: (h, node) => h(node, 'div', { className: ['outputs'] }, h.all(node)),
   crossReference: (h, node) => {
@@ -353,7 +388,7 @@ function navHtml(nav, currentSlug) {
   return `<ol class="nav-pages">\n${items.join('\n')}\n</ol>`;
 }
 
-function pageHtml({ siteTitle, nav, slug, frontmatter, body, downloads, prev, next }) {
+function pageHtml({ siteTitle, nav, slug, frontmatter, provenance, body, downloads, prev, next }) {
   const title = frontmatter.title || slug;
   const heading = frontmatter.content_includes_title ? '' : `<h1 class="page-title">${escapeHtml(title)}</h1>`;
   const subtitle = frontmatter.subtitle ? `<p class="subtitle">${escapeHtml(frontmatter.subtitle)}</p>` : '';
@@ -383,6 +418,7 @@ ${navHtml(nav, slug)}
 <article>
 ${heading}
 ${subtitle}
+${provenance ? `<aside class="provenance" aria-label="What produced this page">${provenance}</aside>` : ''}
 ${dl}
 ${body}
 </article>
@@ -441,6 +477,8 @@ async function main() {
     const data = entry.slug === indexSlug ? index : await fetchJson(`/content/${entry.slug}.json`);
     const frontmatter = data.frontmatter || {};
     const tree = await prepare(data.mdast, entry.slug);
+    const header = liftProvenance(tree);
+    const provenance = header.length ? mdastToHtml({ type: 'root', children: header }) : '';
     const body = mdastToHtml(tree);
     const downloads = [];
     for (const exp of frontmatter.exports || []) {
@@ -453,6 +491,7 @@ async function main() {
       nav,
       slug: entry.slug,
       frontmatter: { ...frontmatter, title: frontmatter.title || entry.title },
+      provenance,
       body,
       downloads,
       prev: pages[i - 1],
