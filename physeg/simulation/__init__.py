@@ -52,7 +52,22 @@ from .parameters import (
     validate_parameters,
 )
 from .tissues import TISSUE_PARAMETERS, TissueParameters
-from .transforms import SimulateMRI
+
+
+def __getattr__(name: str):
+    """Import the TorchIO adapter :class:`SimulateMRI` only when it is asked for.
+
+    Importing TorchIO imports ``tqdm.auto``, which inside a Jupyter kernel
+    without ipywidgets writes a ``TqdmWarning`` to stderr; nothing but the
+    TorchIO adapter needs TorchIO, so plain ``import physeg.simulation`` stays
+    free of it.
+    """
+    if name == "SimulateMRI":
+        from .transforms import SimulateMRI
+
+        return SimulateMRI
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EPS_S", "MPRAGE_SIGNS", "MPRAGE_TAU_S", "MPRAGE_TD_S", "clean_maps", "ernst_angle", "mprage",
