@@ -98,7 +98,7 @@ def test_cli_pgs_on_nifti_files(tmp_path, capsys):
     vols = json.loads((tmp_path / "out" / "pd_volumes.json").read_text())["volumes_ml"]
     assert vols["GM"] == pytest.approx(72 * 0.008)
     assert "GM\t" in (tmp_path / "out" / "pd_volumes.tsv").read_text()
-    assert main(args) == 1  # refuses to overwrite
+    assert main(args) == 2  # refuses to overwrite: a usage error
     assert "--force" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("physeg.cli")
@@ -46,10 +47,37 @@ def run_cli(command: str, func: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         code, msg = 1, "interrupted"
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback at debug level
-        code, msg = 1, str(exc) or exc.__class__.__name__
+        code, msg = 1, message_of(exc) or exc.__class__.__name__
         if not isinstance(exc, RuntimeFailure):
             msg = f"{exc.__class__.__name__}: {msg}"
     log.debug("traceback:\n%s", traceback.format_exc())
     first = " ".join(msg.strip().splitlines()) if msg else "failed"
     print(f"physeg {command}: error: {first}", file=sys.stderr)
     return code
+
+
+def message_of(exc: BaseException) -> str:
+    """The text of an exception; a :class:`KeyError`'s message without the quotes ``str`` adds."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+#: Library exceptions that mean "what the user gave is wrong" when raised while reading inputs.
+INPUT_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, NotADirectoryError, ValueError, KeyError)
+
+
+@contextmanager
+def usage_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Re-raise ``kinds`` (default :data:`INPUT_ERRORS`) as :class:`UsageError`, same message.
+
+    For the part of a command that reads and validates what the user gave:
+    the library raises ordinary exceptions, the command decides they are usage
+    errors (exit code 2) rather than failures of the work (exit code 1).
+    """
+    try:
+        yield
+    except UsageError:
+        raise
+    except kinds or INPUT_ERRORS as exc:
+        raise UsageError(message_of(exc)) from exc

@@ -1,83 +1,107 @@
-"""``physeg pgs``: Physics Gold Standard labels and tissue volumes from quantitative maps.
-
-examples:
-  physeg pgs --bids DIR --subject sub-01 --output out/
-  physeg pgs --pd pd.nii.gz --r1 r1.nii.gz --r2s r2s.nii.gz --output out/
-  physeg pgs --pd pd.nii.gz --t1 t1.nii.gz --t2s t2s.nii.gz --time-units ms --output out/
-
-Writes <id>_dseg.nii.gz (0 bg, 1 GM, 2 WM, 3 CSF; affine of the maps) and
-<id>_volumes.tsv / .json (ml). Units come from JSON sidecars when present.
-"""
+"""``physeg pgs``: Physics Gold Standard labels and tissue volumes from quantitative maps."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from physeg.cli.errors import UsageError, run_cli
+from physeg.cli.maps import UNITS_HELP, add_map_arguments, load_maps, subject_label
 
-def _run(args: argparse.Namespace) -> int:
-    import numpy as np
+EPILOG = f"""\
+examples:
+  physeg pgs --bids DIR --subject sub-01 --output out/
+  physeg pgs --pd pd.nii.gz --r1 r1.nii.gz --r2s r2s.nii.gz --output out/
+  physeg pgs --pd pd.nii.gz --t1 t1.nii.gz --t2s t2s.nii.gz --time-units ms --output out/
+  physeg pgs --pd pd.nii.gz --r1 r1.nii.gz --r2s r2s.nii.gz --features T1,T2star,PD --em 20 --output out/
 
-    from physeg.data.bids import load_map_files, load_subject, write_nifti
-    from physeg.pgs import physics_gold_standard, tissue_volumes_ml
+outputs (in --output): <id>_dseg.nii.gz (0 bg, 1 GM, 2 WM, 3 CSF; affine of the maps),
+  <id>_volumes.tsv and <id>_volumes.json (ml). <id> is the participant or the PD file's name.
+  Existing outputs are replaced only with --force; nothing else in the folder is touched.
 
-    try:
-        if args.bids is not None:
-            if args.subject is None:
-                print("error: --bids needs --subject", file=sys.stderr)
-                return 2
-            subj = load_subject(args.bids, args.subject, compute_pgs=False)
-        else:
-            if args.pd is None or (args.t1 is None) == (args.r1 is None) or (args.t2s is None) == (args.r2s is None):
-                print("error: give --bids DIR --subject ID, or --pd with one of --t1/--r1 and one of --t2s/--r2s",
-                      file=sys.stderr)
-                return 2
-            units = {"t1": args.time_units, "t2star": args.time_units} if args.time_units else {}
-            subj = load_map_files(pd=args.pd, t1=args.t1, r1=args.r1, t2star=args.t2s, r2star=args.r2s,
-                                  mask=args.mask, units=units)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    features = tuple(args.features.split(","))
-    labels = physics_gold_standard(subj.maps, subj.mask, features=features, em_iterations=args.em)
-    out = Path(args.output)
-    targets = [out / f"{subj.subject_id}_dseg.nii.gz", out / f"{subj.subject_id}_volumes.tsv",
-               out / f"{subj.subject_id}_volumes.json"]
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.force:
-        print(f"error: {existing[0]} exists; use --force to overwrite", file=sys.stderr)
-        return 1
-    out.mkdir(parents=True, exist_ok=True)
-    write_nifti(targets[0], labels.numpy().astype(np.uint8), subj.affine)
-    vols = tissue_volumes_ml(labels, subj.voxel_volume_ml)
-    targets[1].write_text("tissue\tvolume_ml\n" + "".join(f"{k}\t{v:.3f}\n" for k, v in vols.items()))
-    targets[2].write_text(json.dumps({"subject": subj.subject_id, "volumes_ml": vols,
-                                      "features": list(features), "em_iterations": args.em}, indent=2) + "\n")
-    for k, v in vols.items():
-        print(f"{k}\t{v:.1f} ml")
-    print(targets[0])
-    return 0
+{UNITS_HELP}
+exit codes: 0 ok, 2 usage error (options, maps, units, existing output), 1 runtime failure.
+"""
+
+#: Mixture features ``--features`` accepts (canonical spelling of :mod:`physeg.pgs`).
+FEATURES: tuple[str, ...] = ("T1", "T2star", "PD")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pgs", help="Physics Gold Standard labels + tissue volumes from R1/R2*/PD (or T1/T2*/PD) maps",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=("Physics Gold Standard: label every brain voxel GM, WM or CSF with a Gaussian mixture "
+                     "on the quantitative maps (literature tissue values), and report tissue volumes."),
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--bids", type=Path, default=None, help="BIDS qMRI dataset root")
-    parser.add_argument("--subject", default=None, help="participant id, e.g. sub-01")
-    parser.add_argument("--pd", type=Path, default=None, help="PD map NIfTI (a.u.)")
-    parser.add_argument("--t1", type=Path, default=None, help="T1 map NIfTI (s, or --time-units)")
-    parser.add_argument("--r1", type=Path, default=None, help="R1 map NIfTI (1/s)")
-    parser.add_argument("--t2s", type=Path, default=None, help="T2* map NIfTI (s, or --time-units)")
-    parser.add_argument("--r2s", type=Path, default=None, help="R2* map NIfTI (1/s)")
-    parser.add_argument("--mask", type=Path, default=None, help="brain mask NIfTI (default: derived)")
-    parser.add_argument("--time-units", choices=("s", "ms"), default=None,
-                        help="units of --t1/--t2s files without sidecars (default s)")
+    add_map_arguments(parser, mask_help="brain mask NIfTI with map files (default: derived from the maps)")
     parser.add_argument("--features", default="T1", help="comma-separated: T1[,T2star,PD] (default T1)")
     parser.add_argument("--em", type=int, default=0, help="EM iterations from literature start (default 0)")
-    parser.add_argument("--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.set_defaults(func=_run)
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--force", action="store_true", help="replace this command's existing outputs")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``physeg pgs``: exit code 0, 2 (usage) or 1 (failure), one error line on stderr."""
+    return run_cli("pgs", lambda: pgs_from_args(args))
+
+
+def _features(text: str) -> tuple[str, ...]:
+    """``--features`` as canonical names; :class:`UsageError` for an unknown or repeated one."""
+    by_key = {f.lower(): f for f in FEATURES} | {"t2*": "T2star", "t2s": "T2star"}
+    names = [part.strip() for part in text.split(",")]
+    unknown = [n for n in names if n.lower() not in by_key]
+    if unknown:
+        raise UsageError(f"--features: unknown feature {unknown[0]!r}; use a comma-separated subset of "
+                         f"{', '.join(FEATURES)}")
+    feats = tuple(by_key[n.lower()] for n in names)
+    if len(set(feats)) != len(feats):
+        raise UsageError(f"--features: {text!r} names a feature twice")
+    return feats
+
+
+def _targets(args: argparse.Namespace) -> list[Path]:
+    """The three output files; :class:`UsageError` if the folder is a file or they exist without --force."""
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {out} exists and is not a folder")
+    sid = subject_label(args)
+    targets = [out / f"{sid}_dseg.nii.gz", out / f"{sid}_volumes.tsv", out / f"{sid}_volumes.json"]
+    for t in targets:
+        if t.exists() and not t.is_file():
+            raise UsageError(f"{t} exists and is not a file")
+        if t.exists() and not args.force:
+            raise UsageError(f"{t} exists; use --force to replace it or choose another --output")
+    return targets
+
+
+def pgs_from_args(args: argparse.Namespace) -> list[Path]:
+    """Do the work of ``physeg pgs``; returns the written files.
+
+    Every argument and map is checked before the output folder is created or
+    any file in it is written; each file is written to a temporary name and
+    renamed.
+    """
+    # Deferred: numpy/torch and the loaders are heavy, and the parser is built for every command.
+    import numpy as np
+
+    from physeg.data.bids import write_nifti, write_text
+    from physeg.pgs import physics_gold_standard, tissue_volumes_ml
+
+    features = _features(args.features)
+    if args.em < 0:
+        raise UsageError(f"--em must be >= 0; got {args.em}")
+    targets = _targets(args)
+    subj = load_maps(args, compute_pgs=False)
+    labels = physics_gold_standard(subj.maps, subj.mask, features=features, em_iterations=args.em)
+    vols = tissue_volumes_ml(labels, subj.voxel_volume_ml)
+    write_nifti(targets[0], labels.numpy().astype(np.uint8), subj.affine)
+    write_text(targets[1], "tissue\tvolume_ml\n" + "".join(f"{k}\t{v:.3f}\n" for k, v in vols.items()))
+    write_text(targets[2], json.dumps({"subject": subj.subject_id, "volumes_ml": vols,
+                                       "features": list(features), "em_iterations": args.em}, indent=2) + "\n")
+    for k, v in vols.items():
+        print(f"{k}\t{v:.1f} ml")
+    print(targets[0])
+    return targets

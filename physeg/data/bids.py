@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from physeg.data.map_checks import check_grid, load_image, validated_maps
 from physeg.pgs import TISSUES, physics_gold_standard
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ _TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
 _PD_UNITS = {"a.u.": 1.0, "au": 1.0, "arbitrary": 1.0, "arbitraryunits": 1.0, "1": 1.0,
              "fraction": 1.0, "%": 0.01, "percent": 0.01, "p.u.": 0.01, "pu": 0.01}
 
-# Plausible brain medians in SI units (inside the mask); outside -> wrong units or not a map.
-_PLAUSIBLE_MEDIAN = {"PD": (0.05, 5.0), "T1": (0.1, 10.0), "T2star": (0.003, 1.0)}
 
 
 @dataclass
@@ -128,21 +127,25 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
-def write_json(path: Path, content: dict[str, Any]) -> Path:
-    """JSON with sorted keys and a final newline (stable bytes)."""
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``<path>.tmp`` and rename it to ``path``: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
+
+
+def write_json(path: Path, content: dict[str, Any], *, sort_keys: bool = True) -> Path:
+    """JSON with 2-space indent and a final newline (sorted keys: stable bytes), written atomically."""
+    return write_text(path, json.dumps(content, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_dseg_tsv(path: Path) -> Path:
     """The BIDS ``dseg.tsv`` lookup table of :data:`LABELS`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["index\tname"] + [f"{i}\t{name}" for i, name in enumerate(LABELS)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- reading
@@ -176,43 +179,43 @@ def _anat_dir(root: Path, sub: str) -> Path:
 
 def _find_one(folder: Path, sub: str, suffix: str) -> Path | None:
     hits = sorted(p for p in folder.glob(f"{sub}_*{suffix}.nii*") if not p.name.endswith(".tmp"))
-    if not hits:
-        return None
     if len(hits) > 1:
-        log.warning("several %s files for %s, using %s", suffix, sub, hits[0].name)
-    return hits[0]
+        # Picking one silently could read a stray copy instead of the real map.
+        raise ValueError(f"{folder}: several {suffix} files for {sub} ({', '.join(p.name for p in hits)}); "
+                         "keep exactly one")
+    return hits[0] if hits else None
 
 
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """A BIDS JSON sidecar as a dict; ``ValueError`` naming the file if it is not a JSON object."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable JSON sidecar ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: a sidecar must be a JSON object {{...}}, got {type(meta).__name__} {meta!r:.40}")
+    return meta
 
 
-def _unit_factor(units: str, kind: str, path: Path) -> float:
-    key = str(units).strip().lower().replace(" ", "")
+def _unit_factor(units: Any, kind: str, path: Path) -> float:
+    if not isinstance(units, str):  # e.g. true or 1000: str() would hide the mistake
+        raise ValueError(f"{path}: 'Units' must be a string such as 's', 'ms', '1/s' or '1/ms'; got {units!r}")
+    key = units.strip().lower().replace(" ", "")
     table = {"rate": _RATE_UNITS, "time": _TIME_UNITS, "pd": _PD_UNITS}[kind]
     if key not in table:
         raise ValueError(f"{path}: unsupported Units {units!r} for a {kind} map; expected one of {sorted(table)}")
     return table[key]
 
 
-def _load_image(path: Path) -> nib.Nifti1Image:
-    try:
-        return nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable NIfTI image ({exc})") from exc
-
-
-def _check_grid(path: Path, img: Any, shape: tuple[int, ...], affine: np.ndarray) -> None:
-    if tuple(img.shape[:3]) != tuple(shape) or (len(img.shape) > 3 and int(np.prod(img.shape[3:])) != 1):
-        raise ValueError(f"{path}: shape {img.shape} does not match the maps' shape {tuple(shape)}")
-    if not np.allclose(img.affine, affine, atol=1e-4):
-        raise ValueError(f"{path}: affine differs from the maps' affine\n{img.affine}\nvs\n{affine}")
-
-
 def read_map_file(path: str | Path, *, kind: str, units: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One quantitative map in SI units and its affine.
 
-    ``kind``: ``"rate"`` (R1/R2*, converted to the time 1/R, 0 where R <= 0),
-    ``"time"`` (T1/T2*) or ``"pd"``. ``units`` overrides the JSON sidecar's
-    ``Units``; without it the sidecar is required.
+    ``kind``: ``"rate"`` (R1/R2* in 1/s or 1/ms, converted to the time 1/R in s;
+    R = 0 gives 0, a negative R a negative time, a non-finite R NaN, so that
+    invalid voxels stay recognisable), ``"time"`` (T1/T2* in s or ms) or
+    ``"pd"``. ``units`` overrides the JSON sidecar's ``Units``; without it the
+    sidecar is required.
     """
     path = Path(path)
     if not path.is_file():
@@ -221,13 +224,13 @@ def read_map_file(path: str | Path, *, kind: str, units: str | None = None) -> t
         side = sidecar_path(path)
         if not side.is_file():
             raise FileNotFoundError(f"{path}: missing JSON sidecar {side} (needed for 'Units')")
-        meta = json.loads(side.read_text())
+        meta = read_sidecar(side)
         if "Units" not in meta:
             raise ValueError(f"{side}: sidecar has no 'Units' field")
         factor = _unit_factor(meta["Units"], kind, side)
     else:
         factor = _unit_factor(units, kind, path)
-    img = _load_image(path)
+    img = load_image(path)
     data = np.asarray(img.dataobj, dtype=np.float64)
     if data.ndim > 3:
         if int(np.prod(data.shape[3:])) != 1:
@@ -236,7 +239,8 @@ def read_map_file(path: str | Path, *, kind: str, units: str | None = None) -> t
     data = data * factor
     if kind == "rate":
         with np.errstate(divide="ignore", invalid="ignore"):
-            data = np.where(data > 0, 1.0 / data, np.where(np.isfinite(data), 0.0, np.nan))
+            usable = np.isfinite(data) & (data != 0)
+            data = np.where(usable, 1.0 / np.where(usable, data, 1.0), np.where(np.isfinite(data), 0.0, np.nan))
     return data, np.asarray(img.affine, dtype=np.float64)
 
 
@@ -249,25 +253,6 @@ def _read_map(anat: Path, sub: str, channel: str) -> tuple[np.ndarray, np.ndarra
             return data, affine, path
     names = " or ".join(f"{sub}_{s}.nii[.gz]" for s, _ in MAP_SUFFIXES[channel])
     raise FileNotFoundError(f"{anat}: missing {channel} map ({names})")
-
-
-def _check_plausible(channel: str, data: np.ndarray, mask: np.ndarray, path: Path) -> None:
-    vals = data[mask]
-    good = np.isfinite(vals) & (vals > 0)
-    if vals.size == 0 or not np.any(np.isfinite(vals)):
-        raise ValueError(f"{path}: no finite values inside the brain mask (NaN-only map?)")
-    if good.mean() < 0.5:
-        raise ValueError(
-            f"{path}: only {100 * good.mean():.0f}% of brain voxels are finite and positive; "
-            "non-physical map"
-        )
-    med = float(np.median(vals[good]))
-    lo, hi = _PLAUSIBLE_MEDIAN[channel]
-    if not lo <= med <= hi:
-        raise ValueError(
-            f"{path}: median {channel} in the brain is {med:.4g} (SI units after conversion), "
-            f"outside the plausible range [{lo}, {hi}]; check the sidecar 'Units'"
-        )
 
 
 def subject_paths(bids_root: str | Path, subject_id: str | int) -> dict[str, Path]:
@@ -337,13 +322,17 @@ def load_map_files(
     mask: str | Path | None = None,
     units: dict[str, str] | None = None,
     subject_id: str | None = None,
+    compute_pgs: bool = True,
 ) -> Subject:
-    """A :class:`Subject` from three NIfTI maps outside a BIDS tree (PGS computed, not cached).
+    """A :class:`Subject` from three NIfTI maps outside a BIDS tree (PGS not cached).
 
-    Give ``t1`` or ``r1`` and ``t2star`` or ``r2star``. Units come from each
-    file's JSON sidecar when present, else from ``units`` (keys ``"pd"``,
-    ``"t1"``, ``"r1"``, ``"t2star"``, ``"r2star"``), else SI (s, 1/s, a.u.).
-    The mask is ``mask`` or derived from the maps as in :func:`load_subject`.
+    The one map reader of ``physeg pgs`` and ``physeg simulate``. Give ``t1``
+    or ``r1`` and ``t2star`` or ``r2star``. Units, in this order: ``units``
+    (keys ``"pd"``, ``"t1"``, ``"r1"``, ``"t2star"``, ``"r2star"``; an explicit
+    choice overrides the file's sidecar), else each file's JSON sidecar
+    ``Units`` (s, ms, 1/s, 1/ms; a.u. or % for PD), else SI (s, 1/s, a.u.).
+    The mask is ``mask`` or derived from the maps as in :func:`load_subject`;
+    maps are validated as there (grid, invalid voxels, plausible medians).
     """
     units = units or {}
     if (t1 is None) == (r1 is None):
@@ -358,12 +347,17 @@ def load_map_files(
     channels = {}
     for channel, (path, kind, key, default) in spec.items():
         path = Path(path)
-        u = None if sidecar_path(path).is_file() else units.get(key, default)
+        given = units.get(key)
+        u = given if given is not None else (None if sidecar_path(path).is_file() else default)
+        if given is not None and sidecar_path(path).is_file():
+            side_units = read_sidecar(sidecar_path(path)).get("Units")
+            if side_units is not None and side_units != given:
+                log.warning("%s: using the given units %r, not the sidecar's %r", path, given, side_units)
         data, affine = read_map_file(path, kind=kind, units=u)
         channels[channel] = (data, affine, path)
-    name = subject_id or Path(pd).name.split(".")[0]
+    name = subject_id or nifti_stem(pd)
     return _assemble(name, channels, mask_path=Path(mask) if mask else None, truth_paths=None,
-                     pgs_path=None, compute_pgs=True, cache_pgs=False, dseg_tsv=None)
+                     pgs_path=None, compute_pgs=compute_pgs, cache_pgs=False, dseg_tsv=None)
 
 
 def _assemble(
@@ -377,36 +371,10 @@ def _assemble(
     cache_pgs: bool,
     dseg_tsv: Path | None,
 ) -> Subject:
-    """Check grids and plausibility, derive mask, read truth and PGS: the common loader core."""
-    for data, _, path in channels.values():
-        if not np.isfinite(data).any():
-            raise ValueError(f"{path}: no finite values at all (NaN-only map)")
-        if not (np.nan_to_num(data) > 0).any():
-            raise ValueError(f"{path}: no positive values at all; non-physical map")
-    ref_data, ref_affine, ref_path = channels["PD"]
-    ref_shape = ref_data.shape
-    for channel in ("T1", "T2star"):
-        data, affine, path = channels[channel]
-        if data.shape != ref_shape:
-            raise ValueError(f"{path}: shape {data.shape} does not match {ref_path.name} {ref_shape}")
-        if not np.allclose(affine, ref_affine, atol=1e-4):
-            raise ValueError(f"{path}: affine differs from {ref_path.name}")
-    if mask_path is not None:
-        img = _load_image(mask_path)
-        _check_grid(mask_path, img, ref_shape, ref_affine)
-        mask = np.asarray(img.dataobj).reshape(ref_shape) > 0
-    else:
-        stack = np.stack([channels[c][0] for c in ("PD", "T1", "T2star")])
-        ok = np.all(np.isfinite(stack) & (stack > 0), axis=0)
-        pd = np.where(ok, stack[0], 0.0)
-        mask = ok & (pd > 0.1 * np.percentile(pd[ok], 99)) if ok.any() else ok
-    if not mask.any():
-        raise ValueError(f"{sub}: empty brain mask ({mask_path or 'derived from the maps'})")
-    for channel, (data, _, path) in channels.items():
-        _check_plausible(channel, data, mask, path)
-
-    maps = np.stack([channels[c][0] for c in ("PD", "T1", "T2star")])
-    maps = np.where(np.isfinite(maps) & (maps > 0), maps, 0.0).astype(np.float32)
+    """Validate the maps (:func:`_validated_maps`), read truth and PGS: the common loader core."""
+    maps, mask = validated_maps(channels, mask_path, sub)
+    ref_affine = channels["PD"][1]
+    ref_shape = mask.shape
     maps_t = torch.from_numpy(maps)
     mask_t = torch.from_numpy(mask)
 
@@ -414,16 +382,16 @@ def _assemble(
     if truth_paths is not None:
         parts = []
         for tp in truth_paths:
-            img = _load_image(tp)
-            _check_grid(tp, img, ref_shape, ref_affine)
+            img = load_image(tp)
+            check_grid(tp, img, ref_shape, ref_affine)
             parts.append(np.asarray(img.dataobj, dtype=np.float32).reshape(ref_shape))
         tissue = np.stack(parts)
         bg = np.clip(1.0 - tissue.sum(axis=0), 0.0, 1.0)
         truth = torch.from_numpy(np.concatenate([bg[None], tissue]).astype(np.float32))
 
     if pgs_path is not None and pgs_path.is_file():
-        img = _load_image(pgs_path)
-        _check_grid(pgs_path, img, ref_shape, ref_affine)
+        img = load_image(pgs_path)
+        check_grid(pgs_path, img, ref_shape, ref_affine)
         pgs = torch.from_numpy(np.asarray(img.dataobj).reshape(ref_shape).astype(np.int64))
     elif compute_pgs:
         pgs = physics_gold_standard(maps_t, mask_t)
