@@ -192,7 +192,8 @@ def simulate_from_args(args: argparse.Namespace) -> list[Path]:
     seq, out = args.sequence, Path(args.output)
     inside = sim.is_in_distribution(seq, params).tolist()
     written, rows = [], []
-    for i, name in enumerate(tqdm(names, desc="simulate", unit="image", disable=len(names) < 2)):
+    # disable=None: tqdm draws the bar only on a terminal (not in a notebook kernel or a log file)
+    for i, name in enumerate(tqdm(names, desc="simulate", unit="image", disable=True if len(names) < 2 else None)):
         image = sim.simulate(subject.maps, sequence=seq, params=params[i:i + 1].to(subject.maps.dtype),
                              mask=mask, normalise=args.normalise)[0, 0]
         path = write_nifti(out / f"{name}.nii.gz", image.numpy().astype(np.float32), subject.affine)
