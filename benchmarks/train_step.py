@@ -20,7 +20,7 @@ from physeg.models.registry import get_model_spec
 from physeg.models.network import build_network, count_parameters
 from physeg.profiles import get_profile
 from physeg.inference.predictor import autocast_context
-from physeg.training.loop import network_config
+from physeg.training.identity import network_config
 
 
 def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: int = 2,
@@ -29,12 +29,12 @@ def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: i
     spec = get_model_spec(name)
     torch.manual_seed(0)
     model = build_network(network_config(spec, profile=profile, sequence="SPGR")).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=profile.learning_rate)
+    opt = torch.optim.Adam(model.parameters(), lr=profile.training.learning_rate)
     p = patch or profile.patch_size
-    x = torch.randn(profile.batch_size, 1, p, p, p, device=device)
-    y = torch.randint(0, 4, (profile.batch_size, p, p, p), device=device)
-    phys = torch.rand(profile.batch_size, 6, device=device) if spec.physics != "none" else None
-    lam = profile.strat_weight if spec.strat_loss else 0.0
+    x = torch.randn(profile.training.batch_size, 1, p, p, p, device=device)
+    y = torch.randint(0, 4, (profile.training.batch_size, p, p, p), device=device)
+    phys = torch.rand(profile.training.batch_size, 6, device=device) if spec.physics != "none" else None
+    lam = profile.training.strat_weight if spec.strat_loss else 0.0
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = get_profile(args.profile)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"profile={profile.name} channels={profile.channels} patch={args.patch or profile.patch_size} "
-          f"batch={profile.batch_size} threads={torch.get_num_threads()}")
+          f"batch={profile.training.batch_size} threads={torch.get_num_threads()}")
     for dev in devices:
         device = torch.device(dev)
         # interleave the two models to share any drift in machine load

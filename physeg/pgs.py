@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
+# Tissue order of the mixture components; label = index + 1 (one definition in physeg.conventions).
+from physeg.conventions import TISSUE_NAMES as TISSUES
 from physeg.evaluation import metrics
 
-#: Tissue order of the mixture components; label = index + 1.
-TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
 #: Map channel order of the canonical map tensor (PD a.u., T1 s, T2* s).
 MAP_CHANNELS: tuple[str, ...] = ("PD", "T1", "T2star")
 

@@ -1,7 +1,10 @@
 """Compute profiles: one configuration, several sizes.
 
-Every notebook takes ``profile`` as a papermill parameter, the CLI takes
-``--profile`` and the environment variable ``PHYSEG_PROFILE`` sets the default.
+A :class:`Profile` is resolved once, at the edge -- the notebook parameter
+cell, a CLI flag (``--profile``), the papermill runner -- by
+:func:`get_profile`, and passed down typed: library functions take a
+``Profile`` (or its :class:`TrainingConfig`), never a name. The environment
+variable ``PHYSEG_PROFILE`` sets the default name.
 
 ``smoke``
     CI on 2 CPU cores in minutes: tiny volumes, a handful of steps. Checks that
@@ -10,21 +13,54 @@ Every notebook takes ``profile`` as a papermill parameter, the CLI takes
     The README's default main job on a laptop CPU: coarse volumes, enough
     training to show the direction of the paper's claims.
 ``paper``
-    The paper's settings: 1 mm maps, 128³ patches, batch 4, Adam lr 1e-4,
-    early stopping after 7 epochs; needs a GPU.
+    The paper's settings (§2.1, §4): 1 mm maps, 128³ patches, batch 4, Adam
+    lr 1e-4, early stopping after 7 epochs; needs a GPU.
+
+:meth:`Profile.to_dict` (with the training settings nested under
+``"training"``) is written next to results; the model folders hash only the
+training-relevant part (:func:`physeg.training.plans.make_plans`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 SEQUENCES: tuple[str, ...] = ("MPRAGE", "SPGR")
 
 #: The four ablations of the paper (§4) and the uncertainty variants (§4.1).
 ABLATIONS: tuple[str, ...] = ("Baseline", "Phys-Base", "Phys-Strat", "Phys-Strat-Aug")
 UNCERTAINTY_MODELS: tuple[str, ...] = ("Baseline", "Phys-Strat-Aug")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimiser, budget, data and loss weights of the training stage (paper §2.1-§2.3).
+
+    Every field shapes the weights, so every field is recorded in the model's
+    ``plans.json`` and hashed into its folder name.
+    """
+
+    #: Realisations per batch (= N realisations of one subject in stratified batches, §2.2).
+    batch_size: int
+    #: Adam learning rate.
+    learning_rate: float
+    #: Upper bound on the number of epochs.
+    max_epochs: int
+    #: Optimiser steps per epoch (an "epoch" over the training subjects).
+    steps_per_epoch: int
+    #: Early stopping patience in epochs (§2.1).
+    patience: int
+    #: Fixed realisations per training subject for the pre-generated ablations (§4).
+    n_pregenerated: int
+    #: Noisy logit passes T in the aleatoric loss (§2.4).
+    aleatoric_passes: int
+    #: Stratification loss weight λ (§2.2).
+    strat_weight: float
+    #: Weight of the soft Dice term added to the cross-entropy (0: the paper's loss).
+    dice_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -41,27 +77,15 @@ class Profile:
     #: Training patch edge (voxels) and U-Net channel widths per level.
     patch_size: int
     channels: tuple[int, ...]
-    #: Realisations per batch (= N realisations of one subject in stratified batches).
-    batch_size: int
-    learning_rate: float
-    max_epochs: int
-    #: Optimiser steps per epoch (an "epoch" over the training subjects).
-    steps_per_epoch: int
-    #: Early stopping patience in epochs.
-    patience: int
-    #: Fixed realisations per training subject for the pre-generated ablations.
-    n_pregenerated: int
-    #: Realisations per validation subject (fixed IoD set).
+    #: Optimiser, budget, data and loss weights of training.
+    training: TrainingConfig
+    #: Realisations per validation subject (fixed IoD set; early stopping and calibration).
     n_val_realisations: int
     #: Test grid per test subject and sequence.
     n_test_iod: int
     n_test_ood: int
-    #: Monte-Carlo samples per image (aleatoric and epistemic each) and the
-    #: number of noisy logit passes T in the aleatoric loss.
+    #: Monte-Carlo samples per image (aleatoric and epistemic each, §2.4).
     n_uncertainty_samples: int
-    aleatoric_passes: int
-    #: Stratification loss weight λ.
-    strat_weight: float
     #: Sliding-window overlap at inference.
     sw_overlap: float
     sequences: tuple[str, ...] = SEQUENCES
@@ -73,11 +97,16 @@ class Profile:
     #: first, which for SPGR OoD has FA < 10°); ``None`` = every image (paper).
     n_uncertainty_images: int | None = None
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        """Plain dictionary, for hashing and for writing next to results."""
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (training settings nested under ``"training"``), for hashing and writing."""
         return dataclasses.asdict(self)
+
+    def flat_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the training settings as ``training.<field>`` keys (one level, for tables)."""
+        d = self.to_dict()
+        training = d.pop("training")
+        return {**d, **{f"training.{k}": v for k, v in training.items()}}
 
 
 PROFILES: dict[str, Profile] = {
@@ -89,18 +118,20 @@ PROFILES: dict[str, Profile] = {
         n_test=2,
         patch_size=16,
         channels=(4, 8, 16),
-        batch_size=4,
-        learning_rate=1e-3,
-        max_epochs=2,
-        steps_per_epoch=2,
-        patience=7,
-        n_pregenerated=4,
+        training=TrainingConfig(
+            batch_size=4,
+            learning_rate=1e-3,
+            max_epochs=2,
+            steps_per_epoch=2,
+            patience=7,
+            n_pregenerated=4,
+            aleatoric_passes=3,
+            strat_weight=1.0,
+        ),
         n_val_realisations=4,
         n_test_iod=4,
         n_test_ood=4,
         n_uncertainty_samples=5,
-        aleatoric_passes=3,
-        strat_weight=1.0,
         sw_overlap=0.25,
         notes="CI: checks that everything runs, not the science.",
     ),
@@ -112,18 +143,20 @@ PROFILES: dict[str, Profile] = {
         n_test=5,
         patch_size=32,
         channels=(8, 16, 32, 64),
-        batch_size=4,
-        learning_rate=1e-3,
-        max_epochs=8,
-        steps_per_epoch=18,
-        patience=7,
-        n_pregenerated=8,
+        training=TrainingConfig(
+            batch_size=4,
+            learning_rate=1e-3,
+            max_epochs=8,
+            steps_per_epoch=18,
+            patience=7,
+            n_pregenerated=8,
+            aleatoric_passes=10,
+            strat_weight=1.0,
+        ),
         n_val_realisations=3,
         n_test_iod=10,
         n_test_ood=10,
         n_uncertainty_samples=10,
-        aleatoric_passes=10,
-        strat_weight=1.0,
         sw_overlap=0.25,
         n_uncertainty_images=1,
         notes=(
@@ -140,18 +173,20 @@ PROFILES: dict[str, Profile] = {
         n_test=5,
         patch_size=128,
         channels=(30, 60, 120, 240, 480),
-        batch_size=4,
-        learning_rate=1e-4,
-        max_epochs=200,
-        steps_per_epoch=72,
-        patience=7,
-        n_pregenerated=20,
+        training=TrainingConfig(
+            batch_size=4,
+            learning_rate=1e-4,
+            max_epochs=200,
+            steps_per_epoch=72,
+            patience=7,
+            n_pregenerated=20,
+            aleatoric_passes=20,
+            strat_weight=1.0,
+        ),
         n_val_realisations=10,
         n_test_iod=30,
         n_test_ood=30,
         n_uncertainty_samples=50,
-        aleatoric_passes=20,
-        strat_weight=1.0,
         sw_overlap=0.5,
         notes="The paper's settings; needs a GPU.",
     ),

@@ -21,7 +21,7 @@ def make_model_folder(folder, model: str, sequence: str, *, voxel_size_mm: float
     from physeg.models.registry import get_model_spec
     from physeg.models.network import build_network
     from physeg.profiles import get_profile
-    from physeg.training.loop import make_plans
+    from physeg.training.identity import make_plans
 
     prof = dataclasses.replace(get_profile("smoke"), channels=(2, 4), patch_size=8, voxel_size_mm=voxel_size_mm)
     plans = make_plans(get_model_spec(model), profile=prof, sequence=sequence)

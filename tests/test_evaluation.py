@@ -60,7 +60,7 @@ def test_grid_deterministic_and_ood(profile):
 
 def test_model_folders_from_plans(tmp_path, profile):
     from physeg.models.registry import get_model_spec
-    from physeg.training.loop import make_plans
+    from physeg.training.identity import make_plans
     for name, seq in (("Baseline", "MPRAGE"), ("Phys-Base", "SPGR")):
         f = tmp_path / f"{name}_{seq}"
         f.mkdir()

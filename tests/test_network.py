@@ -150,7 +150,7 @@ def test_plans_round_trip_and_strict_reading(tmp_path):
     from physeg.models.plans import Plans, PlansError
     from physeg.models.registry import get_model_spec
     from physeg.profiles import get_profile
-    from physeg.training.loop import make_plans
+    from physeg.training.identity import make_plans
 
     plans = make_plans(get_model_spec("Phys-Strat-Aug-Aleatoric"), profile=get_profile("smoke"), sequence="SPGR")
     plans.write(tmp_path)

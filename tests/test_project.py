@@ -46,7 +46,7 @@ def test_profiles_by_name_and_env(monkeypatch):
     with pytest.raises(ValueError, match="smoke"):
         get_profile("nope")
     paper = get_profile("paper")
-    assert (paper.patch_size, paper.batch_size, paper.learning_rate, paper.patience) == (128, 4, 1e-4, 7)
+    assert (paper.patch_size, paper.training.batch_size, paper.training.learning_rate, paper.training.patience) == (128, 4, 1e-4, 7)
     assert paper.channels == (30, 60, 120, 240, 480)
 
 

@@ -1,11 +1,15 @@
-"""physeg.training.batches: pre-generated and on-the-fly data, mixed and stratified batches."""
+"""physeg.training.batches (pre-generated and on-the-fly data, mixed and stratified batches) and physeg.conventions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from physeg.training.batches import TrainingBatches, Volumes, pregenerate, stable_seed
+from physeg import conventions
+from physeg.conventions import stable_seed
+from physeg.simulation.layer import simulate
+from physeg.simulation.parameters import is_in_distribution
+from physeg.training.batches import TrainingBatches, Volumes, crop, pregenerate
 
 
 def tiny_subjects(n=3, shape=(14, 12, 10), seed=0):
@@ -33,6 +37,32 @@ def test_pregenerate_is_seeded():
     assert a[0].images.shape == (3, 1, 14, 12, 10) and a[0].params.shape == (3, 1)
     assert torch.equal(a[1].images, b[1].images) and not torch.equal(a[0].params, c[0].params)
     assert stable_seed("x", 1) == stable_seed("x", 1) != stable_seed("x", 2)
+    # each image is the simulation of its own parameters
+    torch.testing.assert_close(a[1].images, simulate(subs[1].maps, sequence="MPRAGE", params=a[1].params,
+                                                     mask=subs[1].mask))
+
+
+def test_conventions_one_vocabulary():
+    assert stable_seed("validation", 0, "SPGR") == 290388941  # CRC-32: pinned, models and grids depend on it
+    assert 0 <= stable_seed("any", 10**30) < 2**31
+    assert conventions.TISSUE_NAMES == ("GM", "WM", "CSF")
+    assert [conventions.LABEL_NAMES[v] for v in conventions.TISSUES.values()] == list(conventions.TISSUES)
+    assert conventions.distribution_name("iod") == conventions.distribution_name("IOD") == conventions.IOD == "IoD"
+    assert conventions.distribution_name("OoD") == "OoD"
+    with pytest.raises(ValueError, match="IoD"):
+        conventions.distribution_name("test")
+
+
+@pytest.mark.parametrize("batches", ["mixed", "stratified"])
+def test_onthefly_images_are_the_simulation_of_their_parameters(batches):
+    subs = tiny_subjects()
+    s = TrainingBatches(subs, sequence="SPGR", patch_size=8, batch_size=3, data="onthefly", batches=batches, seed=2)
+    b = s.next_batch()
+    assert is_in_distribution("SPGR", b["params"]).all()
+    for i in range(3):
+        sub = subs[int(b["subject"][i])]
+        full = simulate(sub.maps, sequence="SPGR", params=b["params"][i:i + 1], mask=sub.mask)
+        torch.testing.assert_close(b["image"][i], crop(full[0], tuple(b["start"][i].tolist()), 8))
 
 
 @pytest.mark.parametrize("data", ["pregenerated", "onthefly"])

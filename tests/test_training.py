@@ -1,4 +1,4 @@
-"""physeg.training.loop / physeg.training.orchestrate: inference, exact resume, early stopping, caching, DDP."""
+"""physeg.training: validation score, plans identity, exact resume, early stopping, caching, DDP."""
 
 from __future__ import annotations
 
@@ -12,19 +12,29 @@ import torch
 
 from physeg.inference.predictor import infer_volume
 from physeg.models.plans import Plans
-from physeg.training import loop as training
 from physeg.models.registry import get_model_spec, profile_models
 from physeg.models.network import NetworkConfig, build_network
+from physeg.paths import config_hash
 from physeg.profiles import get_profile
+from physeg.training import checkpoint, identity, orchestrate, validation
+from physeg.training import loop as training
 
 try:
     from test_sampling import tiny_subjects
 except ImportError:  # pragma: no cover
     from tests.test_sampling import tiny_subjects
 
-TINY = dataclasses.replace(
-    get_profile("smoke"), name="tiny", patch_size=8, channels=(2, 4), batch_size=2, max_epochs=3,
-    steps_per_epoch=2, n_pregenerated=3, n_val_realisations=2, aleatoric_passes=2, patience=7,
+SMOKE = get_profile("smoke")
+
+
+def with_training(profile, **changes):
+    """``profile`` with some :class:`~physeg.profiles.TrainingConfig` fields replaced."""
+    return dataclasses.replace(profile, training=dataclasses.replace(profile.training, **changes))
+
+
+TINY = with_training(
+    dataclasses.replace(SMOKE, name="tiny", patch_size=8, channels=(2, 4), n_val_realisations=2),
+    batch_size=2, max_epochs=3, steps_per_epoch=2, n_pregenerated=3, aleatoric_passes=2, patience=7,
 )
 
 
@@ -57,8 +67,38 @@ def test_infer_volume_single_window_equals_forward():
 def test_dice_per_tissue():
     truth = torch.tensor([1, 1, 2, 3, 0])
     seg = torch.tensor([1, 2, 2, 0, 0])
-    d = training.dice_per_tissue(seg, truth)
+    d = validation.dice_per_tissue(seg, truth)
     assert d["GM"] == pytest.approx(2 / 3) and d["WM"] == pytest.approx(2 / 3) and d["CSF"] == 0.0
+    assert validation.dice_per_tissue(torch.zeros(4), torch.zeros(4)) == {"GM": 1.0, "WM": 1.0, "CSF": 1.0}
+
+
+def test_validation_cov_edge_cases_and_score():
+    assert validation.validation_cov([10.0, 12.0, 14.0]) == pytest.approx(2.0 / 12.0)  # sample SD / mean
+    assert validation.validation_cov([5.0]) == validation.COV_SINGLE_REALISATION == 0.0
+    assert validation.validation_cov([0.0, 0.0]) == validation.COV_TISSUE_NEVER_SEGMENTED == 1.0
+    # two realisations of one subject: GM stable, WM changes, CSF never segmented
+    segs = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 0]])
+    truth = torch.tensor([1, 1, 2, 2])
+    dices, covs = validation._subject_scores(segs, truth)
+    assert dices["GM"] == [1.0, 1.0] and dices["WM"] == [1.0, pytest.approx(2 / 3)] and dices["CSF"] == [1.0, 1.0]
+    assert covs["GM"] == 0.0 and covs["WM"] == pytest.approx(0.7071067811865476 / 1.5) and covs["CSF"] == 1.0
+    s = validation.summarise_validation({k: v for k, v in dices.items()}, {k: [v] for k, v in covs.items()})
+    assert s["score"] == pytest.approx(s["val_dice_mean"] - s["val_cov_mean"])
+    assert s["val_cov_mean"] == pytest.approx((0.0 + 0.7071067811865476 / 1.5 + 1.0) / 3)
+
+
+def test_plans_record_the_typed_training_settings():
+    plans = identity.make_plans(get_model_spec("Phys-Strat"), profile=SMOKE, sequence="SPGR")
+    # the keys (and values) every plans.json has carried: renaming one changes every folder hash
+    assert plans.training == {
+        "name": "smoke", "n_train": 3, "n_val": 1, "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 2,
+        "steps_per_epoch": 2, "patience": 7, "n_pregenerated": 4, "n_val_realisations": 4, "aleatoric_passes": 3,
+        "strat_weight": 1.0, "seed": 0, "dice_weight": 0.0}
+    heavier = with_training(SMOKE, dice_weight=0.5)
+    other = identity.make_plans(get_model_spec("Phys-Strat"), profile=heavier, sequence="SPGR")
+    assert other.training["dice_weight"] == 0.5
+    assert config_hash(other.identity()) != config_hash(plans.identity())
+    assert SMOKE.flat_dict()["training.batch_size"] == 4 and "training" not in SMOKE.flat_dict()
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
@@ -80,7 +120,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
         assert (tmp_path / "b" / name).exists()
     plans = Plans.read(tmp_path / "b")
     assert plans.name == "Phys-Strat-Aug-Epistemic" and plans.sequence == "MPRAGE"
-    model, _ = training.load_model(tmp_path / "b")
+    model, _ = checkpoint.load_model(tmp_path / "b")
     assert not model.training and model.config.uncertainty == "epistemic"
 
 
@@ -91,7 +131,7 @@ def test_early_stopping(tmp_path, monkeypatch):
         return {"score": next(scores), "val_dice_mean": 0.0, "val_cov_mean": 0.0}
 
     monkeypatch.setattr(training, "validate", fake_validate)
-    prof = dataclasses.replace(TINY, patience=2, max_epochs=5)
+    prof = with_training(TINY, patience=2, max_epochs=5)
     tr, va = subjects()
     s = training.train_model(get_model_spec("Baseline"), profile=prof, sequence="MPRAGE", folder=tmp_path,
                              train_subjects=tr, val_subjects=va, device="cpu", progress=False)
@@ -99,11 +139,9 @@ def test_early_stopping(tmp_path, monkeypatch):
 
 
 def test_train_all_caches(isolated_cache, monkeypatch):
-    from physeg.training import orchestrate
-
     tr, va = subjects()
     monkeypatch.setattr(orchestrate, "load_volumes", lambda profile: {"train": tr, "val": va})
-    prof = dataclasses.replace(TINY, max_epochs=1)
+    prof = with_training(TINY, max_epochs=1)
     first = orchestrate.train_all(prof, sequences=["SPGR"], models=["Baseline", "Phys-Strat"], progress=False)
     df = first["summary"]
     assert list(df["model"]) == ["Baseline", "Phys-Strat"] and not df["cached"].any()
@@ -124,7 +162,7 @@ def _ddp_worker(rank, port, folder, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank))
     tr, va = subjects()
-    prof = dataclasses.replace(TINY, max_epochs=2)
+    prof = with_training(TINY, max_epochs=2)
     training.train_model(get_model_spec("Phys-Strat"), profile=prof, sequence="MPRAGE", folder=folder,
                          train_subjects=tr, val_subjects=va, device="cpu", progress=False)
     (Path(out) / f"rank{rank}.done").write_text("ok")

@@ -31,13 +31,12 @@ import nibabel as nib
 import numpy as np
 import torch
 
+# Label names by integer value of the label maps (one definition in physeg.conventions).
+from physeg.conventions import LABEL_NAMES as LABELS
 from physeg.data.map_checks import check_grid, load_image, validated_maps
 from physeg.pgs import TISSUES, physics_gold_standard
 
 log = logging.getLogger(__name__)
-
-#: Label names by integer value of the label maps.
-LABELS: tuple[str, ...] = ("background", "GM", "WM", "CSF")
 
 #: Accepted suffixes per canonical channel: (suffix, kind) with kind "rate" or "time"/"pd".
 MAP_SUFFIXES: dict[str, tuple[tuple[str, str], ...]] = {

@@ -50,7 +50,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from physeg.evaluation.metrics import TISSUES, batch_volumes_ml
+from physeg.conventions import TISSUES
+from physeg.evaluation.metrics import batch_volumes_ml
 
 #: Nominal coverages calibrated by default (0.5 gives the IQR).
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)

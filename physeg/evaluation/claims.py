@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from physeg.evaluation.metrics import PAPER_TISSUES
+from physeg.conventions import DISTRIBUTIONS, PAPER_TISSUES
 from physeg.profiles import ABLATIONS, SEQUENCES
 
 REPRODUCED = "reproduced"
@@ -62,7 +62,6 @@ ALPHA: float = 0.01
 #: test is lack of power, not evidence).
 DETECTABLE_RHO: float = 0.5
 POWER: float = 0.8
-DISTRIBUTIONS = ("IoD", "OoD")
 
 STATEMENTS = {
     1: "CoV decreases Baseline → Phys-Base → Phys-Strat → Phys-Strat-Aug, IoD and OoD, both sequences; "

@@ -3,8 +3,8 @@
 Conventions (shared with the rest of physeg)
 --------------------------------------------
 Label maps are integer arrays (numpy or torch) with ``0`` background, ``1`` GM,
-``2`` WM, ``3`` CSF (:data:`TISSUES`). Volumes are in millilitres:
-``count × voxel_volume_ml``.
+``2`` WM, ``3`` CSF (:data:`physeg.conventions.TISSUES`, imported here as
+:data:`TISSUES`). Volumes are in millilitres: ``count × voxel_volume_ml``.
 
 Dice of an empty tissue
     When a tissue is absent from *both* the prediction and the reference the
@@ -18,6 +18,11 @@ Coefficient of variation (CoV)
     different acquisition parameters) of that subject:
     ``CoV = SD / mean`` with the *sample* standard deviation (``ddof=1``).
     The paper's Table 2 reports CoV × 10³, mean (SD) across test subjects.
+    Non-finite volumes are dropped first; the CoV is ``NaN`` when it is
+    undefined: fewer than ``ddof + 1`` volumes, or a zero mean (the tissue
+    never segmented). :func:`coefficient_of_variation` is the one CoV of
+    physeg; the training validation score maps its two ``NaN`` cases to
+    finite numbers (:mod:`physeg.training.validation`).
 """
 
 from __future__ import annotations
@@ -28,10 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-#: Tissue name → label value in the label maps.
-TISSUES: dict[str, int] = {"GM": 1, "WM": 2, "CSF": 3}
-#: The tissues reported in the paper's Tables 1 and 2.
-PAPER_TISSUES: tuple[str, ...] = ("GM", "WM")
+from physeg.conventions import PAPER_TISSUES, TISSUES  # noqa: F401  (re-exported: metrics.TISSUES is the common spelling)
+
 #: Degrees of freedom of the standard deviation in the CoV (sample SD).
 COV_DDOF: int = 1
 #: Key columns of a realisation-level result row.

@@ -20,10 +20,10 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from physeg.evaluation.metrics import PAPER_TISSUES, cov_table, subject_means, summarise_across_subjects
+from physeg.conventions import DISTRIBUTIONS, PAPER_TISSUES
+from physeg.evaluation.metrics import cov_table, subject_means, summarise_across_subjects
 from physeg.profiles import ABLATIONS, SEQUENCES
 
-DISTRIBUTIONS: tuple[str, ...] = ("IoD", "OoD")
 #: Table name → (column in our results, digits of the paper).
 TABLES: dict[str, tuple[str, int]] = {"dice": ("dice", 3), "cov_x1000": ("cov_x1000", 2)}
 

@@ -100,9 +100,9 @@ from scipy import ndimage
 # LABELS: label names by value of the output label map.
 from physeg.data.bids import LABELS, nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401
 
-# Tissues reported in the volume table, with their label value (one definition in physeg.evaluation.metrics).
+# Tissues reported in the volume table, with their label value (one definition in physeg.conventions).
 from physeg.cli.errors import RuntimeFailure, UsageError, run_cli  # noqa: F401
-from physeg.evaluation.metrics import TISSUES
+from physeg.conventions import TISSUES
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ def load_calibration(path: str | Path):
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
-    """Read ``plans.json`` of a trained model folder (see :mod:`physeg.training.loop`).
+    """Read ``plans.json`` of a trained model folder (see :mod:`physeg.training.checkpoint`).
 
     Raises :class:`UsageError` when the folder or its ``plans.json`` is missing.
     """
@@ -535,8 +535,8 @@ def read_model_info(folder: str | Path) -> ModelInfo:
 
 
 def load_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
-    """The trained network of a model folder (:func:`physeg.training.loop.load_model`, best weights), eval mode."""
-    from physeg.training.loop import load_model
+    """The trained network of a model folder (:func:`physeg.training.checkpoint.load_model`, best weights), eval mode."""
+    from physeg.training.checkpoint import load_model
 
     try:
         model, _ = load_model(info.folder, device=device)
@@ -548,10 +548,10 @@ def load_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
 def pick_device(name: str = "auto") -> torch.device:
     """``cpu``, ``cuda`` (UsageError when absent) or ``auto``: the user's ``--device``, checked.
 
-    ``auto`` is resolved by :func:`physeg.training.loop.resolve_device` (the one place
+    ``auto`` is resolved by :func:`physeg.training.distributed.resolve_device` (the one place
     that picks CUDA when available).
     """
-    from physeg.training.loop import resolve_device
+    from physeg.training.distributed import resolve_device
 
     name = (name or "auto").lower()
     if name == "cuda" and not torch.cuda.is_available():

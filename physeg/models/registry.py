@@ -14,7 +14,7 @@ Phys-Strat-Aug-Ale…    as Phys-Strat-Aug, aleatoric
 Phys-Base-Late         late       pregenerated  mixed       no     none   (Borges 2019; not run by the paper)
 =====================  ============  ============  ==========  =====  ===========
 
-"pregenerated": ``profile.n_pregenerated`` realisations per training subject,
+"pregenerated": ``profile.training.n_pregenerated`` realisations per training subject,
 parameters drawn once from the IoD range with a fixed seed; "onthefly": new
 IoD parameters for every batch (the simulation layer as augmentation).
 "mixed": each item a random subject, realisation and patch; "stratified":

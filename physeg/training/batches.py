@@ -1,18 +1,22 @@
 r"""Training data: pre-generated or on-the-fly realisations, mixed or stratified batches.
 
+Every training image comes out of the simulation layer of paper §2.3
+(:class:`physeg.simulation.layer.SimulationLayer`): acquisition parameters θ
+(seconds/radians) are drawn from the in-distribution box and the static
+equation of the sequence turns a subject's quantitative maps [PD, T1, T2*]
+into a normalised image. The whole volume is simulated before cropping, so
+the intensity normalisation is the same for training, validation and test.
+
 Two data modes (paper §2.3, §4)
 
 ``"pregenerated"`` (Baseline, Phys-Base, Phys-Strat)
     For every training subject, ``n_pregenerated`` IoD parameter vectors are
-    drawn ONCE with a generator seeded from the profile seed and the sequence
-    (so every pre-generated model sees the same images), simulated once with
-    :func:`physeg.simulation.simulate` (its percentile normalisation) and kept
+    drawn ONCE by a layer seeded from the profile seed and the sequence (so
+    every pre-generated model sees the same images), simulated once and kept
     in memory (:func:`pregenerate`).
 ``"onthefly"`` (Phys-Strat-Aug)
     Every batch draws new IoD parameters and simulates them from the subject's
-    maps — the simulation layer used as an augmentation (paper §2.3). The whole
-    volume is simulated before cropping, so the intensity normalisation is the
-    same as for pre-generated and test images.
+    maps: the simulation layer used as an augmentation (paper §2.3).
 
 Two batch modes
 
@@ -26,19 +30,23 @@ Two batch modes
 
 Patch centres are drawn uniformly among brain-mask voxels; the patch is then
 shifted to lie inside the volume (volumes smaller than the patch are
-zero-padded once, up front). Every random choice comes from the sampler's own
-``torch.Generator``, whose state is checkpointed (:meth:`TrainingBatches.state_dict`).
+zero-padded once, up front). Every random choice -- subject, location,
+realisation and the on-the-fly parameters -- comes from the sampler's one
+``torch.Generator``, whose state is checkpointed
+(:meth:`TrainingBatches.state_dict`), so a resumed run draws the same batches.
 """
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from physeg import simulation as sim
+from physeg.conventions import IOD
+from physeg.simulation.layer import SimulationLayer
 
 DATA_MODES: tuple[str, ...] = ("pregenerated", "onthefly")
 BATCH_MODES: tuple[str, ...] = ("mixed", "stratified")
@@ -54,7 +62,7 @@ class Volumes:
     labels: torch.Tensor
 
     @classmethod
-    def from_subject(cls, subject) -> "Volumes":
+    def from_subject(cls, subject: Any) -> "Volumes":
         """From a :class:`physeg.data.Subject` (or anything with ``maps``, ``mask``, ``pgs``)."""
         labels = getattr(subject, "pgs", None)
         if labels is None:
@@ -90,28 +98,20 @@ class Realisations:
     params: torch.Tensor
 
 
-def stable_seed(*parts: object) -> int:
-    """Deterministic 31-bit seed from strings/ints (Python's ``hash`` is salted per process)."""
-    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
-def realise(
-    volumes: Volumes, *, sequence: str, params: torch.Tensor
-) -> Realisations:
-    """Simulate ``params`` (N, P) on one subject (normalised as :func:`physeg.simulation.simulate`)."""
-    images = sim.simulate(volumes.maps, sequence=sequence, params=params, mask=volumes.mask, normalise=True)
-    return Realisations(images, params.cpu().float())
-
-
 def pregenerate(
-    subjects: list[Volumes], *, sequence: str, n: int, seed: int, distribution: str = "iod"
+    subjects: list[Volumes], *, sequence: str, n: int, seed: int, distribution: str = IOD
 ) -> list[Realisations]:
-    """``n`` realisations per subject with parameters from one generator seeded by ``seed``."""
-    g = torch.Generator().manual_seed(int(seed))
+    """``n`` realisations per subject, all parameters drawn by one simulation layer seeded by ``seed``.
+
+    Subjects are visited in order, so the draws of subject ``i`` depend on the
+    number of subjects before it (as with one generator); images are percentile
+    normalised inside each subject's mask (:func:`physeg.simulation.layer.simulate`).
+    """
+    layer = SimulationLayer(sequence, distribution=distribution, seed=int(seed))
     out = []
     for s in subjects:
-        params = sim.sample_parameters(sequence, n, distribution=distribution, generator=g)
-        out.append(realise(s, sequence=sequence, params=params))
+        images, params = layer(s.maps, n, mask=s.mask)
+        out.append(Realisations(images, params.cpu().float()))
     return out
 
 
@@ -175,6 +175,7 @@ class TrainingBatches:
         ]
         self.generator = torch.Generator().manual_seed(int(seed))
         self.realisations: list[Realisations] | None = None
+        self.layer: SimulationLayer | None = None
         if data == "pregenerated":
             self.realisations = pregenerated if pregenerated is not None else pregenerate(
                 self.subjects, sequence=sequence, n=n_pregenerated, seed=pregenerated_seed
@@ -182,6 +183,10 @@ class TrainingBatches:
             if len(self.realisations) != len(self.subjects):
                 raise ValueError("one realisation set per subject expected")
         else:
+            # The layer draws θ from the sampler's own generator (shared, not copied): one random
+            # stream for locations and parameters, one state to checkpoint and re-seed.
+            self.layer = SimulationLayer(sequence, distribution=IOD)
+            self.layer.generator = self.generator
             self._maps = [s.maps.to(self.device) for s in self.subjects]
             self._masks = [s.mask.to(self.device) for s in self.subjects]
 
@@ -197,48 +202,49 @@ class TrainingBatches:
         return tuple(int(min(max(int(c[d]) - p // 2, 0), shape[d] - p)) for d in range(3))
 
     def _simulate(self, s: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        params = sim.sample_parameters(self.sequence, n, distribution="iod", generator=self.generator)
-        images = sim.simulate(self._maps[s], sequence=self.sequence, params=params.to(self.device),
-                              mask=self._masks[s], normalise=True)
-        return images, params
+        """``n`` new IoD realisations of subject ``s`` on the device: images (n, 1, X, Y, Z), θ (n, P)."""
+        return self.layer(self._maps[s], n, mask=self._masks[s])
+
+    def _stratified(self) -> tuple[list[tuple[int, tuple[int, int, int]]], torch.Tensor, torch.Tensor]:
+        """One subject, one location, ``batch_size`` distinct realisations (§2.2)."""
+        B, p = self.batch_size, self.patch_size
+        s = self._randint(len(self.subjects))
+        loc = self._location(s)
+        if self.data == "pregenerated":
+            r = self.realisations[s]
+            n = r.images.shape[0]
+            perm = torch.randperm(n, generator=self.generator)
+            # without replacement when the set is large enough, else with replacement
+            idx = perm[:B] if n >= B else torch.randint(n, (B,), generator=self.generator)
+            images, params = r.images[idx], r.params[idx]
+        else:
+            images, params = self._simulate(s, B)
+        return [(s, loc)] * B, crop(images, loc, p), params
+
+    def _mixed(self) -> tuple[list[tuple[int, tuple[int, int, int]]], torch.Tensor, torch.Tensor]:
+        """Each item its own subject, location and realisation."""
+        items, crops, plist = [], [], []
+        for _ in range(self.batch_size):
+            s = self._randint(len(self.subjects))
+            loc = self._location(s)
+            items.append((s, loc))
+            if self.data == "pregenerated":
+                r = self.realisations[s]
+                k = self._randint(r.images.shape[0])
+                img, par = r.images[k], r.params[k]
+            else:
+                images, params = self._simulate(s, 1)
+                img, par = images[0], params[0]
+            crops.append(crop(img, loc, self.patch_size).to(self.device))
+            plist.append(par)
+        return items, torch.stack(crops), torch.stack(plist)
 
     # -- batches ------------------------------------------------------------------------
     def next_batch(self) -> dict[str, torch.Tensor]:
         """``image`` (B, 1, p, p, p), ``label`` (B, p, p, p), ``params`` (B, P) θ in s/rad,
         ``subject`` (B,) subject indices, ``start`` (B, 3) patch corners; on ``device``."""
-        B, p = self.batch_size, self.patch_size
-        items: list[tuple[int, tuple[int, int, int]]] = []
-        if self.batches == "stratified":
-            s = self._randint(len(self.subjects))
-            loc = self._location(s)
-            items = [(s, loc)] * B
-            if self.data == "pregenerated":
-                n = self.realisations[s].images.shape[0]
-                perm = torch.randperm(n, generator=self.generator)
-                idx = perm[:B] if n >= B else torch.randint(n, (B,), generator=self.generator)
-                r = self.realisations[s]
-                images, params = r.images[idx], r.params[idx]
-            else:
-                images, params = self._simulate(s, B)
-            image = crop(images, loc, p)
-        else:
-            crops, plist = [], []
-            for _ in range(B):
-                s = self._randint(len(self.subjects))
-                loc = self._location(s)
-                items.append((s, loc))
-                if self.data == "pregenerated":
-                    r = self.realisations[s]
-                    k = self._randint(r.images.shape[0])
-                    crops.append(crop(r.images[k], loc, p))
-                    plist.append(r.params[k])
-                else:
-                    img, par = self._simulate(s, 1)
-                    crops.append(crop(img[0], loc, p))
-                    plist.append(par[0])
-            image = torch.stack([c.to(self.device) for c in crops])
-            params = torch.stack(plist)
-        label = torch.stack([crop(self.subjects[s].labels, loc, p) for s, loc in items])
+        items, image, params = self._stratified() if self.batches == "stratified" else self._mixed()
+        label = torch.stack([crop(self.subjects[s].labels, loc, self.patch_size) for s, loc in items])
         return {
             "image": image.to(self.device, torch.float32).contiguous(),
             "label": label.to(self.device),
@@ -247,7 +253,7 @@ class TrainingBatches:
             "start": torch.tensor([loc for _, loc in items]),
         }
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
             yield self.next_batch()
 
@@ -256,6 +262,7 @@ class TrainingBatches:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` (the layer shares the generator, so it follows)."""
         self.generator.set_state(state["generator"])
 
     def reseed(self, seed: int) -> None:

@@ -6,24 +6,32 @@ plus epistemic and aleatoric variants of ``profile.uncertainty_models``
 (4 + 2×2) × 2 = 16 models for the default profiles.
 
 Each model lives in ``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/``
-where ``<hash>`` = :func:`physeg.paths.config_hash` of
-:func:`physeg.training.loop.training_config` (model switches, network, the
-training-relevant profile fields, seed, training code version). A folder with
-``finished.json`` is reused as is; any change of those inputs gives a new folder.
+where ``<hash>`` = :func:`physeg.paths.config_hash` of the model's
+:meth:`~physeg.models.plans.Plans.identity` (:mod:`physeg.training.identity`:
+model switches, network, the training settings, seed, training code version).
+A folder with ``finished.json`` is reused as is; any change of those inputs
+gives a new folder. The pre-generated realisations and the validation set of a
+sequence are built once and shared by all models trained for it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from physeg.conventions import TISSUE_NAMES, stable_seed
+from physeg.data import build_cohort, cohort_split, load_subject
 from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
-from physeg.profiles import Profile, get_profile
-from physeg.training.batches import Volumes, pregenerate, stable_seed
-from physeg.training.loop import TISSUES, load_model, make_plans, make_validation_set, train_model
+from physeg.profiles import Profile
+from physeg.training.batches import Volumes, pregenerate
+from physeg.training.checkpoint import FINISHED, load_model, read_finished
+from physeg.training.identity import make_plans
+from physeg.training.loop import train_model
+from physeg.training.validation import make_validation_set
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +46,23 @@ def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | Non
 
 def load_volumes(profile: Profile) -> dict[str, list[Volumes]]:
     """Training and validation subjects of the profile's cohort (built if missing)."""
-    from physeg.data import build_cohort, cohort_split, load_subject
-
     root = build_cohort(profile)
     split = cohort_split(profile)
     return {part: [Volumes.from_subject(load_subject(root, sid)) for sid in split[part]]
             for part in ("train", "val")}
 
 
-def _read_summary(folder: Path) -> dict | None:
-    marker = folder / "finished.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
+def _shared_sets(volumes: dict[str, list[Volumes]], *, profile: Profile, sequence: str) -> dict[str, Any]:
+    """The validation set and the pre-generated training realisations of one sequence (shared by its models)."""
+    return {
+        "val_set": make_validation_set(volumes["val"], sequence=sequence, profile=profile),
+        "pregenerated": pregenerate(volumes["train"], sequence=sequence, n=profile.training.n_pregenerated,
+                                    seed=stable_seed("pregenerated", profile.seed, sequence)),
+    }
 
 
 def train_all(
-    profile: str | Profile,
+    profile: Profile,
     *,
     sequences: list[str] | tuple[str, ...] | None = None,
     models: list[str] | tuple[str, ...] | None = None,
@@ -66,7 +76,7 @@ def train_all(
     Parameters
     ----------
     profile
-        Profile or its name.
+        The resolved profile (:func:`physeg.profiles.get_profile` at the edge).
     sequences, models
         Subsets (default: the profile's sequences and :func:`physeg.models.registry.profile_models`).
     resume
@@ -78,9 +88,6 @@ def train_all(
     summary row per model: wall time, epochs, best epoch, best val Dice per
     tissue, val CoV per tissue, score, whether it came from the cache.
     """
-    import pandas as pd
-
-    profile = get_profile(profile) if isinstance(profile, str) else profile
     sequences = list(sequences or profile.sequences)
     models = list(models or profile_models(profile))
     folders: dict[tuple[str, str], Path] = {}
@@ -91,46 +98,37 @@ def train_all(
         for name in models:
             folder = model_folder(name, profile=profile, sequence=sequence, seed=seed)
             folders[(name, sequence)] = folder
-            summary = _read_summary(folder)
+            summary = read_finished(folder)
             cached = summary is not None
             if not cached:
-                if volumes is None:
-                    volumes = load_volumes(profile)
-                if not shared:
-                    shared["val_set"] = make_validation_set(volumes["val"], sequence=sequence, profile=profile)
-                    shared["pregenerated"] = pregenerate(
-                        volumes["train"], sequence=sequence, n=profile.n_pregenerated,
-                        seed=stable_seed("pregenerated", profile.seed, sequence),
-                    )
+                volumes = volumes or load_volumes(profile)
+                shared = shared or _shared_sets(volumes, profile=profile, sequence=sequence)
                 log.info("training %s %s -> %s", name, sequence, folder)
                 train_model(
                     get_model_spec(name), profile=profile, sequence=sequence, folder=folder,
                     train_subjects=volumes["train"], val_subjects=volumes["val"], seed=seed, device=device,
                     resume=resume, progress=progress, **shared,
                 )
-                summary = _read_summary(folder)
+                summary = read_finished(folder)
             rows.append({**summary, "cached": cached, "folder": str(folder)})
     return {"folders": folders, "summary": summary_table(rows)}
 
 
-def summary_table(rows: list[dict]) -> "pd.DataFrame":  # noqa: F821
+def summary_table(rows: list[dict]) -> pd.DataFrame:
     """Rows of ``finished.json`` summaries as a DataFrame with the main columns first."""
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     first = ["model", "sequence", "epochs", "best_epoch", "wall_time_s",
-             *(f"val_dice_{t}" for t in TISSUES), *(f"val_cov_{t}" for t in TISSUES), "best_score"]
+             *(f"val_dice_{t}" for t in TISSUE_NAMES), *(f"val_cov_{t}" for t in TISSUE_NAMES), "best_score"]
     return df[[c for c in first if c in df] + [c for c in df if c not in first]]
 
 
-def find_models(profile: str | Profile, *, sequence: str | None = None, seed: int | None = None,
+def find_models(profile: Profile, *, sequence: str | None = None, seed: int | None = None,
                 models: list[str] | None = None) -> dict[tuple[str, str], Path]:
     """Finished model folders of a profile (current config hashes only): ``{(model, sequence): folder}``."""
-    profile = get_profile(profile) if isinstance(profile, str) else profile
     out = {}
     for seq in ([sequence] if sequence else profile.sequences):
         for name in models or profile_models(profile):
             folder = model_folder(name, profile=profile, sequence=seq, seed=seed)
-            if (folder / "finished.json").exists():
+            if (folder / FINISHED).exists():
                 out[(name, seq)] = folder
     return out

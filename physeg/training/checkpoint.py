@@ -1,0 +1,121 @@
+"""The files training writes into a model folder, and reading a trained model back.
+
+One model = one folder ``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/``
+(the name from :mod:`physeg.training.identity`)::
+
+    plans.json       everything that made the model (spec, network, training settings, versions, device)
+    last.pt          full state after the last finished epoch (model, optimiser, sampler and RNG
+                     states, epoch, best score, early-stopping counter, history); weights_only-safe
+    best.pt          model weights of the best validation epoch (paper §2.1: early stopping)
+    metrics.csv      one row per epoch (also metrics.json)
+    finished.json    written last: summary (wall time, epochs, best epoch, val Dice/CoV)
+
+Every ``.pt`` is written to a temporary name and renamed, so a killed run
+never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from physeg.models.network import PhysicsUNet, build_network
+from physeg.models.plans import Plans
+from physeg.training.distributed import resolve_device
+from physeg.training.rng import rng_state, set_rng_state
+
+LAST, BEST, FINISHED = "last.pt", "best.pt", "finished.json"
+
+
+@dataclass
+class TrainState:
+    """Progress of one training run (saved in ``last.pt`` next to the weights)."""
+
+    #: Epochs finished.
+    epoch: int = 0
+    #: Best validation score so far and the (1-based) epoch that gave it; -1 before any.
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    #: Epochs since the last strict improvement (early stopping counter).
+    bad_epochs: int = 0
+    #: One row per finished epoch (losses, validation metrics, timing).
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: Wall time of the finished epochs, seconds.
+    elapsed_s: float = 0.0
+    #: Early stopping fired.
+    stopped: bool = False
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary name and an atomic rename."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                    sampler_state: dict[str, torch.Tensor], state: TrainState) -> None:
+    """``last.pt``: weights, optimiser, sampler and RNG states, and :class:`TrainState` (history as JSON text)."""
+    scalars = {f.name: getattr(state, f.name) for f in fields(state) if f.name != "history"}
+    atomic_save({"model": model.state_dict(), "optimizer": optimiser.state_dict(), "sampler": sampler_state,
+                 "rng": rng_state(), **scalars, "history": json.dumps(state.history)}, folder / LAST)
+
+
+def load_checkpoint(folder: Path, *, device: torch.device) -> dict[str, Any] | None:
+    """``last.pt`` loaded with ``weights_only=True``, or ``None`` when there is none."""
+    last = folder / LAST
+    return torch.load(last, map_location=device, weights_only=True) if last.exists() else None
+
+
+def restore_checkpoint(ckpt: dict[str, Any], *, model: torch.nn.Module, optimiser: torch.optim.Optimizer) -> TrainState:
+    """Load weights and optimiser state, restore the RNG states; return the saved :class:`TrainState`.
+
+    The sampler's generator state (``ckpt["sampler"]``) is the caller's to restore.
+    """
+    model.load_state_dict(ckpt["model"])
+    optimiser.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    scalars = {f.name: ckpt[f.name] for f in fields(TrainState) if f.name != "history"}
+    return TrainState(**scalars, history=json.loads(ckpt["history"]))
+
+
+def write_metrics(folder: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.csv`` and ``metrics.json``: one row per epoch."""
+    pd.DataFrame(history).to_csv(folder / "metrics.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps(history, indent=1))
+
+
+def write_finished(folder: Path, summary: dict[str, Any]) -> None:
+    """``finished.json``: the summary; its presence marks a finished model."""
+    (folder / FINISHED).write_text(json.dumps(summary, indent=2))
+
+
+def read_finished(folder: Path) -> dict[str, Any] | None:
+    """The summary of a finished model folder, ``None`` if unfinished."""
+    marker = Path(folder) / FINISHED
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def load_checkpoint_weights(folder: Path, *, which: str = "best", map_location: str | torch.device = "cpu") -> dict:
+    """State dict of ``best.pt`` (or ``last.pt``'s model) with ``weights_only=True``."""
+    folder = Path(folder)
+    if which == "best":
+        return torch.load(folder / BEST, map_location=map_location, weights_only=True)
+    return torch.load(folder / LAST, map_location=map_location, weights_only=True)["model"]
+
+
+def load_model(folder: str | Path, *, which: str = "best", device: str | torch.device = "cpu"
+               ) -> tuple[PhysicsUNet, Plans]:
+    """``(model in eval mode, plans)`` from a model folder."""
+    folder = Path(folder)
+    plans = Plans.read(folder)
+    model = build_network(plans.network)
+    model.load_state_dict(load_checkpoint_weights(folder, which=which, map_location=device))
+    return model.to(resolve_device(device)).eval(), plans
