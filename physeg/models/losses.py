@@ -22,20 +22,60 @@ Stratification (§2.2)
     \lVert F_n - \bar F\rVert^2` makes it O(N) instead of O(N²)). Weight λ =
     ``profile.strat_weight``.
 
-Aleatoric (§2.4, eq. 3–4)
-    With predicted :math:`\sigma_{i,c} > 0` and T noise draws
-    :math:`\varepsilon_t \sim N(0, I)`, :math:`\hat x_{i,t} = f_i + \sigma_i \odot \varepsilon_t`,
+Aleatoric (§2.4, eq. 3–4; loss attenuation of Kendall & Gal 2017, the paper's [14])
+    The σ head predicts :math:`\sigma_{i,c} > 0` per voxel i and class c; with
+    T draws :math:`\varepsilon_t \sim N(0, I)` (drawn only by
+    :func:`physeg.models.sampling.logit_noise`) the noisy logits are
+    :math:`\hat x_{i,t} = f_i + \sigma_i \odot \varepsilon_t` (eq. 3). Write
+    :math:`\ell_{i,t} = \log\mathrm{softmax}(\hat x_{i,t})_{y_i}` (so the
+    per-draw cross-entropy is :math:`CE_{i,t} = -\ell_{i,t}`). Four per-voxel
+    forms, each averaged over voxels (the paper sums; a constant factor),
+    selected by ``form=``:
 
-    .. math:: L = \frac{1}{T}\sum_t \frac{1}{|I|}\sum_i \Big(-\hat x_{i,t,y_i} + \log\sum_{c'} e^{\hat x_{i,t,c'}}\Big),
+    ``"kendall-gal"`` (default): the likelihood of the label averaged over draws,
 
-    the cross-entropy averaged over T noisy logit passes (voxel mean instead of
-    the paper's voxel sum, a constant factor).
+    .. math:: L_i = -\log \frac1T \sum_t \mathrm{softmax}(\hat x_{i,t})_{y_i}
+                  = \log T - \operatorname{logsumexp}_t \ell_{i,t}
+
+    (the classification loss of Kendall & Gal 2017, computed with log-sum-exp
+    so that tiny probabilities do not underflow).
+
+    ``"mean-ce"``: the cross-entropy averaged over draws (this module's form
+    before), :math:`L_i = \frac1T\sum_t CE_{i,t}`.
+
+    ``"printed"``: eq. 4 exactly as the text reads — the log of the mean
+    cross-entropy, :math:`L_i = \log \frac1T\sum_t CE_{i,t}` (the one-hot
+    :math:`c_i` selects the label's term; no exponential around the
+    bracket). :math:`CE \ge 0`; it is clamped at the smallest positive float
+    before the log.
+
+    ``"log-mean-exp-ce"``: eq. 4 with the exponential that Kendall & Gal have
+    but with the sign of the printed bracket,
+    :math:`L_i = \log\frac1T\sum_t \exp(CE_{i,t}) = \operatorname{logsumexp}_t(-\ell_{i,t}) - \log T`.
+
+    *Why the default.* :math:`CE(x) = -x_y + \log\sum_{c'} e^{x_{c'}}` is
+    convex in the logits, and so is :math:`\exp CE(x) = \sum_{c'} e^{x_{c'}-x_y}`.
+    By Jensen, with zero-mean noise, :math:`E_\varepsilon[CE(f+\sigma\varepsilon)] \ge CE(f)`
+    and :math:`\log E_\varepsilon[\exp CE(f+\sigma\varepsilon)] \ge CE(f)`:
+    noise can only raise the last three forms (``"printed"`` is a monotone
+    function of ``"mean-ce"``), so their minimum over σ is σ = 0 whatever the
+    voxel and σ carries no information. ``softmax(x)_y`` is not concave: for a
+    misclassified voxel (:math:`p_y < 1/2`, where
+    :math:`p_y = \mathrm{sigmoid}(x_y - \log\sum_{c'\ne y} e^{x_{c'}})` is convex in :math:`x_y`) noise *raises* :math:`E[p_y]` towards :math:`1/C`, so
+    the Kendall–Gal loss falls as σ grows, while for a confident correct voxel
+    it lowers :math:`E[p_y]` and the loss rises. σ is then learned large where
+    labels cannot be predicted (loss attenuation) and small where they can —
+    what §2.4 needs for its volume bounds (tested in ``tests/test_losses.py``).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from physeg.models.sampling import sample_logits
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -69,6 +109,20 @@ def stratification_loss(features: torch.Tensor) -> torch.Tensor:
     return 2 * flat.var(dim=0, unbiased=True).mean()
 
 
+#: Per-voxel forms of the aleatoric loss (module docstring); the first is the default.
+ALEATORIC_FORMS: tuple[str, ...] = ("kendall-gal", "mean-ce", "printed", "log-mean-exp-ce")
+
+
+def label_log_probs(noisy_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r""":math:`\ell_{t,i} = \hat x_{t,i,y_i} - \log\sum_{c'} e^{\hat x_{t,i,c'}}` for every draw t.
+
+    ``noisy_logits`` (T, B, C, *S) float; ``labels`` (B, *S) int64 → (T, B, *S).
+    """
+    picked = noisy_logits.gather(2, labels.unsqueeze(0).unsqueeze(2).expand(
+        noisy_logits.shape[0], -1, 1, *labels.shape[1:])).squeeze(2)
+    return picked - noisy_logits.logsumexp(2)
+
+
 def aleatoric_loss(
     logits: torch.Tensor,
     sigma: torch.Tensor,
@@ -77,22 +131,53 @@ def aleatoric_loss(
     passes: int | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    form: str = "kendall-gal",
 ) -> torch.Tensor:
-    """Cross-entropy averaged over ``passes`` noisy logit draws (eq. 3–4).
+    r"""Aleatoric segmentation loss over T noisy logit draws (§2.4 eq. 3–4; module docstring).
 
-    ``noise`` (T, *logits.shape) fixes ε (tests); otherwise ``passes`` draws
-    of ε ~ N(0, 1) are made one at a time (memory: one extra logit tensor).
+    Parameters
+    ----------
+    logits, sigma
+        (B, C, *S) logits :math:`f` and noise scales :math:`\sigma > 0` (logit units).
+    labels
+        (B, *S) int64 class indices.
+    passes
+        T; draws :math:`\varepsilon` with :func:`physeg.models.sampling.sample_logits`.
+    noise
+        (T, *logits.shape) fixed :math:`\varepsilon` (tests); overrides ``passes``.
+    form
+        One of :data:`ALEATORIC_FORMS`: ``"kendall-gal"``
+        :math:`\log T - \mathrm{lse}_t \ell_t`, ``"mean-ce"`` :math:`-\bar\ell`,
+        ``"printed"`` :math:`\log(-\bar\ell)`, ``"log-mean-exp-ce"``
+        :math:`\mathrm{lse}_t(-\ell_t) - \log T`; each voxel-averaged.
+
+    Returns
+    -------
+    Scalar float32 loss (nats per voxel for all forms but ``"printed"``).
+
+    Memory: the T noisy logit tensors are formed at once (autograd keeps them
+    anyway for the log-sum-exp's backward pass).
     """
-    if noise is None:
-        if not passes:
-            raise ValueError("give passes or noise")
-        total = logits.new_zeros((), dtype=torch.float32)
-        for _ in range(passes):
-            eps = torch.randn(logits.shape, generator=generator, dtype=logits.dtype,
-                              device=generator.device if generator is not None else logits.device)
-            total = total + cross_entropy(logits + sigma * eps.to(logits.device), labels)
-        return total / passes
-    return torch.stack([cross_entropy(logits + sigma * e, labels) for e in noise]).mean()
+    if form not in ALEATORIC_FORMS:
+        raise ValueError(f"form must be one of {ALEATORIC_FORMS}, got {form!r}")
+    logits, sigma = logits.float(), sigma.float()
+    if noise is not None:
+        noisy = logits.unsqueeze(0) + sigma.unsqueeze(0) * noise.to(logits.device, logits.dtype)
+    elif passes:
+        noisy = sample_logits(logits, sigma, int(passes), generator=generator)
+    else:
+        raise ValueError("give passes or noise")
+    ell = label_log_probs(noisy, labels)  # (T, B, *S)
+    log_t = math.log(ell.shape[0])
+    if form == "kendall-gal":
+        per_voxel = log_t - ell.logsumexp(0)
+    elif form == "mean-ce":
+        per_voxel = -ell.mean(0)
+    elif form == "printed":
+        per_voxel = (-ell).mean(0).clamp_min(torch.finfo(ell.dtype).tiny).log()
+    else:
+        per_voxel = (-ell).logsumexp(0) - log_t
+    return per_voxel.mean()
 
 
 def segmentation_loss(
@@ -102,18 +187,23 @@ def segmentation_loss(
     strat_weight: float = 0.0,
     dice_weight: float = 0.0,
     aleatoric_passes: int = 0,
+    aleatoric_form: str = "kendall-gal",
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     r"""Total training loss and its parts.
 
     .. math:: L = L_{CE\ or\ aleatoric} + w_{Dice} L_{Dice} + \lambda L_{strat}
 
     ``heads`` is :meth:`physeg.models.network.PhysicsUNet.heads`' output. The
-    aleatoric CE replaces the plain CE when ``sigma`` is present.
+    aleatoric loss (:func:`aleatoric_loss` with ``aleatoric_passes`` draws,
+    ``form=aleatoric_form``, default Kendall & Gal) replaces the plain CE when
+    ``sigma`` is present; ``generator`` seeds its noise.
     Returns ``{"loss", "ce", "strat", "dice"}`` (scalars; unused parts 0).
     """
     logits = heads["logits"]
     if "sigma" in heads:
-        ce = aleatoric_loss(logits, heads["sigma"], labels, passes=max(1, aleatoric_passes))
+        ce = aleatoric_loss(logits, heads["sigma"], labels, passes=max(1, aleatoric_passes),
+                            form=aleatoric_form, generator=generator)
     else:
         ce = cross_entropy(logits, labels)
     zero = ce.detach() * 0
