@@ -34,6 +34,7 @@ The generating fractions are kept as ground truth.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -42,10 +43,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import json
-
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
 from physeg.data.bids import (
     LABELS,
@@ -57,8 +57,9 @@ from physeg.data.bids import (
     write_nifti,
 )
 from physeg.data.templates import mni_fractions
+from physeg.paths import cache_root
 from physeg.pgs import TISSUES, tissue_parameters
-from physeg.profiles import Profile, get_profile
+from physeg.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +98,14 @@ class GeneratorSettings:
     noise_pd: float = 0.01
 
 
-def _as_profile(profile: str | Profile | None) -> Profile:
-    return profile if isinstance(profile, Profile) else get_profile(profile)
-
-
-def cohort_split(profile: str | Profile | None = None) -> dict[str, list[str]]:
+def cohort_split(profile: Profile | None = None) -> dict[str, list[str]]:
     """Participant ids per part: the first ``n_train/n_val/n_test`` of :data:`SPLIT`.
 
     ``profile=None`` gives the whole 18 / 4 / 5 split.
     """
     if profile is None:
         return {k: list(v) for k, v in SPLIT.items()}
-    p = _as_profile(profile)
-    n = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
+    n = {"train": profile.n_train, "val": profile.n_val, "test": profile.n_test}
     return {k: list(SPLIT[k][: n[k]]) for k in SPLIT}
 
 
@@ -128,8 +124,6 @@ def _fmt_mm(v: float) -> str:
 
 def default_cohort_dir(*, voxel_size_mm: float, seed: int) -> Path:
     """``cache_root()/cohorts/synthetic-v{GENERATOR_VERSION}-{voxel}mm-seed{seed}``."""
-    from physeg.paths import cache_root
-
     return cache_root() / "cohorts" / f"synthetic-v{GENERATOR_VERSION}-{_fmt_mm(voxel_size_mm)}mm-seed{seed}"
 
 
@@ -350,8 +344,45 @@ def read_marker(root: Path) -> dict[str, Any] | None:
         return None
 
 
+def check_cohort_root(root: str | Path) -> dict[str, Any] | None:
+    """The completion marker of ``root``, None if ``root`` is absent or an empty folder.
+
+    Raises ``FileExistsError`` when ``root`` is a file, or a non-empty folder
+    without :data:`MARKER`: physeg replaces only folders it built itself, so it
+    refuses rather than deleting someone else's files.
+    """
+    root = Path(root)
+    if not root.exists() and not root.is_symlink():
+        return None
+    if not root.is_dir():
+        raise FileExistsError(f"cohort root {root} exists and is not a folder")
+    marker = read_marker(root)
+    if marker is None and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} exists and is not a finished physeg cohort (no {MARKER}); physeg only replaces folders "
+            "it built: choose another --root, or move that folder away yourself"
+        )
+    return marker
+
+
+def _install(tmp: Path, root: Path) -> None:
+    """Put the finished build ``tmp`` at ``root``, replacing a previous physeg build there.
+
+    The old build is renamed aside first and deleted only once the new one is
+    in place, so a crash leaves either the old or the new build at ``root``.
+    """
+    old = root.parent / f".{root.name}.old-{os.getpid()}"
+    if root.is_dir() and read_marker(root) is not None:
+        root.rename(old)
+    elif root.is_dir():
+        root.rmdir()  # empty (check_cohort_root refused anything else)
+    tmp.rename(root)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def build_cohort(
-    profile: str | Profile | None = None,
+    profile: Profile,
     *,
     root: str | Path | None = None,
     seed: int | None = None,
@@ -366,10 +397,12 @@ def build_cohort(
     subjects the profile uses (:func:`cohort_split`) unless ``subjects`` is
     given; ids and split are always those of the full cohort. A finished build
     carries :data:`MARKER`; it is reused when it holds every requested subject
-    and the same generator version, seed and voxel size. Anything else (e.g. an
-    interrupted build) is rebuilt in a temporary folder and atomically renamed.
+    and the same generator version, seed and voxel size, else (or with
+    ``force``) rebuilt in a temporary folder and swapped in. A ``root`` that
+    exists without the marker is refused (:func:`check_cohort_root`), never
+    deleted, even with ``force``.
     """
-    prof = _as_profile(profile)
+    prof = profile
     voxel = float(prof.voxel_size_mm)
     seed = int(prof.seed if seed is None else seed)
     root = Path(root) if root is not None else default_cohort_dir(voxel_size_mm=voxel, seed=seed)
@@ -381,7 +414,7 @@ def build_cohort(
     for s in wanted:
         split_of(s)
     config = {"generator_version": GENERATOR_VERSION, "seed": seed, "voxel_size_mm": voxel}
-    marker = read_marker(root)
+    marker = check_cohort_root(root)
     if marker is not None and not force:
         same = all(marker.get(k) == v for k, v in config.items())
         if same and wanted <= set(marker.get("subjects", [])):
@@ -389,18 +422,14 @@ def build_cohort(
             return root
         if same:
             wanted |= set(marker.get("subjects", []))
-    elif root.exists() and not force:
-        log.warning("%s has no completion marker (interrupted build?); rebuilding it", root)
 
     order = sorted(wanted)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    if tmp.exists():
+    if tmp.exists():  # our own name (this process id): a leftover of an earlier physeg run
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        from tqdm import tqdm
-
         metas = []
         for sub in tqdm(order, desc=f"synthetic cohort {voxel:g} mm", disable=not progress, unit="subject"):
             data = generate_subject(int(sub[4:]), voxel_size_mm=voxel, seed=seed)
@@ -410,9 +439,7 @@ def build_cohort(
         for sub in order:  # PGS through the public loader, exactly as a user would get it
             load_subject(tmp, sub, compute_pgs=True, cache_pgs=True)
         write_json(tmp / MARKER, {**config, "subjects": order, "labels": list(LABELS)})
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
+        _install(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,12 +7,19 @@ The manifest at the repository root lists
   machine can be checked byte for byte (:func:`verify_build`);
 * public real MPM datasets: URL, licence, size, sha256 and citation, used by
   :mod:`physeg.data.fetch` (a null sha256 means "not verified").
+
+A manifest is data from outside the program: :func:`load_manifest` refuses
+invalid YAML and a wrong structure with a ``ValueError`` naming the file, and
+every path it names is checked (:func:`safe_relative_path`) before it is
+joined to a folder, so a manifest can never make physeg read or write outside
+that folder.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from importlib.metadata import version
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
@@ -35,14 +42,46 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 
 def load_manifest(path: str | Path | None = None) -> dict[str, Any]:
-    """Parsed manifest (``{"version": int, "datasets": {name: entry}}``)."""
+    """Parsed manifest (``{"version": int, "datasets": {name: entry}}``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming
+    the file for invalid YAML or a wrong structure (``datasets`` must map names
+    to mappings).
+    """
     p = Path(path) if path is not None else MANIFEST_PATH
     if not p.is_file():
         raise FileNotFoundError(f"data manifest {p} not found")
-    data = yaml.safe_load(p.read_text()) or {}
-    if "datasets" not in data:
-        raise ValueError(f"{p}: no 'datasets' section")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = " ".join(str(exc).split())
+        raise ValueError(f"{p}: not a valid YAML manifest ({first})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict):
+        raise ValueError(f"{p}: a manifest is a mapping with a 'datasets' mapping (name: entry)")
+    bad = [name for name, entry in data["datasets"].items() if not isinstance(entry, dict)]
+    if bad:
+        raise ValueError(f"{p}: dataset {bad[0]!r} is not a mapping of fields")
     return data
+
+
+def safe_relative_path(name: Any, *, what: str, single: bool = False) -> PurePosixPath:
+    """``name`` as a relative POSIX path that stays inside its folder, else ``ValueError``.
+
+    Refused: a non-string or empty name, an absolute path (POSIX or Windows,
+    with or without a drive), any ``..`` component, backslashes; with
+    ``single=True`` also any folder part (a plain file name is required).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what}: expected a file name, got {name!r}")
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or "\\" in name:
+        raise ValueError(f"{what}: {name!r} is an absolute path; the manifest may only name paths inside "
+                         "the destination folder")
+    if ".." in posix.parts:
+        raise ValueError(f"{what}: {name!r} leaves the destination folder ('..')")
+    if single and (len(posix.parts) != 1 or posix.name != name):
+        raise ValueError(f"{what}: {name!r} is not a plain file name (no folders)")
+    return posix
 
 
 def file_table(root: str | Path) -> dict[str, dict[str, Any]]:
@@ -81,44 +120,65 @@ def verify_files(root: str | Path, expected: dict[str, dict[str, Any]]) -> list[
 
 def build_entry(manifest: dict[str, Any], build: str) -> dict[str, Any]:
     """The ``synthetic-mpm`` build record named ``build`` (a profile name)."""
-    try:
-        return manifest["datasets"][SYNTHETIC]["builds"][build]
-    except KeyError:
-        raise KeyError(f"manifest has no synthetic build {build!r}") from None
+    builds = manifest["datasets"].get(SYNTHETIC, {}).get("builds")
+    if not isinstance(builds, dict) or build not in builds:
+        known = sorted(builds) if isinstance(builds, dict) else []
+        raise KeyError(f"manifest has no synthetic build {build!r}; recorded builds: {known}")
+    if not isinstance(builds[build], dict):
+        raise ValueError(f"manifest build {build!r} is not a mapping of fields")
+    return builds[build]
+
+
+def _checked_files(files: Any, build: str) -> dict[str, dict[str, Any]]:
+    """The ``files`` table of a build, every path inside the cohort folder and every record well-formed."""
+    if not isinstance(files, dict):
+        raise ValueError(f"manifest build {build!r}: 'files' must map relative paths to {{sha256, size}}")
+    for rel, want in files.items():
+        safe_relative_path(rel, what=f"manifest build {build!r}")
+        if not isinstance(want, dict) or not isinstance(want.get("sha256"), str):
+            raise ValueError(f"manifest build {build!r}, file {rel}: expected {{sha256: <hex>, size: <bytes>}}")
+        if want.get("size") is not None and (isinstance(want["size"], bool) or not isinstance(want["size"], int)):
+            raise ValueError(f"manifest build {build!r}, file {rel}: size must be a whole number of bytes")
+    return files
 
 
 def verify_build(root: str | Path, *, build: str, manifest_path: str | Path | None = None) -> list[str]:
-    """Check a synthetic cohort folder against the manifest's record of ``build``."""
+    """Check a synthetic cohort folder against the manifest's record of ``build``.
+
+    Raises ``KeyError`` for an unknown build and ``ValueError`` for a malformed
+    record; returns the problems of :func:`verify_files` (empty: all good).
+    """
     entry = build_entry(load_manifest(manifest_path), build)
     files = entry.get("files")
     if not files:
         raise ValueError(f"manifest build {build!r} records no checksums ({entry.get('note', '')})")
-    return verify_files(root, files)
+    return verify_files(root, _checked_files(files, build))
 
 
 def record_build(
     root: str | Path, *, build: str, voxel_size_mm: float, subjects: list[str],
-    manifest_path: str | Path | None = None,
+    generator_version: int, manifest_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write the checksums of a build folder into the manifest (maintainer tool)."""
-    import nibabel
-    import numpy
-    import scipy
+    """Write the checksums of a build folder into the manifest (maintainer tool).
 
-    from physeg.data.cohort import GENERATOR_VERSION
-
+    ``generator_version`` is the code's :data:`physeg.data.cohort.GENERATOR_VERSION`
+    (passed in: importing the generator here would pull scipy and torch into
+    every manifest reader); it must equal the manifest's. The manifest is
+    written to a temporary name and renamed.
+    """
     path = Path(manifest_path) if manifest_path is not None else MANIFEST_PATH
     manifest = load_manifest(path)
-    synth = manifest["datasets"][SYNTHETIC]
-    if int(synth.get("generator_version", -1)) != GENERATOR_VERSION:
-        raise ValueError("manifest generator_version differs from the code's GENERATOR_VERSION")
+    synth = manifest["datasets"].get(SYNTHETIC)
+    if not isinstance(synth, dict) or int(synth.get("generator_version", -1)) != generator_version:
+        raise ValueError(f"{path}: {SYNTHETIC} generator_version differs from the code's {generator_version}")
     entry = {
         "voxel_size_mm": voxel_size_mm,
         "subjects": subjects,
-        "recorded_with": {"numpy": numpy.__version__, "scipy": scipy.__version__,
-                          "nibabel": nibabel.__version__},
+        "recorded_with": {lib: version(lib) for lib in ("numpy", "scipy", "nibabel")},
         "files": file_table(root),
     }
     synth.setdefault("builds", {})[build] = entry
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
+    tmp.replace(path)
     return entry
