@@ -10,6 +10,9 @@ import pytest
 from physeg.data import SPLIT, build_cohort, cohort_split, generate_subject, list_subjects, load_subject
 from physeg.data.cohort import MARKER, read_marker
 from physeg.data.manifest import file_table
+from physeg.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 SUBJECTS = ["sub-01", "sub-19"]
 
@@ -17,7 +20,7 @@ SUBJECTS = ["sub-01", "sub-19"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort") / "c"
-    return build_cohort("smoke", root=root, subjects=SUBJECTS, progress=False)
+    return build_cohort(SMOKE, root=root, subjects=SUBJECTS, progress=False)
 
 
 def test_split_is_fixed_18_4_5():
@@ -25,7 +28,7 @@ def test_split_is_fixed_18_4_5():
     assert [len(full[k]) for k in ("train", "val", "test")] == [18, 4, 5]
     ids = full["train"] + full["val"] + full["test"]
     assert ids == [f"sub-{i:02d}" for i in range(1, 28)]
-    smoke = cohort_split("smoke")
+    smoke = cohort_split(SMOKE)
     assert smoke == {"train": ["sub-01", "sub-02", "sub-03"], "val": ["sub-19"], "test": ["sub-23", "sub-24"]}
     assert SPLIT["test"][0] == "sub-23"
 
@@ -68,22 +71,22 @@ def test_build_layout_and_loader(built):
 
 
 def test_two_builds_are_byte_identical(built, tmp_path):
-    other = build_cohort("smoke", root=tmp_path / "again", subjects=SUBJECTS, progress=False)
+    other = build_cohort(SMOKE, root=tmp_path / "again", subjects=SUBJECTS, progress=False)
     assert file_table(built) == file_table(other)
 
 
 def test_complete_build_is_reused_partial_is_rebuilt(tmp_path):
-    root = build_cohort("smoke", root=tmp_path / "c", subjects=["sub-02"], progress=False)
+    root = build_cohort(SMOKE, root=tmp_path / "c", subjects=["sub-02"], progress=False)
     stamp = (root / MARKER).stat().st_mtime_ns
-    assert build_cohort("smoke", root=root, subjects=["sub-02"], progress=False) == root
+    assert build_cohort(SMOKE, root=root, subjects=["sub-02"], progress=False) == root
     assert (root / MARKER).stat().st_mtime_ns == stamp
     # interrupted build: no marker, a truncated file -> rebuilt, never used as is
     (root / MARKER).unlink()
     bad = root / "sub-02" / "anat" / "sub-02_R1map.nii.gz"
     bad.write_bytes(b"truncated")
-    build_cohort("smoke", root=root, subjects=["sub-02"], progress=False)
+    build_cohort(SMOKE, root=root, subjects=["sub-02"], progress=False)
     assert read_marker(root) is not None
     assert bad.stat().st_size > 100
     # asking for more subjects extends the build
-    build_cohort("smoke", root=root, subjects=["sub-03"], progress=False)
+    build_cohort(SMOKE, root=root, subjects=["sub-03"], progress=False)
     assert read_marker(root)["subjects"] == ["sub-02", "sub-03"]
