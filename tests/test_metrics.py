@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from physeg import conventions
 from physeg.evaluation import metrics
 
 
@@ -47,6 +48,20 @@ def test_cov_uses_sample_sd():
     assert metrics.coefficient_of_variation(v) == pytest.approx(1.0 / 10.0)
     assert math.isnan(metrics.coefficient_of_variation([5.0]))
     assert metrics.coefficient_of_variation([2.0, 2.0]) == 0.0
+
+
+def test_cov_undefined_cases_are_nan():
+    assert math.isnan(metrics.coefficient_of_variation([0.0, 0.0, 0.0]))  # tissue never segmented: zero mean
+    assert math.isnan(metrics.coefficient_of_variation([]))
+    # non-finite volumes are dropped before the statistic
+    assert metrics.coefficient_of_variation([9.0, float("nan"), 10.0, 11.0]) == pytest.approx(0.1)
+    assert math.isnan(metrics.coefficient_of_variation([7.0, float("inf")]))  # one finite value left
+
+
+def test_tissues_are_the_shared_convention():
+    assert metrics.TISSUES is conventions.TISSUES and metrics.PAPER_TISSUES is conventions.PAPER_TISSUES
+    lab = np.array([0, 1, 2, 3, 3])
+    assert metrics.label_counts(lab) == {"GM": 1, "WM": 1, "CSF": 2}
 
 
 def _long():
