@@ -48,7 +48,7 @@
 # %% tags=["parameters"]
 profile = "demo"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.patches import FancyBboxPatch
@@ -59,7 +59,7 @@ from physeg.profiles import get_profile
 # %% [markdown]
 # ## The pipeline
 
-# %%
+# %% tags=["hide-input"]
 steps = [
     ("Quantitative maps\nPD, $T_1$, $T_2^*$", "02"),
     ("Physics gold\nstandard (GMM)", "02"),
@@ -91,6 +91,8 @@ plt.show()
 # | 04 evaluation | Dice and volume consistency (CoV) in and out of the training range, Tables 1–2 beside the paper's, statistics |
 # | 05 uncertainty | aleatoric vs epistemic samples, calibrated volume intervals, Figure 3 |
 # | 06 claims | each claim of the paper: reproduced, not reproduced, or not testable here |
+# | 07 segment your scan | the trained models on a new image: `physeg simulate` and `physeg segment`, volumes with intervals |
+# | 08 design | how the code is organised, the model-folder contract, and why |
 #
 # The cohort is **synthetic**: the paper's 27-subject MPM cohort is not public,
 # so we generate 27 subjects from the MNI152 2009 template. Real
@@ -103,13 +105,15 @@ plt.show()
 # (CI), `demo` is a laptop-CPU run that shows the direction of the claims,
 # `paper` uses the paper's settings on a GPU. Numbers from `smoke` and `demo`
 # are **not** the paper's experiment: volumes are coarser and training is short.
+# Every page opens with the profile, seed(s), commit, device and date of the run
+# that executed it (written into the page by the runner); the full record:
 
-# %%
+# %% tags=["hide-input"]
 prov = provenance.collect(profile)
 pd.DataFrame({"value": prov}).rename_axis("run")
 
-# %%
-pd.DataFrame({"value": get_profile(profile).to_dict()}).drop(index=["extra"]).rename_axis(f"profile {profile}")
+# %% tags=["hide-input"]
+pd.DataFrame({"value": get_profile(profile).flat_dict()}).rename_axis(f"profile {profile}")
 
 # %% [markdown]
 # ## Re-running this site

@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 
-# %%
+# %% tags=["hide-input"]
 import math
 import time
 
@@ -43,7 +43,7 @@ from physeg.simulation.phantom import mni_phantom
 P = get_profile(profile)
 t_start = time.perf_counter()
 torch.manual_seed(P.seed)
-print(f"profile {P.name}: voxel size {P.voxel_size_mm} mm, batch of {P.batch_size} realisations")
+print(f"profile {P.name}: voxel size {P.voxel_size_mm} mm, batch of {P.training.batch_size} realisations")
 
 # %% [markdown]
 # ## The signal equations
@@ -71,14 +71,14 @@ print(f"profile {P.name}: voxel size {P.voxel_size_mm} mm, batch of {P.batch_siz
 # The tissue values below are literature values at 3 T (Wansapura 1999 for
 # $T_1$, Peters 2007 for $T_2^*$; PD and CSF by convention).
 
-# %%
+# %% tags=["hide-input"]
 tissues = pd.DataFrame(
     {name: {"PD (a.u.)": t.pd, "T1 (s)": t.t1_s, "T2* (s)": t.t2star_s, "source": t.source}
      for name, t in sim.TISSUE_PARAMETERS.items()}
 ).T
 tissues
 
-# %%
+# %% tags=["hide-input"]
 COLORS = {"WM": "tab:blue", "GM": "tab:orange", "CSF": "tab:green"}
 T = {k: torch.tensor(v.as_tuple(), dtype=torch.float64) for k, v in sim.TISSUE_PARAMETERS.items()}
 
@@ -110,7 +110,7 @@ def crossings(x, a, b):
 # section). Note that they lie outside the IoD range: inside it the tissue
 # ordering WM > GM > CSF never changes, only the contrast between them.
 
-# %%
+# %% tags=["hide-input"]
 ti = torch.linspace(1e-3, 6.0, 3000, dtype=torch.float64)
 sig = {k: sim.mprage(v[0], v[1], ti=ti, sign="signed") for k, v in T.items()}
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -147,7 +147,7 @@ plt.show()
 # ($T_D+\tau\to\infty$, $S = PD(1-2e^{-TI/T_1})$), whose crossing is the
 # familiar $T_1\ln 2$ — shown on the right for comparison only.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 ti_short = torch.linspace(1e-4, 0.04, 400, dtype=torch.float64)
 ti = torch.linspace(1e-3, 2.5, 1000, dtype=torch.float64)
@@ -180,7 +180,7 @@ plt.show()
 # $T_2^*$-weighted (CSF bright), at large ones $T_1$-weighted (WM bright) —
 # another contrast inversion, located below.
 
-# %%
+# %% tags=["hide-input"]
 base = dict(tr=0.05, te=0.005, fa=math.radians(30))
 sweeps = {
     "TR": (torch.linspace(0.005, 0.25, 500, dtype=torch.float64), 1e3, "TR (ms)"),
@@ -218,7 +218,7 @@ plt.show()
 # relaxation *rates* $1/T_1$, $1/T_2^*$ mixed linearly. It is a phantom for
 # teaching and benchmarking, not the project's cohort (notebook 02).
 
-# %%
+# %% tags=["hide-input"]
 ph = mni_phantom(voxel_size_mm=P.voxel_size_mm)
 z = int(ph.mask.sum(dim=(0, 1)).argmax())  # the axial slice with most brain
 print("phantom shape", tuple(ph.maps.shape[1:]), "voxel", ph.voxel_size_mm, "mm; slice z =", z)
@@ -238,7 +238,7 @@ plt.show()
 # its 99th percentile inside the brain mask and clipped to [0, 2] — the
 # intensity normalisation every simulated image gets before the network.
 
-# %%
+# %% tags=["hide-input"]
 mp = sim.mprage_params([0.01, 0.1, 0.3, 0.6, 0.9, 1.2, 2.0])
 sp = sim.spgr_params(
     [0.015, 0.05, 0.1, 0.05, 0.05, 0.2, 0.01, 0.05],
@@ -273,7 +273,7 @@ plt.show()
 # TE < TR for SPGR. The same thing is available as a TorchIO transform,
 # `SimulateMRI`, for `tio.Compose` / `tio.Queue` pipelines.
 
-# %%
+# %% tags=["hide-input"]
 layer_iod = sim.SimulationLayer("SPGR", distribution="iod", seed=P.seed)
 layer_ood = sim.SimulationLayer("SPGR", distribution="ood", seed=P.seed)
 p_iod, p_ood = layer_iod.sample(300), layer_ood.sample(300)
@@ -288,7 +288,7 @@ axes[0].legend(fontsize=8)
 plt.suptitle("SPGR parameter draws (OoD points may look inside IoD in a 2-D projection: they are outside in the third parameter)")
 plt.tight_layout()
 plt.show()
-images, params = layer_iod(ph.maps, P.batch_size, mask=ph.mask)
+images, params = layer_iod(ph.maps, P.training.batch_size, mask=ph.mask)
 print("layer output", tuple(images.shape), images.dtype, "parameters", tuple(params.shape))
 
 # %% [markdown]
@@ -305,7 +305,7 @@ print("layer output", tuple(images.shape), images.dtype, "parameters", tuple(par
 # benchmark script for the real numbers.
 
 # %%
-results = benchmark_simulation(ph.maps, ph.mask, n=P.batch_size, repeats=3)
+results = benchmark_simulation(ph.maps, ph.mask, n=P.training.batch_size, repeats=3)
 print(format_results(results))
 for r in results:
     print(f"{r['sequence']}: layer = {r['copy_ratio']:.1f} x copy, {r['naive_speedup']:.1f} x faster than naive; "

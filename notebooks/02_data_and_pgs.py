@@ -26,7 +26,7 @@
 profile = "smoke"
 bids_root = None
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -40,7 +40,7 @@ from physeg.profiles import get_profile
 
 prof = get_profile(profile)
 synthetic = bids_root is None
-root = build_cohort(prof) if synthetic else Path(bids_root)
+root = build_cohort(prof, progress=False) if synthetic else Path(bids_root)
 if synthetic:
     split = cohort_split(prof)
 else:
@@ -56,7 +56,7 @@ print(f"grid {tuple(subjects[0].maps.shape[1:])}, voxel {subjects[0].voxel_volum
 # `dataset_description.json` and `participants.tsv`; a profile uses the first
 # `n_train / n_val / n_test` subjects of each part.
 
-# %%
+# %% tags=["hide-input"]
 pd.DataFrame(
     {part: [len(SPLIT[part]), ", ".join(SPLIT[part][:3]) + " …",
             len(split.get(part, [])) if synthetic else "-"] for part in SPLIT},
@@ -80,7 +80,7 @@ pd.DataFrame(
 # with $B$ a smooth receive field, then Gaussian map noise. The $p_k$ are kept
 # as ground truth.
 
-# %%
+# %% tags=["hide-input"]
 subj = subjects[0]
 z = subj.maps.shape[-1] // 2 + 2
 with np.errstate(divide="ignore"):
@@ -105,7 +105,7 @@ plt.tight_layout()
 # Peters et al. 2007; CSF and PD: conventional values), spreads from
 # `physeg.pgs.LITERATURE_SD`.
 
-# %%
+# %% tags=["hide-input"]
 lit = tissue_parameters()
 pd.DataFrame(
     {t: {q: f"{m:g} ± {s:g}" for q, (m, s) in lit[t].items()} for t in TISSUES}
@@ -123,7 +123,7 @@ pd.DataFrame(
 # boundary near 50 % GM; a GM/CSF voxel already at about 30 % CSF (CSF's long
 # T1 dominates $1/\sum p_k R_{1,k}$).
 
-# %%
+# %% tags=["hide-input"]
 post, model = pgs_posteriors(subj.maps, subj.mask)
 t1 = subj.maps[1][subj.mask].numpy()
 grid = np.linspace(0.3, 5.5, 600)
@@ -147,7 +147,7 @@ plt.tight_layout()
 # the ablation options (multi-map diagonal Gaussian; EM refinement started at
 # the literature values).
 
-# %%
+# %% tags=["hide-input"]
 if all(s.truth is not None for s in subjects):
     rows = pd.DataFrame(validate_pgs(subjects))
     table = rows.groupby("option", sort=False)[list(TISSUES)].agg(["mean", "std"]).round(3)
@@ -155,7 +155,7 @@ if all(s.truth is not None for s in subjects):
 else:
     print("no ground truth in this dataset: Dice against truth is not available")
 
-# %%
+# %% tags=["hide-input"]
 if subj.truth is not None:
     ref = truth_labels(subj.truth).numpy()
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
@@ -174,7 +174,7 @@ if subj.truth is not None:
 # Every file of a recorded build has its size and sha256 in `data_manifest.yaml`;
 # `physeg data verify --profile P` repeats this check from the command line.
 
-# %%
+# %% tags=["hide-input"]
 from physeg.data.manifest import load_manifest, verify_build
 
 manifest = load_manifest()

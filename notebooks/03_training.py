@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import matplotlib.pyplot as plt
@@ -44,11 +44,11 @@ from physeg.models.network import build_network, describe
 from physeg.training.orchestrate import load_volumes, train_all
 from physeg.profiles import get_profile
 from physeg.training.batches import TrainingBatches
-from physeg.training.loop import network_config
+from physeg.training.identity import network_config
 
 P = get_profile(profile)
-print(P.name, "| patch", P.patch_size, "| channels", P.channels, "| batch", P.batch_size,
-      "| epochs ≤", P.max_epochs, "×", P.steps_per_epoch, "steps | λ =", P.strat_weight)
+print(P.name, "| patch", P.patch_size, "| channels", P.channels, "| batch", P.training.batch_size,
+      "| epochs ≤", P.training.max_epochs, "×", P.training.steps_per_epoch, "steps | λ =", P.training.strat_weight)
 
 # %% [markdown]
 # ## The network and where the physics enters
@@ -78,7 +78,7 @@ print()
 print(describe(build_network(network_config(MODELS["Baseline"], profile=P, sequence=seq))))
 
 
-# %%
+# %% tags=["hide-input"]
 def draw_unet(channels, ax):
     """Schematic: encoder down the left, decoder up the right, physics injections in red."""
     L = len(channels)
@@ -129,7 +129,7 @@ plt.show()
 # added to the cross-entropy with weight λ. Below, a real on-the-fly batch
 # (Phys-Strat-Aug) of the first training subject.
 
-# %%
+# %% tags=["hide-input"]
 volumes = load_volumes(P)
 sampler = TrainingBatches(volumes["train"], sequence=seq, patch_size=P.patch_size, batch_size=4,
                           data="onthefly", batches="stratified", seed=0)
@@ -177,7 +177,7 @@ summary[cols].round(4)
 # %% [markdown]
 # ## Learning curves
 
-# %%
+# %% tags=["hide-input"]
 hist = pd.concat(
     [pd.read_csv(f / "metrics.csv").assign(model=m, sequence=s) for (m, s), f in result["folders"].items()],
     ignore_index=True,
@@ -200,7 +200,7 @@ plt.show()
 # %% [markdown]
 # ## What this profile cost
 
-# %%
+# %% tags=["hide-input"]
 cost = summary.pivot_table(index="model", columns="sequence", values="wall_time_s", sort=False).round(1)
 print(provenance.collect(P.name))
 print(f"{len(summary)} models; training wall time (sum over models, this run or when cached): "

@@ -33,7 +33,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ from physeg.profiles import get_profile
 
 prof = get_profile(profile)
 pd.set_option("display.max_columns", 40, "display.width", 200)
-trained = train_all(prof)  # cached: returns at once when notebook 03 trained the models
+trained = train_all(prof, progress=False)  # cached: returns at once when notebook 03 trained the models
 folders = ev.model_folders(trained)
 res = ev.run_evaluation(prof, folders=folders)
 print(f"profile {prof.name}: {res.results['subject'].nunique()} test subjects, "
@@ -122,7 +122,7 @@ pr.side_by_side(ours, "cov_x1000", best=cov_best)
 # %% [markdown]
 # ## Dice and CoV per model
 
-# %%
+# %% tags=["hide-input"]
 order = [m for m in prof.ablations if m in set(res.results["model"])]
 d = res.results[res.results.tissue.isin(["GM", "WM"])]
 g = sns.catplot(data=d, x="model", y="dice", hue="distribution", col="sequence", row="tissue", kind="box",
@@ -130,7 +130,7 @@ g = sns.catplot(data=d, x="model", y="dice", hue="distribution", col="sequence",
 g.set_xticklabels(rotation=20)
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 c = res.cov[res.cov.tissue.isin(["GM", "WM"])]
 g = sns.catplot(data=c, x="model", y="cov_x1000", hue="distribution", col="sequence", row="tissue", kind="strip",
                 order=order, height=2.6, aspect=1.5, sharey=False, dodge=True)
@@ -145,7 +145,7 @@ plt.show()
 # First test subject; MPRAGE at the shortest OoD inversion time, SPGR at a
 # FA < 10° image. Grey matter in colour over the image.
 
-# %%
+# %% tags=["hide-input"]
 show = [m for m in ("Baseline", "Phys-Strat-Aug") if any(m in e["seg"] for e in res.examples.values())]
 seqs = [s for s in prof.sequences if s in res.examples]
 if seqs:

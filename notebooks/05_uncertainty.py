@@ -35,7 +35,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from physeg.simulation import IOD_RANGES
 
 prof = get_profile(profile)
 pd.set_option("display.max_columns", 40, "display.width", 200)
-folders = ev.model_folders(train_all(prof))  # cached
+folders = ev.model_folders(train_all(prof, progress=False))  # cached
 unc = ev.run_uncertainty(prof, folders=folders)
 per = unc.per_image
 print(f"{prof.n_uncertainty_samples} aleatoric + {prof.n_uncertainty_samples} epistemic samples per image; "
@@ -83,7 +83,7 @@ dec.round(5)
 # Fitted percentiles (for a calibrated model they would be $(1 \mp c)/2$), then
 # raw and calibrated coverage on the **test** subjects, IoD and OoD.
 
-# %%
+# %% tags=["hide-input"]
 display(unc.calibration.round(3))
 cov = unc.coverage
 if not cov.empty:
@@ -108,7 +108,7 @@ per.groupby(["model", "sequence", "tissue", "distribution"]).agg(
 # images ordered by volume within each model, calibrated IQR error bars,
 # FA < 10° in black.
 
-# %%
+# %% tags=["hide-input"]
 colours = {"Baseline": "tab:blue", "Phys-Strat-Aug": "tab:orange"}
 lo_col, hi_col = ("lo50_cal", "hi50_cal") if "lo50_cal" in per else (None, None)
 subject = sorted(per.subject.unique())[0]
@@ -154,7 +154,7 @@ plt.show()
 # Phys-Strat-Aug's widen out of distribution; notebook 06 turns this into a
 # verdict.
 
-# %%
+# %% tags=["hide-input"]
 from scipy.stats import spearmanr
 
 rows = []

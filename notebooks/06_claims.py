@@ -25,7 +25,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -36,7 +36,7 @@ from physeg.profiles import get_profile
 
 prof = get_profile(profile)
 pd.set_option("display.max_colwidth", None)
-folders = ev.model_folders(train_all(prof))  # cached
+folders = ev.model_folders(train_all(prof, progress=False))  # cached
 res = ev.run_evaluation(prof, folders=folders)  # cached by notebook 04
 unc = ev.run_uncertainty(prof, folders=folders)  # cached by notebook 05
 claims = cl.evaluate_claims(res.tables(), profile=prof.name, cov=res.cov, results=res.results,
@@ -51,17 +51,17 @@ claims[["claim", "statement", "verdict", "paper_numbers", "profile"]]
 # %% [markdown]
 # ## Criteria and evidence
 
-# %%
+# %% tags=["hide-input"]
 for r in claims.itertuples():
     display(Markdown(f"**Claim {r.claim} — {r.verdict}.** *Criterion:* {r.criterion}.\n\n*Evidence:* {r.evidence}."))
 
 # %% [markdown]
 # ## Summary (generated from the table)
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(cl.summary_prose(claims)))
 
-# %%
+# %% tags=["hide-input"]
 out = res.folder / "claims.csv"
 claims.to_csv(out, index=False)
 print(f"written {out}")

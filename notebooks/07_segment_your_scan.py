@@ -44,7 +44,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 
-# %%
+# %% tags=["hide-input"]
 import json
 
 import matplotlib.pyplot as plt
@@ -65,9 +65,9 @@ from physeg.inference.segment import calibration_to_json
 prof = get_profile(profile)
 MODEL, SEQUENCE = "Phys-Strat-Aug-Epistemic", "MPRAGE"
 work = cache_root() / "segment_your_scan" / prof.name
-bids = build_cohort(prof)
+bids = build_cohort(prof, progress=False)
 subject_id = cohort_split(prof)["test"][0]
-folders = ev.model_folders(train_all(prof))  # cached by notebook 03
+folders = ev.model_folders(train_all(prof, progress=False))  # cached by notebook 03
 model_dir = folders[(MODEL, SEQUENCE)]
 print(f"test subject {subject_id}; model {model_dir}")
 
@@ -133,7 +133,7 @@ display(table.round(2))
 # Middle axial slice: the simulated image, the label map of `physeg segment`
 # and the PGS (GM red, WM blue, CSF green).
 
-# %%
+# %% tags=["hide-input"]
 cmap = plt.matplotlib.colors.ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.6), (0.2, 0.4, 0.9, 0.6),
                                              (0.2, 0.8, 0.3, 0.6)])
 z = subject.pgs.shape[2] // 2
