@@ -1,9 +1,10 @@
-"""The papermill runner: order, parameter injection, and loud failure."""
+"""The papermill runner: order, parameter injection, provenance header, clean kernels, loud failure."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import nbformat
+
+from physeg.reproduce import provenance
 from physeg.reproduce import runner as paper
 
 HEADER = "# %% tags=[\"parameters\"]\nprofile = \"demo\"\n\n"
@@ -78,3 +82,63 @@ def test_cli_exit_code_nonzero_on_failure(tmp_path):
 def test_unknown_profile_rejected():
     with pytest.raises(ValueError, match="unknown profile"):
         paper.run_paper(profile="huge", build_site=False)
+
+
+# A notebook that imports what the pages import and reports its kernel's environment.
+KERNEL_PROBE = """# %%
+import json, os, pathlib, sys
+import physeg.simulation, physeg.data, physeg.pgs, physeg.models.network  # torch, MONAI, nilearn, ... as the pages do
+from tqdm import tqdm
+for _ in tqdm(range(3), desc="a bar nobody asked to see"):
+    pass
+env = {k: os.environ.get(k) for k in ("PHYSEG_PROFILE", "TQDM_DISABLE")}
+pathlib.Path(os.environ["OUT_FILE"]).write_text(json.dumps({**env, "tqdm_auto": "tqdm.auto" in sys.modules}))
+print("probe done")
+"""
+
+
+def test_header_and_clean_kernel(tmp_path, monkeypatch):
+    """The executed copy has the provenance header right after the injected parameters,
+    and the kernel writes nothing to stderr (no TqdmWarning, no progress bar)."""
+    src = tmp_path / "nb"
+    src.mkdir()
+    _write(src, "00_probe.py", KERNEL_PROBE)
+    out_file = tmp_path / "kernel.json"
+    monkeypatch.setenv("OUT_FILE", str(out_file))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    runs = paper.run_paper(profile="smoke", notebooks_folder=src, out_dir=tmp_path / "build" / "notebooks", build_site=False)
+    kernel = json.loads(out_file.read_text())
+    assert kernel == {"PHYSEG_PROFILE": "smoke", "TQDM_DISABLE": "1", "tqdm_auto": False}
+    assert "TQDM_DISABLE" not in os.environ, "the kernel environment is restored after the run"
+
+    nb = nbformat.read(runs[0].executed, as_version=4)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    injected = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
+    assert "parameters" in tags[injected - 1]
+    header = nb.cells[injected + 1]
+    assert header.cell_type == "markdown" and provenance.HEADER_TAG in header.metadata["tags"]
+    record = header.metadata["physeg_provenance"]
+    seeds = provenance.profile_seeds("smoke")
+    assert record["profile"] == "smoke" and record["seeds"] == ", ".join(map(str, seeds))
+    assert re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?|unknown", record["commit"])
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", record["date_utc"])
+    for value in ("`smoke`", f"{'seeds' if len(seeds) > 1 else 'seed'} {record['seeds']}", record["commit"], record["date_utc"]):
+        assert value in header.source
+
+    streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert [o.name for o in streams] == ["stdout"] and "probe done" in streams[0].text
+    assert not [o for o in streams if o.name == "stderr"]
+
+
+def test_header_position_without_parameters_cell():
+    cells = [nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("x = 1")]
+    assert paper._header_index(cells) == 0
+    cells.insert(1, nbformat.v4.new_code_cell("profile = 'demo'", metadata={"tags": ["parameters"]}))
+    assert paper._header_index(cells) == 2
+
+
+def test_header_markdown_names_several_seeds():
+    record = {"profile": "paper", "seeds": "0, 1, 2", "commit": "abc1234", "device": "GPU", "date_utc": "2026-01-02 03:04 UTC"}
+    text = provenance.header_markdown(record)
+    assert "seeds 0, 1, 2" in text and "`paper`" in text and "`abc1234`" in text and "2026-01-02 03:04 UTC" in text
+    assert all(isinstance(s, int) for s in provenance.profile_seeds("smoke"))
