@@ -142,3 +142,103 @@ def test_load_map_files_without_sidecars(tmp_path):
     s = load_map_files(pd=anat / "sub-01_PDmap.nii.gz", t1=anat / "sub-01_T1map.nii.gz",
                        r2star=anat / "sub-01_R2starmap.nii.gz", units={"t1": "ms"})
     np.testing.assert_allclose(s.maps[1].numpy(), _t1_field(), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- hostile input
+def _write_t1(root, t1, units="s"):
+    """Replace the R1 map of :func:`make_bids` by a T1 map with ``units``."""
+    anat = root / "sub-01/anat"
+    for f in anat.glob("sub-01_R1map.*"):
+        f.unlink()
+    write_nifti(anat / "sub-01_T1map.nii.gz", t1.astype(np.float32), AFFINE)
+    (anat / "sub-01_T1map.json").write_text(json.dumps({"Units": units}))
+
+
+def test_nan_voxels_in_brain_refused_with_count(tmp_path):
+    make_bids(tmp_path)
+    t1 = _t1_field()
+    t1.flat[:12] = np.nan  # 10 % of the 120 brain voxels
+    _write_t1(tmp_path, t1)
+    with pytest.raises(ValueError, match=r"sub-01_T1map.nii.gz: 12 of 120 brain-mask voxels are invalid "
+                                         r"\(12 NaN/inf, 0 zero, 0 negative\).*refusing"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+def test_zero_and_negative_rates_refused_with_counts(tmp_path):
+    make_bids(tmp_path)
+    r1 = 1.0 / _t1_field()
+    r1.flat[:20] = 0.0
+    r1.flat[20:56] = -1.0  # 30 % negative R1: PGS volumes moved by 30 % before
+    write_nifti(tmp_path / "sub-01/anat/sub-01_R1map.nii.gz", r1.astype(np.float32), AFFINE)
+    with pytest.raises(ValueError, match=r"sub-01_R1map.nii.gz: 56 of 120 .*\(0 NaN/inf, 20 zero, 36 negative\)"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+def test_few_invalid_voxels_reported_left_out_and_dark(tmp_path, caplog):
+    make_bids(tmp_path)
+    t1 = _t1_field()
+    t1.flat[7] = -0.5  # 1 of 120 voxels (< 1 %)
+    _write_t1(tmp_path, t1)
+    s = load_subject(tmp_path, "sub-01", cache_pgs=False)
+    assert "sub-01_T1map.nii.gz: 1 of 120 brain-mask voxels are invalid (0 NaN/inf, 0 zero, 1 negative)" in caplog.text
+    idx = np.unravel_index(7, SHAPE)
+    assert not s.mask[idx] and int(s.mask.sum()) == 119
+    assert s.maps[(slice(None), *idx)].tolist() == [0.0, 0.0, 0.0]  # background in every map: never bright
+    assert s.pgs[idx] == 0
+
+
+def test_invalid_voxels_in_mask_file_are_counted(tmp_path):
+    make_bids(tmp_path)
+    pd = np.full(SHAPE, 0.75, np.float32)
+    pd[0] = 0.0  # 20 zero-PD voxels inside the mask given as a file
+    write_nifti(tmp_path / "sub-01/anat/sub-01_PDmap.nii.gz", pd, AFFINE)
+    write_nifti(tmp_path / "sub-01/anat/sub-01_desc-brain_mask.nii.gz", np.ones(SHAPE, np.uint8), AFFINE)
+    with pytest.raises(ValueError, match=r"sub-01_PDmap.nii.gz: 20 of 120 .*20 zero"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+def test_mask_affine_mismatch(tmp_path):
+    make_bids(tmp_path)
+    shifted = AFFINE.copy()
+    shifted[1, 3] = 4.0
+    write_nifti(tmp_path / "sub-01/anat/sub-01_desc-brain_mask.nii.gz", np.ones(SHAPE, np.uint8), shifted)
+    with pytest.raises(ValueError, match="desc-brain_mask.nii.gz: affine differs"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("3", "must be a JSON object"), ('["1/s"]', "must be a JSON object"), ("{not json", "not a readable JSON"),
+     ('{"Units": true}', "'Units' must be a string"), ('{"Units": 1000}', "'Units' must be a string")],
+)
+def test_malformed_sidecars_name_the_file(tmp_path, text, message):
+    make_bids(tmp_path)
+    (tmp_path / "sub-01/anat/sub-01_R1map.json").write_text(text)
+    with pytest.raises(ValueError, match=f"sub-01_R1map.json: .*{message}"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+def test_ambiguous_map_files_refused(tmp_path):
+    make_bids(tmp_path)
+    anat = tmp_path / "sub-01/anat"
+    write_nifti(anat / "sub-01_acq-old_R1map.nii.gz", np.full(SHAPE, 0.5, np.float32), AFFINE)
+    with pytest.raises(ValueError, match="several R1map files.*sub-01_R1map.nii.gz"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+def test_milliseconds_labelled_seconds_says_so(tmp_path):
+    make_bids(tmp_path)
+    _write_t1(tmp_path, _t1_field() * 1000.0, units="s")
+    with pytest.raises(ValueError, match="looks like milliseconds"):
+        load_subject(tmp_path, "sub-01", cache_pgs=False)
+
+
+def test_explicit_units_override_the_sidecar(tmp_path, caplog):
+    make_bids(tmp_path, t1_instead="ms")
+    anat = tmp_path / "sub-01/anat"
+    (anat / "sub-01_T1map.json").write_text(json.dumps({"Units": "s"}))  # wrong sidecar
+    s = load_map_files(pd=anat / "sub-01_PDmap.nii.gz", t1=anat / "sub-01_T1map.nii.gz",
+                       r2star=anat / "sub-01_R2starmap.nii.gz", units={"t1": "ms"}, compute_pgs=False)
+    np.testing.assert_allclose(s.maps[1].numpy(), _t1_field(), rtol=1e-5)
+    assert "using the given units 'ms', not the sidecar's 's'" in caplog.text
+    assert int(s.pgs.abs().sum()) == 0  # compute_pgs=False: no labels computed
