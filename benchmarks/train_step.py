@@ -18,12 +18,13 @@ import torch
 from physeg.models.losses import segmentation_loss
 from physeg.models.registry import get_model_spec
 from physeg.models.network import build_network, count_parameters
-from physeg.profiles import get_profile
+from physeg.profiles import Profile, get_profile
+from physeg.simulation.parameters import sample_parameters
 from physeg.inference.predictor import autocast_context
 from physeg.training.identity import network_config
 
 
-def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: int = 2,
+def step_time(name: str, *, profile: Profile, device: torch.device, steps: int, warmup: int = 2,
               patch: int | None = None) -> tuple[float, int]:
     """Median seconds per optimiser step and parameter count."""
     spec = get_model_spec(name)
@@ -33,7 +34,9 @@ def step_time(name: str, *, profile, device: torch.device, steps: int, warmup: i
     p = patch or profile.patch_size
     x = torch.randn(profile.training.batch_size, 1, p, p, p, device=device)
     y = torch.randint(0, 4, (profile.training.batch_size, p, p, p), device=device)
-    phys = torch.rand(profile.training.batch_size, 6, device=device) if spec.physics != "none" else None
+    # θ (s/rad) from the training box: the network computes its physics features itself
+    theta = sample_parameters("SPGR", profile.training.batch_size, generator=torch.Generator().manual_seed(0))
+    phys = theta.to(device) if spec.physics != "none" else None
     lam = profile.training.strat_weight if spec.strat_loss else 0.0
     times = []
     for i in range(warmup + steps):
