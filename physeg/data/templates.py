@@ -23,8 +23,10 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-#: Fraction channels of the generating tissue maps (same order as physeg.data.LABELS).
-FRACTION_CHANNELS: tuple[str, ...] = ("background", "GM", "WM", "CSF")
+from physeg.conventions import LABEL_NAMES
+
+#: Fraction channels of the generating tissue maps (the label order of physeg.conventions).
+FRACTION_CHANNELS: tuple[str, ...] = LABEL_NAMES
 
 
 @functools.lru_cache(maxsize=2)

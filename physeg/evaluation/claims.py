@@ -235,7 +235,7 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
     parts, ev = [], [f"IQR = {'calibrated' if col == 'iqr_cal' else 'raw (uncalibrated)'} 50 % interval"]
 
     a = u[(u["model"] == aug) & (u["sequence"] == "MPRAGE")]
-    if a.empty or set(a["distribution"]) < {"IoD", "OoD"}:
+    if a.empty or set(a["distribution"]) < set(DISTRIBUTIONS):
         parts.append(None)
         ev.append(f"(a) not testable: no {aug} MPRAGE IoD+OoD results")
     elif not (a[col] > 0).any():

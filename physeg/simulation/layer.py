@@ -73,6 +73,8 @@ from .equations import (
     apply_sign,
     clean_pd,
 )
+from physeg.conventions import IOD, distribution_name
+
 from .parameters import Ranges, check_sequence, sample_parameters, validate_parameters
 
 __all__ = [
@@ -455,7 +457,7 @@ class SimulationLayer(torch.nn.Module):
         self,
         sequence: str,
         *,
-        distribution: str | Ranges = "iod",
+        distribution: str | Ranges = IOD,
         normalise: bool = True,
         sign: MprageSign = "magnitude",
         seed: int | None = None,
@@ -463,8 +465,8 @@ class SimulationLayer(torch.nn.Module):
         super().__init__()
         self.sequence = check_sequence(sequence)
         _check_sign(sign)
-        if isinstance(distribution, str) and distribution.lower() not in ("iod", "ood"):
-            raise ValueError(f"distribution must be 'iod', 'ood' or a mapping; got {distribution!r}")
+        if isinstance(distribution, str):
+            distribution = distribution_name(distribution)  # IoD / OoD in any letter case (ValueError otherwise)
         self.distribution = distribution if not isinstance(distribution, Mapping) else dict(distribution)
         self.normalise = normalise
         self.sign = sign

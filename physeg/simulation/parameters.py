@@ -33,6 +33,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from physeg.conventions import IOD, OOD, distribution_name
+
 __all__ = [
     "SEQUENCES",
     "PARAMETER_NAMES",
@@ -222,7 +224,7 @@ def sample_parameters(
     sequence: str,
     n: int,
     *,
-    distribution: str | Ranges = "iod",
+    distribution: str | Ranges = IOD,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -249,11 +251,9 @@ def sample_parameters(
     if n < 0:
         raise ValueError(f"n must be >= 0; got {n}")
     if isinstance(distribution, str):
-        key = distribution.lower()
-        if key not in ("iod", "ood"):
-            raise ValueError(f"distribution must be 'iod', 'ood' or a mapping of ranges; got {distribution!r}")
-        box = (IOD_RANGES if key == "iod" else OOD_RANGES)[sequence]
-        exclude_iod = key == "ood"
+        key = distribution_name(distribution)  # IoD / OoD in any letter case (ValueError otherwise)
+        box = (IOD_RANGES if key == IOD else OOD_RANGES)[sequence]
+        exclude_iod = key == OOD
     else:
         key, box, exclude_iod = "custom", distribution, False
     low, high = _ranges_for(sequence, box)

@@ -26,12 +26,14 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from physeg.conventions import TISSUE_NAMES
+
 from .tissues import TISSUE_PARAMETERS, TissueParameters
 
 __all__ = ["Phantom", "mni_phantom", "PHANTOM_TISSUES"]
 
-#: Tissue order of :attr:`Phantom.fractions`; labels are 1 + index (0 = background).
-PHANTOM_TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
+#: Tissue order of :attr:`Phantom.fractions`; labels are 1 + index (0 = background): the shared label order.
+PHANTOM_TISSUES: tuple[str, ...] = TISSUE_NAMES
 
 
 @dataclass
