@@ -139,3 +139,130 @@ def test_check_value_fa_radians_warns():
     assert check_value("FA", 0.5, "x") and "radians" in check_value("FA", 0.5, "x")[0]
     assert check_value("FA", 30, "x") == []
     assert math.radians(180) > math.pi - 1e-9
+
+
+# --------------------------------------------------------------------------- units and hostile input
+def _mprage(out, pd, t1, t2s, *extra):
+    return main(["simulate", "--pd", str(pd), "--t1", str(t1), "--t2s", str(t2s), "--sequence", "MPRAGE",
+                 "--ti", "0.9", "-o", str(out), *extra])
+
+
+def _usage(capsys, rc, *needles):
+    """A usage error: exit 2, one line ``physeg simulate: error: ...`` containing every needle."""
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith("physeg simulate: error:") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_t1_in_ms_with_sidecar_equals_t1_in_s(map_files, tmp_path):
+    """One map reader for pgs and simulate: the sidecar's Units converts ms to s."""
+    ms = tmp_path / "t1ms.nii.gz"
+    nib.save(nib.Nifti1Image(tiny_maps()[1] * 1000, AFFINE), str(ms))
+    (tmp_path / "t1ms.json").write_text(json.dumps({"Units": "ms"}))
+    assert _mprage(tmp_path / "s", map_files["pd"], map_files["t1"], map_files["t2s"]) == 0
+    assert _mprage(tmp_path / "ms", map_files["pd"], ms, map_files["t2s"]) == 0
+    a = np.asarray(nib.load(str(tmp_path / "s" / "sim-001_MPRAGE.nii.gz")).dataobj)
+    b = np.asarray(nib.load(str(tmp_path / "ms" / "sim-001_MPRAGE.nii.gz")).dataobj)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # without sidecars, --time-units says ms for both time maps (and it would override a sidecar)
+    (tmp_path / "t1ms.json").unlink()
+    t2s_ms = tmp_path / "t2sms.nii.gz"
+    nib.save(nib.Nifti1Image(tiny_maps()[2] * 1000, AFFINE), str(t2s_ms))
+    assert _mprage(tmp_path / "flag", map_files["pd"], ms, t2s_ms, "--time-units", "ms") == 0
+    c = np.asarray(nib.load(str(tmp_path / "flag" / "sim-001_MPRAGE.nii.gz")).dataobj)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+
+
+def test_rate_units_flag(map_files, tmp_path):
+    per_ms = {}
+    for name in ("r1", "r2s"):
+        per_ms[name] = tmp_path / f"{name}_per_ms.nii.gz"
+        rate = np.asarray(nib.load(str(map_files[name])).dataobj) / 1000
+        nib.save(nib.Nifti1Image(rate, AFFINE), str(per_ms[name]))
+    base = ["simulate", "--pd", str(map_files["pd"]), "--sequence", "MPRAGE", "--ti", "0.9"]
+    assert main([*base, "--r1", str(map_files["r1"]), "--r2s", str(map_files["r2s"]), "-o", str(tmp_path / "a")]) == 0
+    assert main([*base, "--r1", str(per_ms["r1"]), "--r2s", str(per_ms["r2s"]), "--rate-units", "1/ms",
+                 "-o", str(tmp_path / "b")]) == 0
+    a, b = (np.asarray(nib.load(str(tmp_path / d / "sim-001_MPRAGE.nii.gz")).dataobj) for d in "ab")
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_nan_voxels_inside_the_mask_refused(map_files, tmp_path, capsys):
+    pd, t1, t2s, mask = tiny_maps()
+    t1 = t1.copy()
+    t1[mask] = np.where(np.arange(mask.sum()) % 10 == 0, np.nan, t1[mask])  # 10 % NaN in the brain
+    bad = tmp_path / "t1nan.nii.gz"
+    nib.save(nib.Nifti1Image(t1, AFFINE), str(bad))
+    rc = _mprage(tmp_path / "o", map_files["pd"], bad, map_files["t2s"], "--mask", str(map_files["mask"]))
+    _usage(capsys, rc, "t1nan.nii.gz", f"{int(np.ceil(mask.sum() / 10))} of {int(mask.sum())} brain-mask voxels",
+           "NaN/inf")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_few_invalid_voxels_are_dark_not_bright(map_files, tmp_path):
+    pd, t1, t2s, mask = tiny_maps()
+    t1 = t1.copy()
+    where = tuple(np.argwhere(mask)[0])
+    t1[where] = -1.0  # one negative voxel (< 1 %): T1 <= 0 would saturate the signal
+    bad = tmp_path / "t1neg.nii.gz"
+    nib.save(nib.Nifti1Image(t1, AFFINE), str(bad))
+    assert _mprage(tmp_path / "o", map_files["pd"], bad, map_files["t2s"]) == 0
+    image = np.asarray(nib.load(str(tmp_path / "o" / "sim-001_MPRAGE.nii.gz")).dataobj)
+    assert image[where] == 0.0
+
+
+@pytest.mark.parametrize("content, message", [("42", "must be a JSON object"),
+                                              ('{"Units": true}', "'Units' must be a string")])
+def test_malformed_map_sidecar(map_files, tmp_path, capsys, content, message):
+    (tmp_path / "t1.json").write_text(content)  # next to map_files["t1"]
+    rc = _mprage(tmp_path / "o", map_files["pd"], map_files["t1"], map_files["t2s"])
+    _usage(capsys, rc, "t1.json", message)
+
+
+def test_empty_mask_refused(map_files, tmp_path, capsys):
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((14, 16, 12), np.uint8), AFFINE), str(empty))
+    rc = _mprage(tmp_path / "o", map_files["pd"], map_files["t1"], map_files["t2s"], "--mask", str(empty),
+                 "--normalise")
+    _usage(capsys, rc, "empty brain mask")
+
+
+def test_mask_on_another_grid_refused(map_files, tmp_path, capsys):
+    moved = tmp_path / "moved.nii.gz"
+    other = AFFINE.copy()
+    other[0, 3] += 9.0
+    nib.save(nib.Nifti1Image(tiny_maps()[3].astype(np.uint8), other), str(moved))
+    rc = _mprage(tmp_path / "o", map_files["pd"], map_files["t1"], map_files["t2s"], "--mask", str(moved))
+    _usage(capsys, rc, "moved.nii.gz", "affine differs")
+
+
+def test_output_that_is_a_file_refused(map_files, tmp_path, capsys):
+    target = tmp_path / "out.txt"
+    target.write_text("mine")
+    rc = _mprage(target, map_files["pd"], map_files["t1"], map_files["t2s"])
+    _usage(capsys, rc, "exists and is not a folder")
+    assert target.read_text() == "mine"
+
+
+def test_prefix_with_folders_refused(map_files, tmp_path, capsys):
+    rc = _mprage(tmp_path / "o", map_files["pd"], map_files["t1"], map_files["t2s"], "--prefix", "../escape")
+    _usage(capsys, rc, "--prefix")
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("escape*"))
+
+
+def test_existing_parameters_tsv_is_not_overwritten(map_files, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "parameters.tsv").write_text("the user's own table\n")
+    rc = _mprage(out, map_files["pd"], map_files["t1"], map_files["t2s"])
+    _usage(capsys, rc, "parameters.tsv exists", "--force")
+    assert (out / "parameters.tsv").read_text() == "the user's own table\n"
+    assert sorted(p.name for p in out.iterdir()) == ["parameters.tsv"]
+
+
+def test_bids_and_files_together_refused(map_files, tmp_path, capsys):
+    rc = main(["simulate", "--bids", str(tmp_path), "--subject", "01", "--pd", str(map_files["pd"]),
+               "--sequence", "MPRAGE", "--ti", "0.9", "-o", str(tmp_path / "o")])
+    _usage(capsys, rc, "not both")
