@@ -4,8 +4,10 @@ Slow tests build a site with ``myst build --html`` and the local template in
 ``site/theme``: from two tiny executed notebooks made here (display and inline
 maths, a matplotlib PNG, a pandas table, a cross-page link), and from the
 repository's own ``_build/notebooks`` when the notebook chain has run. The
-checker is also shown to fail on a broken equation, a missing page and a
-missing figure. Browser tests skip only when chromium/chromedriver are absent
+fixture checks that ``hide-input`` code and papermill's parameter cells are
+folded (outputs visible) and that the runner's provenance header sits under
+the title. The checker is also shown to fail on a broken equation, a missing
+page, a missing figure and stderr output on a page. Browser tests skip only when chromium/chromedriver are absent
 (install them with ``bash site/install_browser.sh``).
 """
 
@@ -94,6 +96,11 @@ def write_fixture_notebooks(build_dir: Path, *, broken_equation: bool = False) -
             ),
         ],
     )
+    folded = nbformat.v4.new_code_cell("plot_it()  # FOLDED-SOURCE", metadata={"tags": ["hide-input"]}, execution_count=4)
+    folded.outputs = [nbformat.v4.new_output("stream", name="stdout", text="VISIBLE-OUTPUT\n")]
+    results.cells.append(folded)
+    header = nbformat.v4.new_markdown_cell("**Produced by** profile `smoke` · seed 0", metadata={"tags": ["provenance"]})
+    results.cells.insert(2, header)  # after the parameters cell, as the runner places it
     removed = nbformat.v4.new_code_cell("secret()", metadata={"tags": ["remove-cell"]}, execution_count=3)
     removed.outputs = [nbformat.v4.new_output("stream", name="stdout", text="REMOVED-CELL-OUTPUT\n")]
     results.cells.append(removed)
@@ -114,9 +121,10 @@ def test_build_site_without_notebooks_fails_clearly(tmp_path):
 def _write_static_site(root: Path, *, broken: bool) -> None:
     root.mkdir(parents=True)
     link, anchor = ("missing.html", "nowhere") if broken else ("second.html", "top")
+    stderr = '<pre class="output-stream stderr">TqdmWarning: IProgress not found\n</pre>' if broken else ""
     (root / "index.html").write_text(
         f'<html><body><nav class="sidebar"><a href="index.html#{anchor}">i</a><a href="{link}">s</a></nav>'
-        '<h1 id="top">Index</h1><img src="files/a.png"></body></html>'
+        f'<h1 id="top">Index</h1><img src="files/a.png"><pre class="output-stream stdout">fine</pre>{stderr}</body></html>'
     )
     (root / "second.html").write_text('<html><body><a href="index.html#top">back</a><h1>Second</h1></body></html>')
     (root / "files").mkdir()
@@ -134,6 +142,13 @@ def test_link_checker_static(tmp_path):
     assert any("missing.html" in p and "404" in p for p in problems), problems
     assert any("second.html is not reachable" in p for p in problems), problems
     assert any("#nowhere" in p and "no such anchor" in p for p in problems), problems
+    assert any("index.html: stderr output on the page: TqdmWarning" in p for p in problems), problems
+
+
+def test_stderr_outputs_are_found():
+    page = '<pre class="output-stream stdout">ok</pre><pre class="output-stream stderr">a &lt;b&gt;\nc</pre>'
+    assert site.stderr_outputs(page) == ["a <b>\nc"]
+    assert site.stderr_outputs('<pre class="output-stream stdout">ok</pre>') == []
 
 
 # --------------------------------------------------------------------------- slow: fixture site
@@ -165,6 +180,16 @@ def test_fixture_site_builds(fixture_site):
     assert '<div class="output-markdown">' in results and "<strong>Dice</strong>" in results
     assert results.count('class="katex"') >= 3  # inline + display in the text, one in the markdown output
     assert "REMOVED-CELL-OUTPUT" not in results  # remove-cell tag honoured
+    # hide-input: the code is folded in <details>, its output is outside and visible
+    folded = results.index("FOLDED-SOURCE")
+    assert results.rfind("<details", 0, folded) > results.rfind("</details>", 0, folded)
+    assert results.rfind("<summary>Show code</summary>", 0, folded) > results.rfind("</details>", 0, folded)
+    assert results.index("</details>", folded) < results.index("VISIBLE-OUTPUT")
+    assert "<summary>Parameters (notebook defaults)</summary>" in results  # parameter cells folded too
+    # the provenance header is lifted under the title, before the body
+    header = results.index('<aside class="provenance"')
+    assert results.index('class="page-title"') < header < results.index("Dice is")
+    assert "profile <code>smoke</code>" in results[header:results.index("</aside>")]
     assert 'href="index.html#eq-mprage"' in results and 'id="eq-mprage"' in index  # cross-page equation ref
     assert (fixture_site / "_static" / "katex" / "katex.min.css").is_file()
 
