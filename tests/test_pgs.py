@@ -116,3 +116,77 @@ def test_cli_pgs_on_bids(tmp_path):
                  str(tmp_path / "o")]) == 0
     out = np.asarray(nib.load(tmp_path / "o" / "sub-01_dseg.nii.gz").dataobj)
     assert (out[:3] == 1).all() and (out[3:] == 2).all()
+
+
+# --------------------------------------------------------------------------- hostile input
+def _phantom_files(folder):
+    maps, mask, labels = phantom()
+    with np.errstate(divide="ignore"):
+        r1 = np.where(maps[1] > 0, 1 / maps[1].numpy(), 0).astype(np.float32)
+    paths = {k: folder / f"{k}.nii.gz" for k in ("pd", "r1", "t2s", "mask")}
+    write_nifti(paths["pd"], maps[0].numpy(), AFFINE)
+    write_nifti(paths["r1"], r1, AFFINE)
+    write_nifti(paths["t2s"], maps[2].numpy(), AFFINE)
+    write_nifti(paths["mask"], mask.numpy().astype(np.uint8), AFFINE)
+    return paths, r1, mask.numpy()
+
+
+def _pgs_args(paths, out, **override):
+    files = {**{k: str(v) for k, v in paths.items()}, **override}
+    return ["pgs", "--pd", files["pd"], "--r1", files["r1"], "--t2s", files["t2s"], "--mask", files["mask"],
+            "--output", str(out)]
+
+
+def _usage(capsys, rc, *needles):
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith("physeg pgs: error:") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_cli_pgs_refuses_negative_r1_with_count(tmp_path, capsys):
+    paths, r1, mask = _phantom_files(tmp_path)
+    brain = np.flatnonzero(mask)
+    bad = r1.copy()
+    bad.flat[brain[: int(0.3 * brain.size)]] *= -1  # 30 % negative R1 inside the brain
+    write_nifti(tmp_path / "r1neg.nii.gz", bad, AFFINE)
+    rc = main(_pgs_args(paths, tmp_path / "out", r1=str(tmp_path / "r1neg.nii.gz")))
+    _usage(capsys, rc, "r1neg.nii.gz", f"{int(0.3 * brain.size)} of {brain.size} brain-mask voxels", "negative")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("features", ["T1,T3", "T1,T1", "bogus"])
+def test_cli_pgs_bad_features(tmp_path, capsys, features):
+    paths, _, _ = _phantom_files(tmp_path)
+    rc = main(_pgs_args(paths, tmp_path / "out") + ["--features", features])
+    _usage(capsys, rc, "--features")
+
+
+def test_cli_pgs_output_that_is_a_file(tmp_path, capsys):
+    paths, _, _ = _phantom_files(tmp_path)
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    _usage(capsys, main(_pgs_args(paths, target)), "exists and is not a folder")
+    assert target.read_text() == "mine"
+
+
+def test_cli_pgs_sidecar_time_true(tmp_path, capsys):
+    paths, _, _ = _phantom_files(tmp_path)
+    (tmp_path / "r1.json").write_text('{"Units": true}')
+    _usage(capsys, main(_pgs_args(paths, tmp_path / "out")), "r1.json", "'Units' must be a string")
+    (tmp_path / "r1.json").write_text("7")
+    _usage(capsys, main(_pgs_args(paths, tmp_path / "out")), "r1.json", "must be a JSON object")
+
+
+def test_cli_pgs_units_from_sidecar_match_flag(tmp_path):
+    """The same loader as simulate: a T2* map in ms is read through its sidecar or through --time-units."""
+    paths, _, _ = _phantom_files(tmp_path)
+    t2s = np.asarray(nib.load(paths["t2s"]).dataobj) * 1000
+    write_nifti(tmp_path / "t2s_ms.nii.gz", t2s.astype(np.float32), AFFINE)
+    (tmp_path / "t2s_ms.json").write_text(json.dumps({"Units": "ms"}))
+    both = ["--features", "T1,T2star"]  # labels depend on the T2* values
+    assert main(_pgs_args(paths, tmp_path / "a", t2s=str(tmp_path / "t2s_ms.nii.gz")) + both) == 0
+    assert main(_pgs_args(paths, tmp_path / "b") + both) == 0
+    a, b = (np.asarray(nib.load(tmp_path / d / "pd_dseg.nii.gz").dataobj) for d in "ab")
+    np.testing.assert_array_equal(a, b)
