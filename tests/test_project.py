@@ -68,3 +68,57 @@ def test_cli_help_lists_every_command(capsys):
         with pytest.raises(SystemExit) as sub:
             cli.main([name, "--help"])
         assert sub.value.code == 0
+
+
+# --------------------------------------------------------------------------- layout rules
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _package_modules() -> list:
+    return sorted((REPO_ROOT / "physeg").rglob("*.py"))
+
+
+@pytest.mark.xfail(strict=False, reason="layout being finished")
+def test_modules_and_functions_are_short():
+    """Every module of physeg/ has at most 400 lines and every function at most 80 (def to last line)."""
+    import ast
+
+    long_modules, long_functions = [], []
+    for path in _package_modules():
+        text = path.read_text()
+        rel = path.relative_to(REPO_ROOT)
+        n_lines = len(text.splitlines())
+        if n_lines > MAX_MODULE_LINES:
+            long_modules.append(f"{rel}: {n_lines} lines")
+        for node in ast.walk(ast.parse(text, filename=str(rel))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{rel}:{node.lineno} {node.name}(): {length} lines")
+    message = (
+        f"modules over {MAX_MODULE_LINES} lines:\n  " + "\n  ".join(long_modules or ["none"])
+        + f"\nfunctions over {MAX_FUNCTION_LINES} lines:\n  " + "\n  ".join(long_functions or ["none"])
+    )
+    assert not long_modules and not long_functions, message
+
+
+@pytest.mark.xfail(strict=False, reason="layout being finished")
+def test_no_reference_to_outside_design_notes():
+    """The design is written in the repository's own words: no tracked text file names the outside notes file."""
+    import subprocess
+
+    needle = "DESIGN" + ".md"  # spelled in two parts so that this file does not match itself
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    offenders = []
+    for name in filter(None, files.decode().split("\0")):
+        path = REPO_ROOT / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data[:8192]:
+            continue  # binary
+        text = data.decode("utf-8", errors="replace")
+        offenders += [f"{name}:{i}" for i, line in enumerate(text.splitlines(), 1) if needle in line]
+    assert not offenders, f"{needle} is mentioned in: " + ", ".join(offenders)
