@@ -17,7 +17,7 @@
 //
 // Besides the pages it writes `site-manifest.json` (pages, their sources, and
 // the problems found while rendering, e.g. equations KaTeX could not typeset);
-// physeg.reproduce.site reads it to check the build.
+// physeg.reproduce.site_build reads it to check the build.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
