@@ -75,18 +75,45 @@ def test_two_builds_are_byte_identical(built, tmp_path):
     assert file_table(built) == file_table(other)
 
 
-def test_complete_build_is_reused_partial_is_rebuilt(tmp_path):
-    root = build_cohort(SMOKE, root=tmp_path / "c", subjects=["sub-02"], progress=False)
+def test_complete_build_is_reused_extended_and_replaced(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()  # an empty folder is fine to build into
+    build_cohort(SMOKE, root=root, subjects=["sub-02"], progress=False)
     stamp = (root / MARKER).stat().st_mtime_ns
     assert build_cohort(SMOKE, root=root, subjects=["sub-02"], progress=False) == root
     assert (root / MARKER).stat().st_mtime_ns == stamp
-    # interrupted build: no marker, a truncated file -> rebuilt, never used as is
-    (root / MARKER).unlink()
-    bad = root / "sub-02" / "anat" / "sub-02_R1map.nii.gz"
-    bad.write_bytes(b"truncated")
-    build_cohort(SMOKE, root=root, subjects=["sub-02"], progress=False)
-    assert read_marker(root) is not None
-    assert bad.stat().st_size > 100
     # asking for more subjects extends the build
     build_cohort(SMOKE, root=root, subjects=["sub-03"], progress=False)
     assert read_marker(root)["subjects"] == ["sub-02", "sub-03"]
+    # --force replaces a physeg build (marker present), swapped in whole
+    build_cohort(SMOKE, root=root, subjects=["sub-02"], force=True, progress=False)
+    assert read_marker(root)["subjects"] == ["sub-02"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no partial or old copies left
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_folder_without_marker_is_refused_not_deleted(tmp_path, force):
+    root = tmp_path / "c"
+    (root / "sub-02" / "anat").mkdir(parents=True)
+    mine = root / "sub-02" / "anat" / "sub-02_R1map.nii.gz"
+    mine.write_bytes(b"my real data")  # e.g. a user's dataset, or a copy whose marker was removed
+    with pytest.raises(FileExistsError, match=f"no {MARKER}"):
+        build_cohort(SMOKE, root=root, subjects=["sub-02"], force=force, progress=False)
+    assert mine.read_bytes() == b"my real data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_cli_build_refuses_foreign_root(tmp_path, capsys):
+    from physeg.cli import main
+
+    root = tmp_path / "study"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep me")
+    assert main(["data", "build", "--profile", "smoke", "--root", str(root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("physeg data build: error:") and str(root) in err and "Traceback" not in err
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    assert main(["data", "build", "--profile", "smoke", "--root", str(afile), "--force"]) == 2
+    assert "not a folder" in capsys.readouterr().err and afile.read_text() == "x"
