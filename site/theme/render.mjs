@@ -18,92 +18,22 @@
 // Besides the pages it writes `site-manifest.json` (pages, their sources, and
 // the problems found while rendering, e.g. equations KaTeX could not typeset);
 // physeg.reproduce.site_build reads it to check the build.
+//
+// Modules: common.mjs (content server, problems, text helpers, copied files),
+// outputs.mjs (notebook outputs and equations), this file (links, folding,
+// page template, main).
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { mystToHast } from 'myst-to-html';
 import { toHtml } from 'hast-util-to-html';
-import MarkdownIt from 'markdown-it';
-import katex from 'katex';
+import { CDN, OUT, copyPublic, escapeHtml, fetchJson, problem, problems } from './common.mjs';
+import { renderMath, renderOutputNode } from './outputs.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
-const FETCH_TIMEOUT_MS = 60_000;
-
-const CDN = (process.env.CONTENT_CDN || '').replace(/\/+$/, '');
-const OUT = process.env.BUILD_DIRECTORY;
-
-/** Problems found while rendering; reported in the manifest and on stderr. */
-const problems = [];
-function problem(page, kind, message) {
-  problems.push({ page, kind, message });
-  console.error(`physeg-site: [${kind}] ${page}: ${message}`);
-}
-
-// ---------------------------------------------------------------- utilities
-
-function escapeHtml(text) {
-  return String(text)
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;');
-}
-
-const ANSI_RE = /\u001b\[[0-9;?]*[ -/]*[@-~]|\u001b[@-Z\\-_]/g;
-function stripAnsi(text) {
-  return String(text).replace(ANSI_RE, '');
-}
-
-function joinText(value) {
-  return Array.isArray(value) ? value.join('') : String(value ?? '');
-}
-
-async function fetchOk(url) {
-  const response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-  if (!response.ok) throw new Error(`GET ${url} -> HTTP ${response.status}`);
-  return response;
-}
-
-async function fetchJson(urlPath) {
-  return (await fetchOk(CDN + urlPath)).json();
-}
-
-/** Public files (figures, downloads) already copied: server path -> local file name. */
-const copied = new Map();
-
-/** Safe local file name for a content-server path such as `/abc123.png`. */
-function localName(serverPath) {
-  const base = decodeURIComponent(serverPath.split(/[?#]/)[0]).replace(/^\/+/, '');
-  const clean = base.replace(/[^A-Za-z0-9._-]/g, '_');
-  return clean && !clean.startsWith('.') ? clean : `file-${crypto.createHash('sha1').update(base).digest('hex').slice(0, 12)}`;
-}
-
-/** Copy a file served by the content server into the site; returns its relative href. */
-async function copyPublic(serverPath, page) {
-  if (copied.has(serverPath)) return copied.get(serverPath);
-  const name = path.posix.join('files', localName(serverPath));
-  try {
-    const data = Buffer.from(await (await fetchOk(CDN + serverPath)).arrayBuffer());
-    await fs.writeFile(path.join(OUT, name), data);
-  } catch (err) {
-    problem(page, 'missing-file', `${serverPath}: ${err.message}`);
-  }
-  copied.set(serverPath, name);
-  return name;
-}
-
-/** Write inline (base64 or text) output content as a file; returns its relative href. */
-async function writeInline(content, contentType, base64) {
-  const ext = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/gif': 'gif', 'image/svg+xml': 'svg' }[contentType] || 'bin';
-  const data = base64 ? Buffer.from(String(content).replace(/\s+/g, ''), 'base64') : Buffer.from(joinText(content));
-  const name = `files/inline-${crypto.createHash('sha256').update(data).digest('hex').slice(0, 20)}.${ext}`;
-  await fs.writeFile(path.join(OUT, name), data);
-  return name;
-}
 
 // ------------------------------------------------------------ page routing
 
@@ -132,120 +62,6 @@ async function relativeHref(url, page) {
   if (/\.[A-Za-z0-9]+$/.test(slug)) return (await copyPublic(pathPart, page)) + hash;
   problem(page, 'broken-link', `no page for internal link ${url}`);
   return `${slug}.html${hash}`;
-}
-
-// ------------------------------------------------------------ notebook outputs
-
-const IMAGE_TYPES = ['image/svg+xml', 'image/png', 'image/jpeg', 'image/gif'];
-const MIME_PRIORITY = [...IMAGE_TYPES, 'text/html', 'text/markdown', 'text/latex', 'text/plain'];
-
-// Markdown and LaTeX outputs (IPython.display.Markdown / Latex) are typeset here:
-// maths first (KaTeX, as MyST does for the notebook's own cells), then markdown.
-const markdown = new MarkdownIt({ html: true, linkify: false });
-const MATH_RE = /\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\]|\$((?:\\\$|[^$\n])+?)\$|\\\(([\s\S]+?)\\\)/g;
-
-function typeset(tex, displayMode, page) {
-  try {
-    const html = katex.renderToString(tex, { displayMode, throwOnError: true, output: 'htmlAndMathml' });
-    return displayMode ? `<div class="math-display">${html}</div>` : `<span class="math-inline">${html}</span>`;
-  } catch (err) {
-    problem(page, 'math-error', `${err.message} in output: ${tex}`);
-    const tag = displayMode ? 'div' : 'span';
-    return `<${tag} class="math-error" title="${escapeHtml(err.message)}"><code>${escapeHtml(tex)}</code></${tag}>`;
-  }
-}
-
-function renderMarkdownWithMath(text, page) {
-  const pieces = [];
-  const source = text.replace(MATH_RE, (match, dd, br, d, par) => {
-    const display = dd !== undefined || br !== undefined;
-    pieces.push(typeset((dd ?? br ?? d ?? par).trim(), display, page));
-    return `PHYSEGMATH${pieces.length - 1}X`;
-  });
-  return markdown
-    .render(source)
-    .replace(/<p>PHYSEGMATH(\d+)X<\/p>/g, (m, i) => pieces[Number(i)]) // a display equation alone in its paragraph
-    .replace(/PHYSEGMATH(\d+)X/g, (m, i) => pieces[Number(i)]);
-}
-
-async function bundleText(entry) {
-  if (entry.content !== undefined) return joinText(entry.content);
-  if (entry.path) return (await fetchOk(CDN + entry.path)).text();
-  return '';
-}
-
-async function renderMimeBundle(data, page) {
-  const types = Object.keys(data || {});
-  const chosen = MIME_PRIORITY.find((t) => types.includes(t));
-  if (!chosen) {
-    if (types.length) problem(page, 'unsupported-output', `no renderer for ${types.join(', ')}`);
-    return '';
-  }
-  const entry = data[chosen];
-  if (IMAGE_TYPES.includes(chosen)) {
-    let src;
-    if (entry.path) src = await copyPublic(entry.path, page);
-    else src = await writeInline(entry.content, chosen, chosen !== 'image/svg+xml');
-    const alt = data['text/plain'] ? stripAnsi(await bundleText(data['text/plain'])) : 'figure';
-    return `<img class="output-image" src="${escapeHtml(src)}" alt="${escapeHtml(alt)}" loading="eager">`;
-  }
-  const text = await bundleText(entry);
-  if (chosen === 'text/html') return `<div class="output-html">${text}</div>`;
-  if (chosen === 'text/markdown') return `<div class="output-markdown">${renderMarkdownWithMath(text, page)}</div>`;
-  if (chosen === 'text/latex') {
-    // IPython's Latex('$$...$$') or Latex('text with $x$'): delimited maths; bare LaTeX: one display equation
-    const tex = text.trim();
-    const delimited = /\$|\\\(|\\\[/.test(tex);
-    return `<div class="output-latex">${delimited ? renderMarkdownWithMath(tex, page) : typeset(tex, true, page)}</div>`;
-  }
-  return `<pre class="output-text">${escapeHtml(stripAnsi(text))}</pre>`;
-}
-
-async function renderJupyterOutput(out, page) {
-  switch (out.output_type) {
-    case 'stream':
-      // a page reads as prose, tables and figures: stderr (warnings, progress bars) is reported
-      if (out.name === 'stderr') problem(page, 'stderr-output', stripAnsi(joinText(out.text)).trim().split('\n')[0].slice(0, 200));
-      return `<pre class="output-stream ${escapeHtml(out.name || 'stdout')}">${escapeHtml(stripAnsi(joinText(out.text)))}</pre>`;
-    case 'error': {
-      const tb = Array.isArray(out.traceback) ? out.traceback.join('\n') : joinText(out.traceback);
-      const text = tb || `${out.ename}: ${out.evalue}`;
-      return `<pre class="output-error">${escapeHtml(stripAnsi(text))}</pre>`;
-    }
-    case 'execute_result':
-    case 'display_data':
-    case 'update_display_data':
-      return renderMimeBundle(out.data, page);
-    default:
-      problem(page, 'unsupported-output', `output_type ${out.output_type}`);
-      return '';
-  }
-}
-
-async function renderOutputNode(node, page) {
-  const outs = Array.isArray(node.jupyter_data) ? node.jupyter_data : node.jupyter_data ? [node.jupyter_data] : [];
-  // older MyST versions kept a `data` array on the output node
-  if (!outs.length && Array.isArray(node.data)) outs.push(...node.data);
-  const parts = [];
-  for (const out of outs) parts.push(await renderJupyterOutput(out, page));
-  return `<div class="output">${parts.join('\n')}</div>`;
-}
-
-// ------------------------------------------------------------ math
-
-function renderMath(node, page) {
-  const display = node.type === 'math';
-  const id = node.html_id || node.identifier || node.label;
-  const idAttr = id ? ` id="${escapeHtml(id)}"` : '';
-  if (node.error || !node.html) {
-    const message = node.message || 'equation was not typeset';
-    problem(page, 'math-error', `${message} in: ${node.value}`);
-    const tag = display ? 'div' : 'span';
-    return `<${tag} class="math-error"${idAttr} title="${escapeHtml(message)}"><code>${escapeHtml(node.value)}</code></${tag}>`;
-  }
-  if (!display) return `<span class="math-inline">${node.html}</span>`;
-  const number = node.enumerator && node.enumerated !== false ? `<span class="eqno">(${escapeHtml(node.enumerator)})</span>` : '';
-  return `<div class="math-display"${idAttr}>${node.html}${number}</div>`;
 }
 
 // ------------------------------------------------------------ mdast preparation
