@@ -35,6 +35,7 @@ import torch
 # Tissue order of the mixture components; label = index + 1 (one definition in physeg.conventions).
 from physeg.conventions import TISSUE_NAMES as TISSUES
 from physeg.evaluation import metrics
+from physeg.simulation.tissues import TISSUE_PARAMETERS
 
 #: Map channel order of the canonical map tensor (PD a.u., T1 s, T2* s).
 MAP_CHANNELS: tuple[str, ...] = ("PD", "T1", "T2star")
@@ -68,8 +69,6 @@ def tissue_parameters() -> dict[str, dict[str, tuple[float, float]]]:
     Means from :data:`physeg.simulation.tissues.TISSUE_PARAMETERS`, spreads from
     :data:`LITERATURE_SD`.
     """
-    from physeg.simulation.tissues import TISSUE_PARAMETERS
-
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for tissue in TISSUES:
         p = TISSUE_PARAMETERS[tissue]
