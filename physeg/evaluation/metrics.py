@@ -3,8 +3,8 @@
 Conventions (shared with the rest of physeg)
 --------------------------------------------
 Label maps are integer arrays (numpy or torch) with ``0`` background, ``1`` GM,
-``2`` WM, ``3`` CSF (:data:`physeg.conventions.TISSUES`, imported here as
-:data:`TISSUES`). Volumes are in millilitres: ``count × voxel_volume_ml``.
+``2`` WM, ``3`` CSF (:data:`physeg.conventions.TISSUES`, the default of every
+``tissues`` argument here). Volumes are in millilitres: ``count × voxel_volume_ml``.
 
 Dice of an empty tissue
     When a tissue is absent from *both* the prediction and the reference the
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from physeg.conventions import PAPER_TISSUES, TISSUES  # noqa: F401  (re-exported: metrics.TISSUES is the common spelling)
+from physeg.conventions import TISSUES
 
 #: Degrees of freedom of the standard deviation in the CoV (sample SD).
 COV_DDOF: int = 1
