@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from physeg.inference.predictor import infer_volume
 from physeg.models.plans import Plans
@@ -156,8 +158,6 @@ def test_train_all_caches(isolated_cache, monkeypatch):
 
 
 def _ddp_worker(rank, port, folder, out):
-    import os
-
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank))
@@ -171,8 +171,6 @@ def _ddp_worker(rank, port, folder, out):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
-    import torch.multiprocessing as mp
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -28,14 +28,14 @@ from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
 from physeg.profiles import Profile
 from physeg.training.batches import Volumes, pregenerate
-from physeg.training.checkpoint import FINISHED, load_model, read_finished
+from physeg.training.checkpoint import FINISHED, read_finished
 from physeg.training.identity import make_plans
 from physeg.training.loop import train_model
 from physeg.training.validation import make_validation_set
 
 log = logging.getLogger(__name__)
 
-__all__ = ["model_folder", "load_volumes", "train_all", "load_model", "summary_table", "find_models"]
+__all__ = ["model_folder", "load_volumes", "train_all", "summary_table", "find_models"]
 
 
 def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
