@@ -18,7 +18,7 @@ variable ``PHYSEG_PROFILE`` sets the default name.
 
 :meth:`Profile.to_dict` (with the training settings nested under
 ``"training"``) is written next to results; the model folders hash only the
-training-relevant part (:func:`physeg.training.plans.make_plans`).
+training-relevant part (:func:`physeg.training.identity.make_plans`).
 """
 
 from __future__ import annotations
