@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("physeg.cli")
@@ -81,3 +82,19 @@ def usage_errors(*kinds: type[Exception]) -> Iterator[None]:
         raise
     except kinds or INPUT_ERRORS as exc:
         raise UsageError(message_of(exc)) from exc
+
+
+def check_outputs(folder: Path, files: list[Path], *, force: bool, elsewhere: str = "--output") -> None:
+    """:class:`UsageError` unless a command may write ``files`` into ``folder``; touches nothing.
+
+    ``folder`` must be a folder or absent; each file must be absent, or a file
+    when ``force`` (the command replaces only the files it names, nothing else
+    in the folder). ``elsewhere`` names the options that choose other names.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output {folder} exists and is not a folder")
+    for f in files:
+        if f.exists() and not f.is_file():
+            raise UsageError(f"{f} exists and is not a file")
+        if f.exists() and not force:
+            raise UsageError(f"{f} exists; use --force to replace it or choose another {elsewhere}")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from physeg.cli.errors import UsageError, run_cli
+from physeg.cli.errors import UsageError, check_outputs, run_cli
 from physeg.cli.maps import UNITS_HELP, add_map_arguments, load_maps, subject_label
 
 EPILOG = f"""\
@@ -65,15 +65,9 @@ def _features(text: str) -> tuple[str, ...]:
 def _targets(args: argparse.Namespace) -> list[Path]:
     """The three output files; :class:`UsageError` if the folder is a file or they exist without --force."""
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out} exists and is not a folder")
     sid = subject_label(args)
     targets = [out / f"{sid}_dseg.nii.gz", out / f"{sid}_volumes.tsv", out / f"{sid}_volumes.json"]
-    for t in targets:
-        if t.exists() and not t.is_file():
-            raise UsageError(f"{t} exists and is not a file")
-        if t.exists() and not args.force:
-            raise UsageError(f"{t} exists; use --force to replace it or choose another --output")
+    check_outputs(out, targets, force=args.force)
     return targets
 
 
