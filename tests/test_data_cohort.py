@@ -89,6 +89,11 @@ def test_complete_build_is_reused_extended_and_replaced(tmp_path):
     build_cohort(SMOKE, root=root, subjects=["sub-02"], force=True, progress=False)
     assert read_marker(root)["subjects"] == ["sub-02"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no partial or old copies left
+    # a --root that links to a build: the link is replaced, the build it pointed to is left alone
+    link = tmp_path / "link"
+    link.symlink_to(root, target_is_directory=True)
+    build_cohort(SMOKE, root=link, subjects=["sub-02"], force=True, progress=False)
+    assert link.is_dir() and not link.is_symlink() and read_marker(root) is not None
 
 
 @pytest.mark.parametrize("force", [False, True])

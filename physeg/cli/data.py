@@ -66,7 +66,8 @@ def _verify(args: argparse.Namespace) -> None:
     prof = _profile(args)
     root = args.root or default_cohort_dir(voxel_size_mm=prof.voxel_size_mm, seed=prof.seed)
     if not Path(root).is_dir():
-        raise UsageError(f"cohort folder {root} does not exist; run `physeg data build --profile {prof.name}`")
+        what = "is not a folder" if Path(root).exists() else "does not exist"
+        raise UsageError(f"cohort folder {root} {what}; run `physeg data build --profile {prof.name}`")
     build = args.build or prof.name
     with usage_errors():
         problems = verify_build(root, build=build, manifest_path=args.manifest)

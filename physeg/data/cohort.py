@@ -249,7 +249,9 @@ def _install(tmp: Path, root: Path) -> None:
     elif root.is_dir():
         root.rmdir()  # empty (check_cohort_root refused anything else)
     tmp.rename(root)
-    if old.exists():
+    if old.is_symlink():  # --root was a link to a build elsewhere: drop the link, keep what it pointed to
+        old.unlink()
+    elif old.exists():
         shutil.rmtree(old)
 
 
