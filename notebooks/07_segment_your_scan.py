@@ -60,7 +60,7 @@ from physeg.evaluation.metrics import volumes_ml
 from physeg.training.orchestrate import train_all
 from physeg.paths import cache_root
 from physeg.profiles import get_profile
-from physeg.inference.segment import calibration_to_json
+from physeg.inference.calibration_io import calibration_to_json
 
 prof = get_profile(profile)
 MODEL, SEQUENCE = "Phys-Strat-Aug-Epistemic", "MPRAGE"

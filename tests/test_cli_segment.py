@@ -73,8 +73,9 @@ def test_segment_end_to_end(data, tmp_path, model):
 
     table = pd.read_csv(out / "volumes.tsv", sep="\t")
     assert list(table["tissue"][:3]) == ["GM", "WM", "CSF"] and len(table) == 6
-    assert {"volume_ml", "median_ml", "iqr_low_ml", "iqr_high_ml", "calibrated", "in_distribution"} <= set(table)
-    assert (table["iqr_low_ml"] <= table["iqr_high_ml"] + 1e-9).all()
+    assert {"volume_ml", "label_map_ml", "iqr_low_ml", "iqr_high_ml", "calibrated", "in_distribution"} <= set(table)
+    # every reported volume (the sample median) lies inside its interval
+    assert ((table["iqr_low_ml"] <= table["volume_ml"]) & (table["volume_ml"] <= table["iqr_high_ml"])).all()
     doc = json.loads((out / "volumes.json").read_text())
     assert doc["calibrated"] is False and doc["model"]["sequence"] == "MPRAGE"
     iod, ood = doc["images"]
@@ -83,11 +84,13 @@ def test_segment_end_to_end(data, tmp_path, model):
     n = 4 if model != "Baseline" else 1
     assert iod["volumes"][0]["n_samples"] == n
     vox_ml = abs(np.linalg.det(AFFINE[:3, :3])) / 1000
-    assert iod["volumes"][1]["volume_ml"] == pytest.approx((labels == 2).sum() * vox_ml)
+    assert iod["volumes"][1]["label_map_ml"] == pytest.approx((labels == 2).sum() * vox_ml)
+    if model == "Baseline":  # one deterministic sample: zero-width interval at the volume
+        assert (table["iqr_ml"] == 0).all()
 
 
 def test_segment_calibrated_and_flags(data, tmp_path):
-    from physeg.inference.segment import calibration_to_json
+    from physeg.inference.calibration_io import calibration_to_json
     from physeg.evaluation.calibration import PercentileCalibration
 
     cal = PercentileCalibration(lower={0.5: 0.1}, upper={0.5: 0.9}, n_val=3)
@@ -152,8 +155,49 @@ def test_segment_usage_errors(data, tmp_path, capsys):
     out.mkdir()
     (out / "x").write_text("x")
     check([data["mprage"], "--model", model, "-o", out, "-n", "2"], "--force")
+    # a calibration whose IQR percentiles do not straddle the median
+    bad = tmp_path / "bad_cal.json"
+    bad.write_text(json.dumps({"lower": {"0.5": 0.6}, "upper": {"0.5": 0.9}, "n_val": 3}))
+    check([data["mprage"], "--model", model, "-o", tmp_path / "o2", "--calibration", bad], "0 <= lower <= 0.5")
+
+
+def test_segment_force_overwrites_only_its_own_files(data, tmp_path, capsys):
+    model = data["models"]["Phys-Strat-Aug-Aleatoric"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # the user's file
+    (out / "sub").mkdir()
+    (out / "sub" / "keep.nii.gz").write_bytes(b"user data")
+    (out / "sim-001_MPRAGE_dseg.nii.gz").write_bytes(b"stale output")  # a name this run writes
     rc, err = _run([data["mprage"], "--model", model, "-o", out, "-n", "2", "--force"], capsys)
-    assert rc == 0, err and not (out / "x").exists()
+    assert rc == 0, err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "sub" / "keep.nii.gz").read_bytes() == b"user data"
+    assert nib.load(str(out / "sim-001_MPRAGE_dseg.nii.gz")).shape == nib.load(str(data["mprage"])).shape
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+    # refused even with --force: a model folder, a folder holding the input image
+    rc, err = _run([data["mprage"], "--model", model, "-o", model, "--force"], capsys)
+    assert rc == 2 and "model folder" in err and (model / "best.pt").exists()
+    img = out / "scan.nii.gz"
+    shutil.copy(data["mprage"], img)
+    before = img.read_bytes()
+    rc, err = _run([img, "--ti", "0.9", "--model", model, "-o", out, "--force"], capsys)
+    assert rc == 2 and "holds an input image" in err and img.read_bytes() == before
+
+
+def test_volume_rows_interval_contains_the_median():
+    from physeg.evaluation.calibration import PercentileCalibration
+    from physeg.inference.segment import volume_rows
+
+    rng = np.random.default_rng(0)
+    cals = [None] + [{t: PercentileCalibration(lower={0.5: lo}, upper={0.5: hi}, n_val=1) for t in ("GM", "WM", "CSF")}
+                     for lo, hi in ((0.5, 0.5), (0.45, 0.5), (0.0, 1.0), (0.3, 0.99))]
+    for n in (1, 2, 3, 4, 7, 50):
+        for cal in cals:
+            samples = np.round(rng.normal(100, 5, (n, 3)) * 7) * 0.008  # voxel counts × voxel volume
+            for r in volume_rows(image_name="x", samples_ml=samples, label_map_ml={"GM": 1, "WM": 2, "CSF": 3},
+                                 calibration=cal):
+                assert r["iqr_low_ml"] <= r["volume_ml"] <= r["iqr_high_ml"], (n, cal, r)
+                assert r["volume_ml"] == np.median(samples[:, ("GM", "WM", "CSF").index(r["tissue"])])
 
 
 def test_segment_runtime_failure(data, tmp_path, capsys):
@@ -165,7 +209,7 @@ def test_segment_runtime_failure(data, tmp_path, capsys):
 
 
 def test_resample_roundtrip_keeps_grid():
-    from physeg.inference.segment import model_grid, resample_to_grid
+    from physeg.data.nifti import model_grid, resample_to_grid
 
     vol = np.random.default_rng(0).random((10, 12, 9)).astype(np.float32)
     aff, shape = model_grid(AFFINE, vol.shape, 6.0)

@@ -134,7 +134,7 @@ def test_simulate_map_errors_and_overwrite(map_files, tmp_path, capsys):
 
 
 def test_check_value_fa_radians_warns():
-    from physeg.inference.segment import check_value
+    from physeg.data.acquisition import check_value
 
     assert check_value("FA", 0.5, "x") and "radians" in check_value("FA", 0.5, "x")[0]
     assert check_value("FA", 30, "x") == []

@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from physeg.models.sampling import sample_logits
-
 from physeg.evaluation import runs as ev
 from physeg.profiles import get_profile
 
@@ -97,32 +95,21 @@ def test_uncertainty_sampling_and_scoring(profile):
     assert set(cov["distribution"]) == {"IoD", "OoD"}
 
 
-def test_epistemic_batched_matches_volume_total(profile):
-    s = _subject()
-    images = SIM.simulate(s.maps, sequence="MPRAGE", params=torch.tensor([[0.9]]), mask=s.mask)
-    feats = torch.tensor([[0.9]])  # θ = [TI] in seconds
-    v = ev.epistemic_volumes(_model("MPRAGE", uncertainty="epistemic"), images[0], feats[0], n=5,
-                             voxel_volume_ml=1.0, profile=profile, chunk=2)
-    assert v.shape == (5, 3) and (v.sum(1) <= 12 ** 3).all()
-
-
-def test_noisy_label_counts_matches_sample_logits_distribution():
-    torch.manual_seed(0)
-    logits = torch.randn(4, 6, 6, 6)
-    sigma = torch.rand(4, 6, 6, 6) * 2
-    n = 4000
-    fused = ev.noisy_label_counts(logits, sigma, n, generator=torch.Generator().manual_seed(1)).double().mean(0)
-    ref = sample_logits(logits, sigma, n, generator=torch.Generator().manual_seed(2)).argmax(1)
-    ref = torch.stack([(ref == k).sum((1, 2, 3)) for k in (1, 2, 3)], 1).double().mean(0)
-    assert torch.allclose(fused, ref, rtol=0.03)
-    # zero noise: exactly the argmax of the logits
-    z = ev.noisy_label_counts(logits, torch.zeros_like(sigma), 3)
-    am = logits.argmax(0)
-    assert z[0].tolist() == [int((am == k).sum()) for k in (1, 2, 3)] and (z == z[0]).all()
+def test_uncertainty_samples_reproducible_and_leave_global_rng(profile):
+    prof = dataclasses.replace(profile, sequences=("MPRAGE",), uncertainty_models=("Phys-Strat-Aug",),
+                               n_test_iod=1, n_test_ood=1)
+    models = {("Phys-Strat-Aug-Aleatoric", "MPRAGE"): _model("MPRAGE", uncertainty="aleatoric"),
+              ("Phys-Strat-Aug-Epistemic", "MPRAGE"): _model("MPRAGE", uncertainty="epistemic")}
+    state = torch.get_rng_state()
+    a = ev.uncertainty_samples(prof, models, [_subject("sub-t")], split="test")
+    assert torch.equal(torch.get_rng_state(), state)  # dropout seeds are forked, not set globally
+    b = ev.uncertainty_samples(prof, models, [_subject("sub-t")], split="test")
+    for col in ("aleatoric", "epistemic"):
+        assert all(np.array_equal(x, y) for x, y in zip(a[col], b[col]))
 
 
 def test_uncertainty_subset_spreads_and_keeps_low_fa_first():
-    from physeg.evaluation.runs import uncertainty_subset, test_parameters
+    from physeg.evaluation.grid import test_parameters, uncertainty_subset
     from physeg.profiles import get_profile
 
     assert uncertainty_subset(10, None) == list(range(10))

@@ -98,7 +98,7 @@ def _parameters(args: argparse.Namespace):
     import torch
 
     from physeg import simulation as sim
-    from physeg.inference.segment import check_value
+    from physeg.data.acquisition import check_value
 
     seq = args.sequence
     names = sim.PARAMETER_NAMES[seq]
@@ -136,7 +136,7 @@ def _parameters(args: argparse.Namespace):
 
 def sidecar(sequence: str, row, *, source: str, normalised: bool, in_distribution: bool) -> dict:
     """BIDS sidecar of one simulated image (times in seconds, FlipAngle in degrees)."""
-    from physeg.inference.segment import SIDECAR_KEYS  # deferred: heavy
+    from physeg.data.acquisition import SIDECAR_KEYS  # deferred: heavy
     from physeg.simulation import PARAMETER_NAMES  # deferred: heavy
 
     doc: dict = {"PulseSequenceType": sequence}

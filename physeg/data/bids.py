@@ -34,6 +34,7 @@ import torch
 # Label names by integer value of the label maps (one definition in physeg.conventions).
 from physeg.conventions import LABEL_NAMES as LABELS
 from physeg.data.map_checks import check_grid, load_image, validated_maps
+from physeg.data.nifti import nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401  (re-exported)
 from physeg.pgs import TISSUES, physics_gold_standard
 
 log = logging.getLogger(__name__)
@@ -82,24 +83,7 @@ class Subject:
 # --------------------------------------------------------------------------- NIfTI helpers
 
 
-def nifti_stem(path: str | Path) -> str:
-    """File name without ``.nii.gz`` / ``.nii``."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """The BIDS JSON sidecar next to a NIfTI file: ``x.nii.gz`` → ``x.json``."""
-    path = Path(path)
-    return path.with_name(nifti_stem(path) + ".json")
-
-
-def voxel_volume_ml(affine: np.ndarray) -> float:
-    """Volume of one voxel in ml, :math:`|\\det A_{3\\times 3}| / 1000` (affine in mm)."""
-    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0)
+# nifti_stem, sidecar_path, voxel_volume_ml: defined in physeg.data.nifti, imported above for bids users.
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,49 +1,40 @@
-"""Test-time evaluation: the test grid, segmentation metrics, uncertainty samples (paper §3, §4).
+"""Test-time evaluation: segmentation metrics and uncertainty samples on the test grid (paper §3, §4).
 
-Test grid
----------
-Per sequence, fixed sets of acquisition parameters (the same for every test
-subject and every model; seeded from the profile seed, the sequence and the
-distribution, so a re-run gives the same grid):
-
-* IoD: ``profile.n_test_iod`` draws from the training ranges;
-* OoD: ``profile.n_test_ood`` parameter vectors outside the training ranges.
-  MPRAGE: TI stratified over the OoD part of 0.1–2.0 s (one jittered point per
-  equal-width stratum of [0.1, 0.6) ∪ (1.2, 2.0]) so the whole TI axis of the
-  paper's Figure 3 is covered. SPGR: uniform on the OoD box minus the IoD box,
-  then the first ``max(1, ceil(n/5))`` rows get FA ∈ [5°, 10°) so that the
-  low-flip-angle images the paper singles out are always present.
+The grid of acquisition parameters lives in :mod:`physeg.evaluation.grid`
+(its names are re-exported here: ``runs.test_grid`` …); every prediction goes
+through the one predictor, :class:`physeg.inference.predictor.Predictor`.
 
 Segmentation
 ------------
 Every test image (subject × sequence × distribution × parameter set) is
 segmented by every model of that sequence on the whole volume (sliding window,
-:func:`physeg.inference.predictor.infer_volume`), scored against the subject's PGS:
-one row per image and tissue in a long table (:data:`RESULT_COLUMNS`).
+:meth:`~physeg.inference.predictor.Predictor.labels`), scored against the
+subject's PGS: one row per image and tissue in a long table (:data:`RESULT_COLUMNS`).
 
 Uncertainty (paper §4.1)
 ------------------------
-Per image, ``profile.n_uncertainty_samples`` volume samples from each variant:
+Per image, ``profile.n_uncertainty_samples`` volume samples from each variant
+(:meth:`~physeg.inference.predictor.Predictor.sample`, volumes only):
 
 * aleatoric: ONE sliding-window forward pass gives logits ``f`` and ``σ``;
-  ``n`` noisy logit maps ``f + σ·ε`` → ``n`` segmentations (batched);
-* epistemic: ``n`` MC-dropout forward passes, batched: the image is replicated
-  ``n`` times along the batch axis and the windows of all copies go through the
-  network together (each copy and window draws its own dropout masks).
+  ``n`` noisy logit maps ``f + σ·ε`` → ``n`` segmentations (fused per class);
+* epistemic: ``n`` MC-dropout forward passes, batched: copies of the image go
+  through the sliding window together (each copy and window draws its own
+  dropout masks).
 
-Epistemic samples on the validation subjects (fixed IoD set) calibrate the
-intervals (:mod:`physeg.evaluation.calibration`); test subjects are scored IoD and OoD.
-Results are cached under :func:`physeg.paths.hashed_dir` so notebooks 05–06
-reuse notebook 04's work.
+Each image's noise and dropout masks are seeded from (profile seed, split,
+sequence, subject, distribution, model, image index), so a re-run gives the
+same samples. Epistemic samples on the validation subjects (fixed IoD set)
+calibrate the intervals (:mod:`physeg.evaluation.calibration`); test subjects
+are scored IoD and OoD. Results are cached under :func:`physeg.paths.hashed_dir`
+so notebooks 05–06 reuse notebook 04's work.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
+import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,288 +43,35 @@ import numpy as np
 import pandas as pd
 import torch
 
-from physeg.evaluation.metrics import TISSUES, batch_volumes_ml, cov_table, dice_per_tissue, label_counts, volumes_ml
-from physeg.models.plans import PLANS_FILE, Plans
-from physeg.profiles import Profile, get_profile
+from physeg.conventions import DISTRIBUTIONS, TISSUES, stable_seed
+from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call runs.test_grid …)
+    LOW_FA_DEG,
+    LOW_FA_RANGE_DEG,
+    generator_of,
+    parameter_columns,
+    test_grid,
+    test_parameters,
+    uncertainty_subset,
+    validation_parameters,
+)
+from physeg.evaluation.metrics import cov_table, dice_per_tissue, label_counts, volumes_ml
+from physeg.evaluation.models import load_models, model_folders, train_models  # noqa: F401  (re-exported)
+from physeg.inference.predictor import Predictor
+from physeg.profiles import Profile
 
-EVALUATION_VERSION = "2"
-DISTRIBUTIONS: tuple[str, ...] = ("IoD", "OoD")
-#: Images with FA below this (degrees) are the paper's "low flip angle" outliers.
-LOW_FA_DEG: float = 10.0
-LOW_FA_RANGE_DEG: tuple[float, float] = (5.0, 10.0)
+#: 3: seeds from physeg.conventions.stable_seed (CRC-32) instead of a SHA-256 hasher: new test grids and draws.
+EVALUATION_VERSION = "3"
 RESULT_COLUMNS: tuple[str, ...] = (
     "subject", "sequence", "model", "distribution", "param_index", "params", "tissue",
     "dice", "volume_ml", "pgs_volume_ml",
 )
 
 
-def _seed(*parts: object) -> int:
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:12], 16)
-
-
-def _generator(*parts: object) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(*parts))
-
-
-# --------------------------------------------------------------------------- grid
-def _mprage_ood_ti(n: int, g: torch.Generator) -> torch.Tensor:
-    from physeg.simulation import IOD_RANGES, OOD_RANGES
-
-    lo, hi = OOD_RANGES["MPRAGE"]["TI"]
-    ilo, ihi = IOD_RANGES["MPRAGE"]["TI"]
-    a, b = ilo - lo, hi - ihi  # lengths of the two OoD pieces
-    u = (torch.arange(n, dtype=torch.float64) + torch.rand(n, generator=g, dtype=torch.float64)) / n
-    s = u * (a + b)
-    ti = torch.where(s < a, lo + s, ihi + (s - a))
-    # never exactly on the IoD border
-    ti = torch.where((ti >= ilo) & (ti <= ihi), torch.full_like(ti, ihi + 1e-3), ti)
-    return ti.unsqueeze(1)
-
-
-def test_parameters(profile: Profile, sequence: str, distribution: str, *, n: int | None = None) -> torch.Tensor:
-    """Fixed test parameters ``(n, P)`` (seconds, radians) of one sequence and distribution."""
-    from physeg.simulation import sample_parameters
-
-    dist = distribution.lower()
-    if dist not in ("iod", "ood"):
-        raise ValueError("distribution must be 'IoD' or 'OoD'")
-    if n is None:
-        n = profile.n_test_iod if dist == "iod" else profile.n_test_ood
-    g = _generator(profile.seed, "test-grid", sequence, dist)
-    if dist == "ood" and sequence == "MPRAGE":
-        return _mprage_ood_ti(n, g).float()
-    p = sample_parameters(sequence, n, distribution=dist, generator=g, dtype=torch.float64)
-    if dist == "ood" and sequence == "SPGR" and n > 0:
-        k = max(1, math.ceil(n / 5))
-        lo, hi = LOW_FA_RANGE_DEG
-        fa = lo + (hi - lo) * torch.rand(k, generator=g, dtype=torch.float64)
-        p[:k, 2] = torch.deg2rad(fa)
-    return p.float()
-
-
-def validation_parameters(profile: Profile, sequence: str) -> torch.Tensor:
-    """Fixed IoD parameters of the validation subjects used for calibration."""
-    from physeg.simulation import sample_parameters
-
-    g = _generator(profile.seed, "calibration-grid", sequence)
-    return sample_parameters(sequence, profile.n_val_realisations, distribution="iod", generator=g).float()
-
-
-def parameter_columns(sequence: str, params: torch.Tensor) -> list[dict[str, Any]]:
-    """Display columns per parameter vector: MPRAGE ``TI_s``; SPGR ``TR_ms, TE_ms, FA_deg, low_fa``; ``params``."""
-    p = torch.as_tensor(params, dtype=torch.float64).cpu().numpy()
-    rows = []
-    for v in p:
-        if sequence == "MPRAGE":
-            rows.append({"TI_s": float(v[0]), "params": f"TI={v[0] * 1000:.0f} ms", "low_fa": False})
-        else:
-            fa = float(np.rad2deg(v[2]))
-            rows.append({"TR_ms": float(v[0] * 1000), "TE_ms": float(v[1] * 1000), "FA_deg": fa,
-                         "low_fa": fa < LOW_FA_DEG,
-                         "params": f"TR={v[0] * 1000:.1f} ms, TE={v[1] * 1000:.1f} ms, FA={fa:.1f}°"})
-    return rows
-
-
-def test_grid(profile: Profile) -> pd.DataFrame:
-    """The whole test grid as a table: sequence, distribution, param_index and parameter columns."""
-    rows = []
-    for s in profile.sequences:
-        for d in DISTRIBUTIONS:
-            for i, c in enumerate(parameter_columns(s, test_parameters(profile, s, d))):
-                rows.append({"sequence": s, "distribution": d, "param_index": i, **c})
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- models
-def _folder_entries(trained: Any) -> list[Path]:
-    if isinstance(trained, (str, Path)):
-        return [Path(trained)]
-    if isinstance(trained, Mapping):
-        out: list[Path] = []
-        for v in trained.values():
-            out += _folder_entries(v)
-        return out
-    if isinstance(trained, Iterable):
-        out = []
-        for v in trained:
-            out += _folder_entries(v)
-        return out
-    if hasattr(trained, "folder"):
-        return [Path(trained.folder)]
-    return []
-
-
-def model_folders(trained: Any) -> dict[tuple[str, str], Path]:
-    """``{(model name, sequence): folder}`` from whatever ``train_all`` returned (reads ``plans.json``)."""
-    if isinstance(trained, Mapping) and "folders" in trained:
-        trained = trained["folders"]
-    out = {}
-    for f in _folder_entries(trained):
-        if (f / PLANS_FILE).exists():
-            plans = Plans.read(f)
-            out[(plans.name, plans.sequence)] = f
-    return out
-
-
-def train_models(profile: Profile) -> dict[tuple[str, str], Path]:
-    """Train (or reuse cached) models of the profile: ``{(name, sequence): folder}``."""
-    from physeg.training.orchestrate import train_all
-
-    return model_folders(train_all(profile))
-
-
-def load_models(folders: Mapping[tuple[str, str], Path], names: Iterable[str] | None = None, device="cpu"):
-    """``{(name, sequence): model in eval mode}`` for the requested names (default all)."""
-    from physeg.training.loop import load_model
-
-    names = set(names) if names is not None else None
-    return {k: load_model(f, device=device)[0] for k, f in folders.items() if names is None or k[0] in names}
-
-
-def _uses_physics(model) -> bool:
-    net = model.module if hasattr(model, "module") else model
-    cfg = getattr(net, "config", None)
-    return cfg is None or getattr(cfg, "physics", "none") != "none"
-
-
-# --------------------------------------------------------------------------- inference
 def _simulate(subject, sequence: str, params: torch.Tensor):
     from physeg.simulation import simulate
 
     images = simulate(subject.maps, sequence=sequence, params=params, mask=subject.mask)
     return images, params.float()
-
-
-@torch.no_grad()
-def segment(model, image: torch.Tensor, physics: torch.Tensor | None, *, profile: Profile) -> torch.Tensor:
-    """Deterministic whole-volume segmentation ``(X, Y, Z)`` int64 (model in eval mode)."""
-    from physeg.inference.predictor import infer_volume
-
-    model.eval()
-    phys = physics if _uses_physics(model) else None
-    logits = infer_volume(model, image, phys, profile=profile)
-    return logits[0].argmax(0).cpu()
-
-
-def class_argmax(x: torch.Tensor) -> torch.Tensor:
-    """``x.argmax(1)`` for logits ``(B, C, *S)`` by a running maximum over the few classes.
-
-    Same result (first maximum wins ties) but several times faster on CPU than a
-    reduction over the strided class axis, and no copy of ``x``.
-    """
-    best = x[:, 0].clone()
-    idx = torch.zeros(best.shape, dtype=torch.int64, device=x.device)
-    for c in range(1, x.shape[1]):
-        xc = x[:, c]
-        m = xc > best
-        best = torch.maximum(best, xc)
-        idx.masked_fill_(m, c)
-    return idx
-
-
-def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
-    for a in range(0, n, size):
-        yield a, min(n, a + size)
-
-
-def _chunk_size(image: torch.Tensor, requested: int | None) -> int:
-    if requested:
-        return requested
-    voxels = int(np.prod(image.shape[-3:]))
-    return max(1, min(64, int(2.5e8 // (voxels * 4 * 4))))  # ≤ ~1 GB of float32 logits per chunk
-
-
-@torch.no_grad()
-def aleatoric_volumes(
-    model, image: torch.Tensor, physics: torch.Tensor | None, *, n: int, voxel_volume_ml: float,
-    profile: Profile, generator: torch.Generator | None = None, chunk: int | None = None,
-    tissues: Mapping[str, int] = TISSUES,
-) -> np.ndarray:
-    """``n`` aleatoric volume samples ``(n, n_tissues)`` from ONE forward pass (+ noisy logits)."""
-    from physeg.inference.predictor import infer_volume
-
-    model.eval()
-    phys = physics if _uses_physics(model) else None
-    logits, sigma = infer_volume(model, image, phys, profile=profile, return_sigma=True)
-    out = []
-    for a, b in _chunks(n, _chunk_size(image, chunk)):
-        counts = noisy_label_counts(logits[0], sigma[0], b - a, generator=generator,
-                                    labels=tuple(tissues.values()))
-        out.append(counts.cpu().numpy().astype(np.float64) * float(voxel_volume_ml))
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def noisy_label_counts(
-    logits: torch.Tensor, sigma: torch.Tensor, n: int, *, generator: torch.Generator | None = None,
-    labels: Sequence[int] = tuple(TISSUES.values()),
-) -> torch.Tensor:
-    r"""Voxel counts of ``labels`` in ``n`` aleatoric segmentations ``argmax_c (f_c + σ_c ε_c)``.
-
-    Same distribution as :func:`physeg.models.network.sample_logits` followed by an
-    argmax, fused per class: the noisy logits of one class at a time go into a
-    running maximum, so the ``(n, C, *S)`` tensor is never built (about 2× faster
-    on CPU, C× less memory). ``logits``, ``sigma``: ``(C, *S)``. Returns ``(n, len(labels))``.
-    """
-    C = logits.shape[0]
-    f = logits.reshape(C, 1, -1)
-    sd = sigma.reshape(C, 1, -1)
-    V = f.shape[-1]
-    buf = torch.empty((n, V), dtype=f.dtype, device=f.device)
-    best = torch.empty_like(buf)
-    idx = torch.zeros((n, V), dtype=torch.uint8, device=f.device)
-    for c in range(C):
-        if generator is not None and generator.device != f.device:
-            buf.copy_(torch.randn((n, V), generator=generator, dtype=f.dtype))
-        else:
-            torch.randn((n, V), generator=generator, out=buf)
-        buf.mul_(sd[c]).add_(f[c])
-        if c == 0:
-            best.copy_(buf)
-        else:
-            idx.masked_fill_(buf > best, c)
-            torch.maximum(best, buf, out=best)
-    return torch.stack([(idx == lab).sum(1) for lab in labels], 1)
-
-
-@torch.no_grad()
-def epistemic_volumes(
-    model, image: torch.Tensor, physics: torch.Tensor | None, *, n: int, voxel_volume_ml: float,
-    profile: Profile, chunk: int | None = None, sw_batch_size: int | None = None,
-    tissues: Mapping[str, int] = TISSUES,
-) -> np.ndarray:
-    """``n`` MC-dropout volume samples ``(n, n_tissues)``; copies of the image are batched."""
-    from monai.inferers import sliding_window_inference
-
-    from physeg.models.sampling import mc_dropout
-
-    net = model.module if hasattr(model, "module") else model
-    device = next(net.parameters()).device
-    phys = None
-    if _uses_physics(model) and physics is not None:
-        phys = torch.as_tensor(physics, dtype=torch.float32).reshape(1, -1).to(device)
-    img = image if image.ndim == 5 else image.unsqueeze(0)
-    img = img.to(device, torch.float32)
-    roi = (profile.patch_size,) * 3
-    out = []
-    if chunk is None and device.type == "cpu":
-        chunk = min(n, 8)  # big batches do not help on CPU (measured), they only cost memory
-    with mc_dropout(net):
-        for a, b in _chunks(n, _chunk_size(img, chunk)):
-            k = b - a
-            batch = img.expand(k, *img.shape[1:])
-
-            def predictor(w, phys=phys):
-                p = None if phys is None else phys.expand(w.shape[0], -1)
-                return net.heads(w, p)["logits"].float()
-
-            logits = sliding_window_inference(
-                batch, roi_size=roi, sw_batch_size=sw_batch_size or (8 if device.type == "cpu" else max(4, k)),
-                predictor=predictor,
-                overlap=profile.sw_overlap, mode="gaussian",
-            )
-            out.append(batch_volumes_ml(class_argmax(logits).cpu(), voxel_volume_ml, tissues))
-    return np.concatenate(out)
 
 
 # --------------------------------------------------------------------------- segmentation evaluation
@@ -354,7 +92,7 @@ def evaluate_segmentation(
     """
     rows, ex = [], {}
     for sequence in profile.sequences:
-        seq_models = {name: m for (name, s), m in models.items() if s == sequence}
+        seq_models = {name: Predictor.from_profile(m, profile) for (name, s), m in models.items() if s == sequence}
         if not seq_models:
             continue
         grids = {d: test_parameters(profile, sequence, d) for d in DISTRIBUTIONS}
@@ -369,10 +107,10 @@ def evaluate_segmentation(
                     ex_idx = int(np.argmin(grids[d][:, 0].numpy())) if sequence == "MPRAGE" else 0
                     ex[sequence] = {"subject": subject.subject_id, "params": cols[d][ex_idx]["params"],
                                     "image": images[ex_idx, 0].numpy(), "pgs": pgs.numpy(), "seg": {}}
-                for name, model in seq_models.items():
+                for name, predictor in seq_models.items():
                     for i in range(images.shape[0]):
                         t0 = time.perf_counter()
-                        seg = segment(model, images[i], feats[i], profile=profile)
+                        seg = predictor.labels(images[i], feats[i])[0]
                         dt = time.perf_counter() - t0
                         if i == ex_idx:
                             ex[sequence]["seg"][name] = seg.numpy()
@@ -391,18 +129,25 @@ def evaluate_segmentation(
 
 
 # --------------------------------------------------------------------------- uncertainty evaluation
-def uncertainty_subset(n_images: int, n_selected: int | None) -> list[int]:
-    """Indices of the test-grid images that get uncertainty samples.
+def _image_samples(ale, epi, image: torch.Tensor, params: torch.Tensor, *, n: int, profile: Profile,
+                   key: tuple, voxel_volume_ml: float) -> tuple[np.ndarray | None, np.ndarray | None, float, float]:
+    """Aleatoric and epistemic volume samples ``(n, 3)`` (ml) of one image and their seconds.
 
-    ``None`` (or ``n_selected >= n_images``) keeps every image. Otherwise the
-    indices are evenly spaced over the grid and always include 0: the grid puts
-    its FA < 10° SPGR images first, so the Figure-3 outliers stay in the subset.
+    The aleatoric noise comes from a generator seeded by ``("aleatoric", *key)``,
+    the dropout masks from the seed of ``("epistemic", *key)`` (module docstring).
     """
-    if n_selected is None or n_selected >= n_images:
-        return list(range(n_images))
-    if n_selected < 1:
-        raise ValueError(f"n_uncertainty_images must be >= 1 or None, got {n_selected}")
-    return sorted({int(round(i)) for i in np.linspace(0, n_images - 1, n_selected)})
+    va = ve = None
+    t0 = time.perf_counter()
+    if ale is not None:
+        g = generator_of(profile.seed, "aleatoric", *key)
+        va = Predictor.from_profile(ale, profile).sample(image, params, n=n, generator=g, maps=False)
+        va = va.volumes_ml(voxel_volume_ml)
+    t1 = time.perf_counter()
+    if epi is not None:
+        seed = stable_seed(profile.seed, "epistemic", *key) % (2**63)
+        ve = Predictor.from_profile(epi, profile).sample(image, params, n=n, seed=seed, maps=False)
+        ve = ve.volumes_ml(voxel_volume_ml)
+    return va, ve, t1 - t0, time.perf_counter() - t1
 
 
 def uncertainty_samples(
@@ -439,24 +184,13 @@ def uncertainty_samples(
                 cols = parameter_columns(sequence, params)
                 images, feats = _simulate(subject, sequence, params)
                 for base in bases:
-                    ale = models.get((f"{base}-Aleatoric", sequence))
-                    epi = models.get((f"{base}-Epistemic", sequence))
+                    ale, epi = (models.get((f"{base}-{v}", sequence)) for v in ("Aleatoric", "Epistemic"))
                     if ale is None and epi is None:
                         continue
                     for i in range(images.shape[0]):
-                        g = _generator(profile.seed, "aleatoric", split, sequence, subject.subject_id, d, base, i)
-                        va = ve = None
-                        t0 = time.perf_counter()
-                        if ale is not None:
-                            va = aleatoric_volumes(ale, images[i], feats[i], n=n, generator=g, profile=profile,
-                                                   voxel_volume_ml=subject.voxel_volume_ml)
-                        t1 = time.perf_counter()
-                        if epi is not None:
-                            torch.manual_seed(_seed(profile.seed, "epistemic", split, sequence,
-                                                    subject.subject_id, d, base, i) % (2**63))
-                            ve = epistemic_volumes(epi, images[i], feats[i], n=n, profile=profile,
-                                                   voxel_volume_ml=subject.voxel_volume_ml)
-                        t2 = time.perf_counter()
+                        key = (split, sequence, subject.subject_id, d, base, i)
+                        va, ve, t_ale, t_epi = _image_samples(ale, epi, images[i], feats[i], n=n, profile=profile,
+                                                              key=key, voxel_volume_ml=subject.voxel_volume_ml)
                         for j, t in enumerate(tissue_names):
                             rows.append({
                                 "subject": subject.subject_id, "split": split, "sequence": sequence,
@@ -464,7 +198,7 @@ def uncertainty_samples(
                                 "pgs_volume_ml": counts[t] * subject.voxel_volume_ml,
                                 "aleatoric": None if va is None else va[:, j],
                                 "epistemic": None if ve is None else ve[:, j],
-                                "t_aleatoric_s": t1 - t0, "t_epistemic_s": t2 - t1,
+                                "t_aleatoric_s": t_ale, "t_epistemic_s": t_epi,
                             })
     return pd.DataFrame(rows)
 
@@ -566,6 +300,13 @@ def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str],
             "models": sorted(f"{n}/{s}/{Path(f).name}" for (n, s), f in folders.items())}
 
 
+def _save(obj: Any, path: Path) -> None:
+    """Pickle (``.pkl``) or CSV (``.csv``) ``obj`` through a temporary name: a cache file is whole or absent."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    obj.to_csv(tmp, index=False) if path.suffix == ".csv" else pd.to_pickle(obj, tmp)
+    os.replace(tmp, path)
+
+
 def _load_subjects(profile: Profile, split: str):
     from physeg.data import build_cohort, cohort_split, load_subject
 
@@ -573,7 +314,7 @@ def _load_subjects(profile: Profile, split: str):
     return [load_subject(root, sid) for sid in cohort_split(profile)[split]]
 
 
-def run_evaluation(profile: Profile | str, *, folders: Mapping | None = None, force: bool = False,
+def run_evaluation(profile: Profile, *, folders: Mapping | None = None, force: bool = False,
                    progress: bool = False) -> EvaluationResults:
     """Segmentation evaluation of the profile's ablations on the test grid, cached.
 
@@ -582,7 +323,6 @@ def run_evaluation(profile: Profile | str, *, folders: Mapping | None = None, fo
     """
     from physeg.paths import hashed_dir
 
-    profile = get_profile(profile) if isinstance(profile, str) else profile
     folders = dict(folders) if folders is not None else train_models(profile)
     folders = {k: v for k, v in folders.items() if k[0] in profile.ablations}
     out = hashed_dir("evaluation", _cache_config("segmentation", profile, folders))
@@ -598,20 +338,17 @@ def run_evaluation(profile: Profile | str, *, folders: Mapping | None = None, fo
     cov = cov_table(results)
     grid = test_grid(profile)
     wall = time.perf_counter() - t0
-    for name, obj in (("results", results), ("cov", cov), ("grid", grid), ("examples", ex),
-                      ("meta", {"wall_s": wall})):
-        pd.to_pickle(obj, files[name])
-    results.to_csv(out / "results.csv", index=False)
-    cov.to_csv(out / "cov.csv", index=False)
+    for path, obj in ((out / "results.csv", results), (out / "cov.csv", cov), *zip(
+            files.values(), (results, cov, grid, ex, {"wall_s": wall}))):
+        _save(obj, path)  # "meta" last: its presence marks a complete cache
     return EvaluationResults(profile.name, results, cov, grid, ex, out, wall)
 
 
-def run_uncertainty(profile: Profile | str, *, folders: Mapping | None = None, force: bool = False,
+def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: bool = False,
                     n: int | None = None) -> UncertaintyResults:
     """Uncertainty evaluation (samples on val and test subjects, calibration, scores), cached."""
     from physeg.paths import hashed_dir
 
-    profile = get_profile(profile) if isinstance(profile, str) else profile
     folders = dict(folders) if folders is not None else train_models(profile)
     wanted = {f"{b}-{v}" for b in profile.uncertainty_models for v in ("Aleatoric", "Epistemic")}
     folders = {k: v for k, v in folders.items() if k[0] in wanted}
@@ -627,11 +364,11 @@ def run_uncertainty(profile: Profile | str, *, folders: Mapping | None = None, f
         val = uncertainty_samples(profile, models, _load_subjects(profile, "val"), split="val", n=n)
         test = uncertainty_samples(profile, models, _load_subjects(profile, "test"), split="test", n=n)
         d = {"samples": test, "val_samples": val, "wall_s": time.perf_counter() - t0}
-        pd.to_pickle(d, f)
+        _save(d, f)
     if d["samples"].empty:
         per, cov, cal = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     else:
         per, cov, cal = score_uncertainty(d["val_samples"], d["samples"])
-        per.to_csv(out / "uncertainty_per_image.csv", index=False)
+        _save(per, out / "uncertainty_per_image.csv")
     d = {**d, "per_image": per, "coverage": cov, "calibration": cal}
     return UncertaintyResults(profile.name, **d, folder=out)

@@ -1,18 +1,62 @@
-"""The one predictor: a trained network applied to whole volumes (paper §2.1, §2.4).
+r"""The one predictor: a trained network applied to whole volumes (paper §2.1, §2.4).
 
-Sliding-window inference over the training patch size (MONAI's
-:func:`~monai.inferers.sliding_window_inference`, Gaussian-weighted blending).
+Training validation, the evaluation of notebooks 04–05 and ``physeg segment``
+all go through :class:`Predictor`; nothing else runs a sliding window.
+
+Sliding window
+    The network is trained on patches of ``patch_size``³ voxels; a whole
+    volume is covered by windows of that size overlapping by ``overlap``
+    (a fraction of the window), blended with Gaussian weights (MONAI's
+    :func:`~monai.inferers.sliding_window_inference`, ``mode="gaussian"``).
+    ``sw_batch_size`` windows go through the network together.
+
+Monte-Carlo samples (paper §2.4), :meth:`Predictor.sample`
+    * **deterministic** models: one pass, ``n = 1``;
+    * **aleatoric** models: ONE forward pass gives the logits :math:`f` and
+      :math:`\sigma`; sample :math:`t` is :math:`\hat y_t = \arg\max_c (f_c + \sigma_c
+      \varepsilon_{t,c})`, :math:`\varepsilon \sim N(0, 1)` drawn by
+      :func:`physeg.models.sampling.logit_noise`. The argmax is fused per
+      class (a running maximum over the classes), so the ``(n, C, *S)`` tensor
+      of noisy logits is never built when only volumes are wanted;
+    * **epistemic** models: :math:`n` passes with Monte-Carlo dropout
+      (:func:`physeg.models.sampling.mc_dropout`), batched: ``copies``
+      copies of the image go through the sliding window together (each copy
+      and window draws its own dropout masks).
+
+    From the same :math:`n` sample label maps come the per-sample tissue voxel
+    counts (volumes), the per-voxel vote fractions and the majority-vote label
+    map, and (``maps=True``) the mean class probabilities
+    :math:`\bar p_c = \frac1n\sum_t \mathrm{softmax}(\hat x_t)_c`.
+
+Random numbers
+    Aleatoric noise comes from ``generator`` (CPU generator: the same numbers
+    on any device). Dropout masks come from torch's default generator of the
+    model's device; ``seed`` seeds it inside :func:`torch.random.fork_rng`, so
+    the caller's random stream is left as it was.
+
+Precision
+    float32 unless ``amp=True`` (bf16 autocast on CUDA only; on CPU ``amp``
+    changes nothing). Training validation asks for it on CUDA; evaluation and
+    ``physeg segment`` do not, so their numbers never depend on it silently.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from physeg.profiles import Profile
+from physeg.conventions import TISSUES
+from physeg.models.sampling import logit_noise, mc_dropout
+
+#: Bytes of float32 work buffers per voxel and aleatoric sample that a chunk of samples may use in all.
+CHUNK_BUDGET_BYTES: float = 2.5e8
+#: Most aleatoric samples in one chunk.
+MAX_ALEATORIC_CHUNK: int = 64
 
 
 def autocast_context(device: torch.device):
@@ -22,78 +66,321 @@ def autocast_context(device: torch.device):
     return contextlib.nullcontext()
 
 
+def class_argmax(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(1)`` for scores ``(B, C, *S)`` by a running maximum over the few classes.
+
+    Same result (the first maximum wins ties) but several times faster on CPU
+    than a reduction over the strided class axis, and no copy of ``x``.
+    """
+    best = x[:, 0].clone()
+    idx = torch.zeros(best.shape, dtype=torch.int64, device=x.device)
+    for c in range(1, x.shape[1]):
+        xc = x[:, c]
+        idx.masked_fill_(xc > best, c)
+        best = torch.maximum(best, xc)
+    return idx
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for a in range(0, n, size):
+        yield a, min(n, a + size)
+
+
+def aleatoric_chunk(voxels: int) -> int:
+    """Aleatoric samples per chunk: ≤ :data:`CHUNK_BUDGET_BYTES` at 16 bytes per voxel and sample, ≤ 64."""
+    return max(1, min(MAX_ALEATORIC_CHUNK, int(CHUNK_BUDGET_BYTES // (voxels * 4 * 4))))
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Monte-Carlo samples of one image, reduced (:meth:`Predictor.sample`).
+
+    ``counts`` ``(n, 3)`` int64: voxels of GM, WM, CSF (:data:`physeg.conventions.TISSUES`
+    order) in each sample label map. With ``maps``: ``votes`` ``(C, *S)``
+    float32, the fraction of samples giving each voxel each class;
+    ``labels`` ``(*S)`` uint8, the majority vote (lowest class wins ties);
+    ``probabilities`` ``(C, *S)`` float32, the mean softmax over the samples.
+    All on the CPU.
+    """
+
+    kind: str
+    counts: np.ndarray
+    votes: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    probabilities: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.shape[0])
+
+    def volumes_ml(self, voxel_volume_ml: float) -> np.ndarray:
+        """Tissue volume samples ``(n, 3)`` in ml: counts × voxel volume (ml)."""
+        return self.counts.astype(np.float64) * float(voxel_volume_ml)
+
+
+class _Tally:
+    """Running reductions over chunks of sample label maps ``(k, V)``."""
+
+    def __init__(self, *, n_classes: int, voxels: int, device: torch.device, maps: bool) -> None:
+        self.counts: list[torch.Tensor] = []
+        self.maps = maps
+        self.votes = torch.zeros((n_classes, voxels), dtype=torch.int32, device=device) if maps else None
+        self.prob_sum = torch.zeros((n_classes, voxels), dtype=torch.float32, device=device) if maps else None
+
+    def add(self, labels: torch.Tensor, prob_sum: torch.Tensor | None = None) -> None:
+        self.counts.append(torch.stack([(labels == lab).sum(1) for lab in TISSUES.values()], 1).cpu())
+        if self.maps:
+            for c in range(self.votes.shape[0]):
+                self.votes[c] += (labels == c).sum(0, dtype=torch.int32)
+            self.prob_sum += prob_sum
+
+    def result(self, kind: str, shape: Sequence[int]) -> Samples:
+        counts = torch.cat(self.counts).numpy().astype(np.int64)
+        if not self.maps:
+            return Samples(kind=kind, counts=counts)
+        n = counts.shape[0]
+        votes = (self.votes.float() / n).reshape(-1, *shape)
+        labels = class_argmax(votes[None])[0].to(torch.uint8)
+        probs = (self.prob_sum / n).reshape(-1, *shape)
+        return Samples(kind=kind, counts=counts, votes=votes.cpu(), labels=labels.cpu(), probabilities=probs.cpu())
+
+
+@contextlib.contextmanager
+def _eval_mode(net: torch.nn.Module) -> Iterator[None]:
+    """Every module in eval mode; the previous flags come back on exit."""
+    flags = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        yield
+    finally:
+        for m, f in flags.items():
+            m.train(f)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Default generators seeded with ``seed`` inside a fork of the caller's RNG state (``None``: as is)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+class Predictor:
+    """A trained network applied to whole volumes by sliding windows (module docstring).
+
+    Parameters
+    ----------
+    model
+        :class:`~physeg.models.network.PhysicsUNet` (or its DDP wrapper) on its device.
+    patch_size
+        Window edge(s) in voxels: the training patch size (``plans.patch_size``).
+    overlap
+        Window overlap, fraction of the window (``plans.sw_overlap``).
+    sw_batch_size
+        Windows per network call (default: 8 on CPU, for epistemic copies on CUDA ``max(4, copies)``).
+    copies
+        Epistemic samples per batch (default: 8 on CPU, memory-bounded ≤ 64 on CUDA).
+    amp
+        bf16 autocast on CUDA (see module docstring); off by default.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, patch_size: int | Sequence[int], overlap: float,
+                 sw_batch_size: int | None = None, copies: int | None = None, amp: bool = False) -> None:
+        self.net = model.module if hasattr(model, "module") else model
+        self.patch_size = (int(patch_size),) * 3 if isinstance(patch_size, int) else tuple(map(int, patch_size))
+        self.overlap = float(overlap)
+        self.sw_batch_size = sw_batch_size
+        self.copies = copies
+        self.amp = amp
+
+    @classmethod
+    def from_plans(cls, model: torch.nn.Module, plans, **kw) -> "Predictor":
+        """Window and overlap of a model folder's :class:`~physeg.models.plans.Plans`."""
+        return cls(model, patch_size=plans.patch_size, overlap=plans.sw_overlap, **kw)
+
+    @classmethod
+    def from_profile(cls, model: torch.nn.Module, profile, **kw) -> "Predictor":
+        """Window and overlap of a :class:`~physeg.profiles.Profile` (``patch_size``, ``sw_overlap``)."""
+        return cls(model, patch_size=profile.patch_size, overlap=profile.sw_overlap, **kw)
+
+    # -- what the network is ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @property
+    def uncertainty(self) -> str:
+        """``"none"``, ``"epistemic"`` or ``"aleatoric"`` (the network's configuration)."""
+        cfg = getattr(self.net, "config", None)
+        return getattr(cfg, "uncertainty", "none")
+
+    @property
+    def uses_physics(self) -> bool:
+        """Whether the network reads the acquisition parameters θ."""
+        return bool(getattr(self.net, "uses_physics", True))
+
+    # -- sliding window -----------------------------------------------------------------------
+    def _params(self, params, batch: int) -> torch.Tensor | None:
+        """θ as ``(batch, P)`` float32 on the device, or ``None`` for physics-free networks."""
+        if not self.uses_physics or params is None:
+            return None
+        p = torch.as_tensor(params, dtype=torch.float32).to(self.device)
+        p = p.reshape(1, -1) if p.ndim <= 1 else p
+        return p.expand(batch, -1) if p.shape[0] == 1 else p
+
+    def _sliding(self, x: torch.Tensor, params: torch.Tensor | None, *, sigma: bool,
+                 sw_batch_size: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (and σ) ``(B, C, *S)`` of images ``x`` ``(B, 1, *S)`` sharing θ ``params`` ``(1, P)``."""
+        device = self.device
+        amp = autocast_context(device) if self.amp else contextlib.nullcontext()
+
+        def window(w: torch.Tensor):
+            p = None if params is None else params.expand(w.shape[0], -1)
+            with amp:
+                out = self.net.heads(w, p)
+            return (out["logits"].float(), out["sigma"].float()) if sigma else out["logits"].float()
+
+        return sliding_window_inference(
+            x.to(device, torch.float32), roi_size=self.patch_size, sw_batch_size=sw_batch_size,
+            predictor=window, overlap=self.overlap, mode="gaussian",
+        )
+
+    @staticmethod
+    def _batched(image: torch.Tensor) -> torch.Tensor:
+        image = torch.as_tensor(image)
+        return image.unsqueeze(0) if image.ndim == 4 else image
+
+    @torch.no_grad()
+    def logits(self, image: torch.Tensor, params=None, *, sigma: bool = False
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Deterministic whole-volume logits ``(B, C, *S)`` float32 on the model's device (and σ).
+
+        ``image`` ``(1, *S)`` or ``(B, 1, *S)``; ``params`` θ ``(P,)`` or ``(B, P)``
+        in seconds/radians (ignored by physics-free networks). The network runs
+        in eval mode; its train/eval flags are restored afterwards.
+        """
+        x = self._batched(image)
+        p = self._params(params, x.shape[0])
+        out = []
+        with _eval_mode(self.net):
+            for b in range(x.shape[0]):
+                pb = None if p is None else p[b:b + 1]
+                out.append(self._sliding(x[b:b + 1], pb, sigma=sigma, sw_batch_size=self.sw_batch_size or 8))
+        if sigma:
+            return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        return torch.cat(out)
+
+    def labels(self, image: torch.Tensor, params=None) -> torch.Tensor:
+        """Deterministic label maps ``(B, *S)`` int64 on the CPU: argmax of :meth:`logits`."""
+        return class_argmax(self.logits(image, params)).cpu()
+
+    # -- Monte-Carlo samples ------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, image: torch.Tensor, params=None, *, n: int, generator: torch.Generator | None = None,
+               seed: int | None = None, maps: bool = True) -> Samples:
+        """``n`` Monte-Carlo samples of one image ``(1, *S)`` (or ``(1, 1, *S)``), reduced to :class:`Samples`.
+
+        Deterministic networks give one sample whatever ``n``. ``generator``
+        draws the aleatoric logit noise, ``seed`` the dropout masks (module
+        docstring). ``maps=False`` keeps only the volume counts (no vote
+        fractions, label map or probabilities: the evaluation's fast path).
+        """
+        if n < 1:
+            raise ValueError(f"need at least one sample, got n={n}")
+        x = self._batched(image)
+        if x.shape[0] != 1:
+            raise ValueError(f"sample() takes one image, got a batch of {x.shape[0]}")
+        p = self._params(params, 1)
+        kind = self.uncertainty
+        if kind == "aleatoric":
+            return self._aleatoric(x, p, n=n, generator=generator, maps=maps)
+        if kind == "epistemic":
+            return self._epistemic(x, p, n=n, seed=seed, maps=maps)
+        logits = self.logits(x, p)
+        tally = _Tally(n_classes=logits.shape[1], voxels=logits[0, 0].numel(), device=logits.device, maps=maps)
+        flat = logits.reshape(1, logits.shape[1], -1)
+        tally.add(class_argmax(flat), torch.softmax(flat[0], 0) if maps else None)
+        return tally.result("none", logits.shape[2:])
+
+    def _aleatoric(self, x: torch.Tensor, params, *, n: int, generator: torch.Generator | None,
+                   maps: bool) -> Samples:
+        """One forward pass, ``n`` noisy logit maps ``f + σ ε`` reduced per class (module docstring)."""
+        logits, sigma = self.logits(x, params, sigma=True)
+        C, shape = logits.shape[1], logits.shape[2:]
+        f, sd = logits[0].reshape(C, 1, -1), sigma[0].reshape(C, 1, -1)
+        V = f.shape[-1]
+        size = min(n, aleatoric_chunk(V))
+        # maps: every class's noisy logits stay for the softmax; volumes only: one reused buffer
+        z = torch.empty((C if maps else 1, size, V), dtype=f.dtype, device=f.device)
+        best = torch.empty((size, V), dtype=f.dtype, device=f.device)
+        idx = torch.empty((size, V), dtype=torch.uint8, device=f.device)
+        tally = _Tally(n_classes=C, voxels=V, device=f.device, maps=maps)
+        for a, b in _chunks(n, size):
+            k = b - a
+            idx[:k].zero_()
+            for c in range(C):
+                buf = z[c if maps else 0, :k]
+                logit_noise((k, V), generator=generator, like=f, out=buf)
+                buf.mul_(sd[c]).add_(f[c])
+                if c == 0:
+                    best[:k].copy_(buf)
+                else:
+                    idx[:k].masked_fill_(buf > best[:k], c)
+                    torch.maximum(best[:k], buf, out=best[:k])
+            prob_sum = None
+            if maps:  # softmax over classes, stabilised by the running maximum
+                e = z[:, :k].sub_(best[:k]).exp_()
+                prob_sum = (e / e.sum(0)).sum(1)
+            tally.add(idx[:k], prob_sum)
+        return tally.result("aleatoric", shape)
+
+    def _epistemic(self, x: torch.Tensor, params, *, n: int, seed: int | None, maps: bool) -> Samples:
+        """``n`` MC-dropout passes, ``copies`` copies of the image per sliding window (module docstring)."""
+        device = self.device
+        V = x[0, 0].numel()
+        if self.copies:
+            copies = self.copies
+        elif device.type == "cpu":
+            copies = min(n, 8)  # larger batches of copies do not help on CPU, they only cost memory
+        else:
+            copies = aleatoric_chunk(V)
+        tally = None
+        with _seeded(seed, device), mc_dropout(self.net):
+            for a, b in _chunks(n, copies):
+                k = b - a
+                sw = self.sw_batch_size or (8 if device.type == "cpu" else max(4, k))
+                logits = self._sliding(x.expand(k, *x.shape[1:]), params, sigma=False, sw_batch_size=sw)
+                C = logits.shape[1]
+                if tally is None:
+                    tally = _Tally(n_classes=C, voxels=V, device=logits.device, maps=maps)
+                labels = class_argmax(logits).reshape(k, -1)
+                prob_sum = torch.softmax(logits, 1).sum(0).reshape(C, -1) if maps else None
+                tally.add(labels, prob_sum)
+        return tally.result("epistemic", x.shape[2:])
+
+
 @torch.no_grad()
 def infer_volume(
     model: torch.nn.Module,
     image: torch.Tensor,
     physics: torch.Tensor | None = None,
     *,
-    profile: Profile | None = None,
+    profile=None,
     roi_size: int | Sequence[int] | None = None,
     overlap: float | None = None,
     sw_batch_size: int = 8,
     return_sigma: bool = False,
-    mode: str = "gaussian",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Whole-volume logits by sliding-window inference (MONAI), one image at a time.
+    """Deterministic whole-volume logits: :meth:`Predictor.logits` in one call.
 
-    Parameters
-    ----------
-    model
-        :class:`~physeg.models.network.PhysicsUNet` (or its DDP wrapper). Train/eval
-        mode is left as is: call ``model.eval()`` or use
-        :func:`physeg.models.network.mc_dropout` first.
-    image
-        (1, X, Y, Z) or (B, 1, X, Y, Z); any device (windows run on the model's device).
-    physics
-        Acquisition features (F,) or (B, F); ``None`` for physics-free models.
-    profile
-        Supplies ``roi_size = patch_size`` and ``overlap = sw_overlap`` unless given.
-    return_sigma
-        Also return the aleatoric σ map (aleatoric models).
-
-    Returns
-    -------
-    Logits (B, C, X, Y, Z) float32 on the model's device (and σ, same shape).
+    ``roi_size``/``overlap`` default to the profile's ``patch_size``/``sw_overlap``
+    (overlap 0.25 without a profile). Returns ``(B, C, *S)`` (and σ).
     """
-    net = model.module if hasattr(model, "module") else model
-    if roi_size is None:
-        roi_size = profile.patch_size
+    roi_size = profile.patch_size if roi_size is None else roi_size
     if overlap is None:
         overlap = profile.sw_overlap if profile is not None else 0.25
-    if isinstance(roi_size, int):
-        roi_size = (roi_size,) * 3
-    device = next(net.parameters()).device
-    squeeze = image.ndim == 4
-    if squeeze:
-        image = image.unsqueeze(0)
-    if physics is not None:
-        physics = torch.as_tensor(physics, dtype=torch.float32)
-        if physics.ndim == 1:
-            physics = physics.unsqueeze(0)
-        if physics.shape[0] == 1 and image.shape[0] > 1:
-            physics = physics.expand(image.shape[0], -1)
-    logits, sigmas = [], []
-    for b in range(image.shape[0]):
-        phys = physics[b:b + 1].to(device) if physics is not None else None
-
-        def predictor(window: torch.Tensor, phys=phys):
-            with autocast_context(device):
-                out = net.heads(window, phys)
-            if return_sigma:
-                return out["logits"].float(), out["sigma"].float()
-            return out["logits"].float()
-
-        res = sliding_window_inference(
-            image[b:b + 1].to(device, torch.float32), roi_size=roi_size, sw_batch_size=sw_batch_size,
-            predictor=predictor, overlap=overlap, mode=mode,
-        )
-        if return_sigma:
-            logits.append(res[0])
-            sigmas.append(res[1])
-        else:
-            logits.append(res)
-    out = torch.cat(logits)
-    if return_sigma:
-        return out, torch.cat(sigmas)
-    return out
+    predictor = Predictor(model, patch_size=roi_size, overlap=overlap, sw_batch_size=sw_batch_size)
+    return predictor.logits(image, physics, sigma=return_sigma)

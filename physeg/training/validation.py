@@ -37,7 +37,7 @@ import torch
 
 from physeg.conventions import IOD, TISSUE_NAMES, TISSUES, stable_seed
 from physeg.evaluation import metrics
-from physeg.inference.predictor import infer_volume
+from physeg.inference.predictor import Predictor
 from physeg.models.network import PhysicsUNet
 from physeg.profiles import Profile
 from physeg.training.batches import Realisations, Volumes, pregenerate
@@ -103,9 +103,11 @@ def validate(model: PhysicsUNet, val_set: ValidationSet, *, profile: Profile, us
     model.eval()
     dices: dict[str, list[float]] = {t: [] for t in TISSUE_NAMES}
     covs: dict[str, list[float]] = {t: [] for t in TISSUE_NAMES}
+    predictor = Predictor.from_profile(model, profile, amp=True)
     for vol, real in val_set:
-        logits = infer_volume(model, real.images, real.params if use_physics else None, profile=profile)
-        subject_dices, subject_covs = _subject_scores(logits.argmax(1).cpu(), vol.labels)
+        # bf16 autocast on CUDA as before (amp does nothing on CPU)
+        segs = predictor.labels(real.images, real.params if use_physics else None)
+        subject_dices, subject_covs = _subject_scores(segs, vol.labels)
         for t in TISSUE_NAMES:
             dices[t] += subject_dices[t]
             covs[t].append(subject_covs[t])

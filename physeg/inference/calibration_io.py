@@ -1,0 +1,103 @@
+"""Volume-interval calibrations as JSON files: what ``physeg segment --calibration`` reads (paper §2.4).
+
+A calibration (:class:`physeg.evaluation.calibration.PercentileCalibration`,
+Eaton-Rosen et al. 2018) maps a nominal coverage ``c`` to the pair of sample
+percentiles ``(lower[c], upper[c])`` in [0, 1] whose range covers the truth
+with frequency ``c`` on the validation images. ``physeg segment`` uses the
+``c = 0.5`` pair (the IQR); it must straddle the median,
+``lower[0.5] ≤ 0.5 ≤ upper[0.5]``, so the reported interval always contains
+the reported (median) volume.
+
+File layout: ``{"GM": {"lower": {"0.5": p_lo, …}, "upper": {…}, "n_val": n}, "WM": …,
+"CSF": …}`` (one calibration per tissue, as :func:`calibration_to_json`
+writes it) or one ``{"lower": …, "upper": …, "n_val": n}`` for every tissue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from physeg.cli.errors import UsageError
+from physeg.conventions import TISSUES
+
+#: File name of a stored volume-interval calibration inside a model folder.
+CALIBRATION_FILE: str = "calibration.json"
+#: The nominal coverage of the reported interval (the IQR).
+IQR_LEVEL: float = 0.5
+
+
+def _calibration_from_dict(d: Mapping[str, Any]):
+    from physeg.evaluation.calibration import PercentileCalibration
+
+    lower = {float(k): float(v) for k, v in d["lower"].items()}
+    upper = {float(k): float(v) for k, v in d["upper"].items()}
+    if IQR_LEVEL not in lower or IQR_LEVEL not in upper:
+        raise KeyError("no calibrated 0.5 level (the IQR)")
+    if not 0.0 <= lower[IQR_LEVEL] <= 0.5 <= upper[IQR_LEVEL] <= 1.0:
+        raise ValueError(f"the 0.5 level's percentiles ({lower[IQR_LEVEL]}, {upper[IQR_LEVEL]}) must satisfy "
+                         "0 <= lower <= 0.5 <= upper <= 1 (an interval around the median)")
+    return PercentileCalibration(lower=lower, upper=upper, n_val=int(d.get("n_val", 0)))
+
+
+def _tissue_doc(frame, tissue: str, model: str | None, sequence: str | None) -> dict[str, Any]:
+    g = frame[frame["tissue"] == tissue]
+    if g.empty:
+        raise ValueError(f"no calibration rows for {model} {sequence} {tissue}")
+    return {"lower": {str(float(r.level)): float(r.lower_pct) for r in g.itertuples()},
+            "upper": {str(float(r.level)): float(r.upper_pct) for r in g.itertuples()},
+            "n_val": int(g["n_val"].iloc[0])}
+
+
+def calibration_to_json(calibration, path: str | Path, *, model: str | None = None,
+                        sequence: str | None = None) -> Path:
+    """Store a volume-interval calibration as JSON readable by :func:`load_calibration`.
+
+    ``calibration``: a mapping tissue → :class:`~physeg.evaluation.calibration.PercentileCalibration`,
+    or the ``calibration`` frame of :func:`physeg.evaluation.runs.run_uncertainty`
+    (columns ``level, lower_pct, upper_pct, n_val, model, sequence, tissue``;
+    filtered by ``model`` and ``sequence``). Written through a temporary name.
+    """
+    doc: dict[str, Any] = {}
+    if hasattr(calibration, "columns"):
+        frame = calibration
+        if model is not None and "model" in frame:
+            frame = frame[frame["model"] == model]
+        if sequence is not None and "sequence" in frame:
+            frame = frame[frame["sequence"] == sequence]
+        doc = {tissue: _tissue_doc(frame, tissue, model, sequence) for tissue in TISSUES}
+    else:
+        for tissue in TISSUES:
+            cal = calibration[tissue]
+            doc[tissue] = {"lower": {str(k): v for k, v in cal.lower.items()},
+                           "upper": {str(k): v for k, v in cal.upper.items()}, "n_val": cal.n_val}
+    doc["_about"] = {"model": model, "sequence": sequence,
+                     "method": "Eaton-Rosen 2018 percentile recalibration (physeg.evaluation.calibration)"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_calibration(path: str | Path):
+    """Volume-interval calibration from a JSON file: dict tissue → PercentileCalibration.
+
+    See the module docstring for the layout and the check of the 0.5 level.
+    Raises :class:`UsageError` when the file is missing, unreadable or not a
+    calibration.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"calibration file {path} does not exist")
+    try:
+        raw = json.loads(path.read_text())
+        if "lower" in raw:
+            cal = _calibration_from_dict(raw)
+            return {t: cal for t in TISSUES}
+        return {t: _calibration_from_dict(raw[t]) for t in TISSUES}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"unreadable calibration {path} ({exc.__class__.__name__}: {exc})") from None
