@@ -71,7 +71,8 @@ def _check_map_arguments(args: argparse.Namespace) -> None:
 
 def subject_label(args: argparse.Namespace) -> str:
     """The id outputs are named after: the BIDS participant, else the PD file's name without .nii[.gz]."""
-    from physeg.data.bids import nifti_stem, normalise_subject_id  # deferred: pulls torch
+    from physeg.data.bids import normalise_subject_id  # deferred: physeg.data pulls torch
+    from physeg.data.nifti import nifti_stem
 
     _check_map_arguments(args)
     return normalise_subject_id(args.subject) if args.bids is not None else nifti_stem(args.pd)

@@ -28,7 +28,7 @@ import math
 from pathlib import Path
 
 from physeg import __version__
-from physeg.cli.errors import UsageError, run_cli
+from physeg.cli.errors import UsageError, check_outputs, run_cli
 from physeg.cli.maps import UNITS_HELP, add_map_arguments, load_maps
 
 log = logging.getLogger("physeg.simulate")
@@ -155,17 +155,11 @@ def sidecar(sequence: str, row, *, source: str, normalised: bool, in_distributio
 def _output_names(args: argparse.Namespace, n_images: int) -> list[str]:
     """Output stems; :class:`UsageError` for a bad folder or prefix, or existing outputs without --force."""
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out} exists and is not a folder")
     if not args.prefix or Path(args.prefix).name != args.prefix or "\\" in args.prefix or args.prefix in (".", ".."):
         raise UsageError(f"--prefix must be a plain file-name prefix without folders; got {args.prefix!r}")
     names = [f"{args.prefix}-{i + 1:03d}_{args.sequence}" for i in range(n_images)]
     files = [out / f"{n}{ext}" for n in names for ext in (".nii.gz", ".json")] + [out / "parameters.tsv"]
-    for f in files:
-        if f.exists() and not f.is_file():
-            raise UsageError(f"{f} exists and is not a file")
-        if f.exists() and not args.force:
-            raise UsageError(f"{f} exists; use --force to replace it or another --output/--prefix")
+    check_outputs(out, files, force=args.force, elsewhere="--output or --prefix")
     return names
 
 
