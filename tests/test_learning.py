@@ -17,6 +17,7 @@ from physeg.models.losses import segmentation_loss
 from physeg.models.network import NetworkConfig, build_network
 from physeg.simulation.tissues import TISSUE_PARAMETERS
 from physeg.training.batches import TrainingBatches, Volumes, pregenerate
+from physeg.training.patches import TissueAwareLocations, corner_for_centre, patch_tissue_fractions
 from physeg.training.precision import (
     Precision,
     choose_precision,
@@ -129,6 +130,60 @@ def test_cuda_precision_is_bf16_on_ampere_or_newer():
     p = choose_precision(device="cuda")
     major, _ = torch.cuda.get_device_capability()
     assert (p.dtype == torch.bfloat16) == (major >= 8)
+
+
+# ---------------------------------------------------------------------------- patch locations
+def _blob_volume(size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask = a 40³ cube; label 1 everywhere in it except a 3³ 'CSF' blob (label 3) in one corner."""
+    labels = torch.zeros(size, size, size, dtype=torch.long)
+    labels[4:44, 4:44, 4:44] = TISSUES["GM"]
+    labels[5:8, 5:8, 5:8] = TISSUES["CSF"]
+    return labels, labels > 0
+
+
+def _share_with_csf(locations: TissueAwareLocations, labels: torch.Tensor, *, n: int = 300) -> float:
+    g = torch.Generator().manual_seed(0)
+    hits = 0
+    for _ in range(n):
+        a, b, c = locations.corner(0, generator=g)
+        assert 0 <= min(a, b, c) and max(a, b, c) <= labels.shape[0] - 16
+        hits += bool((labels[a:a + 16, b:b + 16, c:c + 16] == TISSUES["CSF"]).any())
+    return hits / n
+
+
+def test_tissue_aware_locations_put_the_rare_tissue_in_patches():
+    labels, mask = _blob_volume()
+    csf = TISSUES["CSF"]
+    uniform = _share_with_csf(TissueAwareLocations([labels], [mask], patch_size=16, oversample={}), labels)
+    half = _share_with_csf(TissueAwareLocations([labels], [mask], patch_size=16, oversample={csf: 0.5}), labels)
+    always = _share_with_csf(TissueAwareLocations([labels], [mask], patch_size=16, oversample={csf: 1.0}), labels)
+    # uniform centres: a 16³ patch reaches the corner blob only if its centre is within ~8 voxels of it
+    # (measured 0.03, 0.54, 1.0)
+    assert uniform < 0.15 and always == 1.0 and 0.4 < half < 0.7
+
+
+def test_tissue_aware_locations_fall_back_and_check_arguments():
+    labels, mask = _blob_volume()
+    no_csf = torch.where(labels == TISSUES["CSF"], TISSUES["GM"], labels)
+    loc = TissueAwareLocations([no_csf], [mask], patch_size=16, oversample={TISSUES["CSF"]: 1.0})
+    assert loc.corner(0, generator=torch.Generator().manual_seed(0)) is not None  # mask fallback
+    with pytest.raises(ValueError, match="sum to"):
+        TissueAwareLocations([labels], [mask], patch_size=16, oversample={1: 0.7, 3: 0.7})
+    with pytest.raises(ValueError, match="pad it first"):
+        TissueAwareLocations([labels[:8]], [mask[:8]], patch_size=16, oversample={})
+    assert corner_for_centre((0, 47, 20), shape=(48, 48, 48), size=16) == (0, 32, 12)
+
+
+def test_patch_tissue_fractions_by_hand():
+    class Source:
+        def next_batch(self):
+            lab = torch.zeros(2, 2, 2, 2, dtype=torch.long)
+            lab[0, 0, 0, 0] = TISSUES["CSF"]  # item 0: 1/8 CSF; item 1: none
+            return {"label": lab}
+
+    stats = patch_tissue_fractions(Source(), n=3)  # two batches: 4 patches
+    assert stats["CSF"] == {"mean_fraction": pytest.approx(2 / 8 / 4), "with_any": 0.5}
+    assert stats["background"]["with_any"] == 1.0 and stats["WM"]["with_any"] == 0.0
 
 
 # ---------------------------------------------------------------------------- a small model learns

@@ -1,0 +1,222 @@
+"""Convergence of the demo-size Phys-Strat-Aug network on CPU: the current recipe vs warm-up + decay.
+
+Trains the Phys-Strat-Aug network (physics early+late, on-the-fly simulation,
+stratified batches, L = CE + λ·L_strat; paper §2.1-§2.3) at the profile's
+size (demo: 4 mm maps, 32³ patches, channels 8-16-32-64, batch 4) on the
+profile's cohort, one thread, in one run, with
+
+(a) the current recipe: constant Adam lr 1e-3, float32, 144 steps (demo: 8 × 18);
+(b) Adam lr 3e-3, linear warm-up (5 %) then poly-0.9 decay
+    (:mod:`physeg.training.schedule`), precision by
+    :func:`physeg.training.precision.choose_precision` (bf16 autocast only on
+    a CPU with native bf16), 600 steps;
+
+both from the same initial weights and the same batch stream. Reports the
+validation Dice per tissue against the PGS labels
+(:func:`physeg.training.validation.validate`: the fixed validation
+realisations, whole volumes, sliding window), training wall time (validation
+excluded) and steps. Also times one optimiser step in float32 and under
+forced bf16 autocast on this CPU (interleaved blocks, median), and the
+tissue content of training patches (:mod:`physeg.training.patches`).
+
+    .venv/bin/python benchmarks/convergence.py [--profile demo] [--sequence MPRAGE]
+        [--recipes a b] [--val-every 144] [--json /tmp/convergence.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from physeg.conventions import TISSUE_NAMES, TISSUES, stable_seed
+from physeg.models.losses import segmentation_loss
+from physeg.models.network import build_network
+from physeg.models.registry import get_model_spec
+from physeg.profiles import Profile, get_profile
+from physeg.training.batches import TrainingBatches, Volumes
+from physeg.training.identity import network_config
+from physeg.training.orchestrate import load_volumes
+from physeg.training.patches import TissueAwareLocations, patch_tissue_fractions
+from physeg.training.precision import choose_precision
+from physeg.training.rng import seed_everything
+from physeg.training.schedule import build_scheduler, default_warmup
+from physeg.training.validation import make_validation_set, validate
+
+MODEL = "Phys-Strat-Aug"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training recipe: peak lr, steps, schedule (``None`` = constant) and precision request."""
+
+    name: str
+    learning_rate: float
+    steps: int
+    schedule: str | None
+    precision: str  # "fp32" | "auto" | "bf16"
+    dice_weight: float = 0.0
+
+
+RECIPES: dict[str, Recipe] = {
+    "a": Recipe("a: current (lr 1e-3 constant, fp32)", 1e-3, 144, None, "fp32"),
+    "b": Recipe("b: lr 3e-3, warm-up + poly decay, bf16 if native", 3e-3, 600, "poly", "auto"),
+    # not run by default: the class-imbalance experiment (soft Dice beside the CE)
+    "a+dice": Recipe("a+dice: current recipe + soft Dice (weight 1)", 1e-3, 144, None, "fp32", 1.0),
+    "b+dice": Recipe("b+dice: recipe b + soft Dice (weight 1)", 3e-3, 600, "poly", "auto", 1.0),
+}
+DEFAULT_RECIPES: tuple[str, ...] = ("a", "b")
+
+
+def make_sampler(volumes: list[Volumes], *, profile: Profile, sequence: str, seed: int) -> TrainingBatches:
+    """The Phys-Strat-Aug batch stream (on-the-fly, stratified) of the training loop."""
+    spec = get_model_spec(MODEL)
+    return TrainingBatches(volumes, sequence=sequence, patch_size=profile.patch_size,
+                           batch_size=profile.training.batch_size, data=spec.data, batches=spec.batches,
+                           seed=seed)
+
+
+def new_model(*, profile: Profile, sequence: str, seed: int) -> torch.nn.Module:
+    """Phys-Strat-Aug network at the profile's widths, initialised as the training loop does."""
+    seed_everything(stable_seed(seed, "init"))
+    return build_network(network_config(get_model_spec(MODEL), profile=profile, sequence=sequence))
+
+
+def step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, batch: dict, *, precision, strat_weight: float,
+         dice_weight: float = 0.0) -> float:
+    """One optimiser step of the training loop's loss; returns the loss."""
+    with precision.context():
+        parts = segmentation_loss(model.heads(batch["image"], batch["params"]), batch["label"],
+                                  strat_weight=strat_weight, dice_weight=dice_weight)
+    optimiser.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    optimiser.step()
+    return float(parts["loss"].detach())
+
+
+def train_recipe(recipe: Recipe, *, volumes: dict, val_set, profile: Profile, sequence: str, seed: int,
+                 val_every: int) -> dict:
+    """Train with ``recipe``; validation Dice every ``val_every`` steps and at the end."""
+    model = new_model(profile=profile, sequence=sequence, seed=seed).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    scheduler = None
+    if recipe.schedule is not None:
+        scheduler = build_scheduler(optimiser, warmup_steps=default_warmup(recipe.steps),
+                                    total_steps=recipe.steps, decay=recipe.schedule)
+    precision = choose_precision(device="cpu", mode=recipe.precision)
+    sampler = make_sampler(volumes["train"], profile=profile, sequence=sequence, seed=seed)
+    curve, losses, train_s, val_s = [], [], 0.0, 0.0
+    for k in range(1, recipe.steps + 1):
+        t0 = time.perf_counter()
+        losses.append(step(model, optimiser, sampler.next_batch(), precision=precision,
+                           strat_weight=profile.training.strat_weight, dice_weight=recipe.dice_weight))
+        if scheduler is not None:
+            scheduler.step()
+        train_s += time.perf_counter() - t0
+        if k % val_every == 0 or k == recipe.steps:
+            t1 = time.perf_counter()
+            scores = validate(model, val_set, profile=profile, use_physics=True)
+            model.train()
+            val_s += time.perf_counter() - t1
+            row = {"step": k, "train_s": round(train_s, 1), "loss_mean_last": sum(losses[-val_every:]) /
+                   len(losses[-val_every:]), **{t: scores[f"val_dice_{t}"] for t in TISSUE_NAMES}}
+            curve.append(row)
+            print(f"  [{recipe.name[:1]}] step {k:4d}  train {train_s:6.1f} s  loss {row['loss_mean_last']:.3f}  "
+                  + "  ".join(f"{t} {row[t]:.3f}" for t in TISSUE_NAMES), flush=True)
+    return {"recipe": asdict(recipe), "precision": precision.describe(), "steps": recipe.steps,
+            "train_wall_s": train_s, "validation_wall_s": val_s, "final": curve[-1], "curve": curve}
+
+
+def step_times(*, volumes: dict, profile: Profile, sequence: str, seed: int, steps: int = 4, blocks: int = 3
+               ) -> dict:
+    """Median seconds per optimiser step in float32 and under forced bf16 autocast, interleaved blocks."""
+    batch = make_sampler(volumes["train"], profile=profile, sequence=sequence, seed=seed).next_batch()
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    models = {m: new_model(profile=profile, sequence=sequence, seed=seed).train() for m in times}
+    opts = {m: torch.optim.Adam(models[m].parameters(), lr=1e-3) for m in times}
+    for b in range(blocks):
+        for mode in times:
+            prec = choose_precision(device="cpu", mode=mode)
+            for i in range(steps + (1 if b == 0 else 0)):  # first step of each model untimed
+                t0 = time.perf_counter()
+                step(models[mode], opts[mode], batch, precision=prec, strat_weight=profile.training.strat_weight)
+                if b or i:
+                    times[mode].append(time.perf_counter() - t0)
+    med = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
+    return {"fp32_s_per_step": med["fp32"], "bf16_s_per_step": med["bf16"],
+            "bf16_speedup": med["fp32"] / med["bf16"], "samples_per_mode": len(times["fp32"])}
+
+
+def location_csf_fraction(volumes: list[Volumes], *, patch_size: int, oversample: dict[int, float], n: int = 540,
+                          seed: int = 0) -> float:
+    """Mean CSF share of ``n`` patch crops whose corners come from :class:`TissueAwareLocations`."""
+    padded = [v.padded(patch_size) for v in volumes]
+    locations = TissueAwareLocations([v.labels for v in padded], [v.mask for v in padded], patch_size=patch_size,
+                                     oversample=oversample)
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for j in range(n):
+        s = j % len(padded)
+        a, b, c = locations.corner(s, generator=g)
+        crop = padded[s].labels[a:a + patch_size, b:b + patch_size, c:c + patch_size]
+        total += float((crop == TISSUES["CSF"]).float().mean())
+    return total / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--sequence", default="MPRAGE")
+    parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=list(RECIPES))
+    parser.add_argument("--val-every", type=int, default=144)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    profile = get_profile(args.profile)
+    t0 = time.perf_counter()
+    volumes = load_volumes(profile)
+    val_set = make_validation_set(volumes["val"], sequence=args.sequence, profile=profile)
+    print(f"profile={profile.name} model={MODEL} sequence={args.sequence} channels={profile.channels} "
+          f"patch={profile.patch_size} batch={profile.training.batch_size} threads={torch.get_num_threads()} "
+          f"train/val subjects={len(volumes['train'])}/{len(volumes['val'])} "
+          f"(data + validation set {time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"CPU precision (auto): {choose_precision(device='cpu').describe()}", flush=True)
+    out: dict = {"profile": profile.name, "sequence": args.sequence, "threads": torch.get_num_threads()}
+    sampler = make_sampler(volumes["train"], profile=profile, sequence=args.sequence, seed=args.seed)
+    out["patch_tissue_fractions"] = patch_tissue_fractions(sampler, n=400)
+    print("tissue fraction of 400 training patches (mean; share of patches with any):",
+          json.dumps(out["patch_tissue_fractions"]), flush=True)
+    csf = TISSUES["CSF"]
+    out["csf_share_by_location_rule"] = {
+        f"q_csf={q}": location_csf_fraction(volumes["train"], patch_size=profile.patch_size, oversample={csf: q})
+        for q in (0.0, 0.33, 1.0)}
+    print("CSF share of patch voxels, centres uniform in the mask (q=0) / CSF-centred with probability q:",
+          json.dumps(out["csf_share_by_location_rule"]), flush=True)
+    out["step_times"] = step_times(volumes=volumes, profile=profile, sequence=args.sequence, seed=args.seed)
+    st = out["step_times"]
+    print(f"one step: fp32 {st['fp32_s_per_step'] * 1e3:.0f} ms, forced bf16 autocast "
+          f"{st['bf16_s_per_step'] * 1e3:.0f} ms: bf16 speed-up {st['bf16_speedup']:.2f}x", flush=True)
+    out["recipes"] = {}
+    for key in args.recipes:
+        recipe = RECIPES[key]
+        print(recipe.name, flush=True)
+        out["recipes"][key] = train_recipe(recipe, volumes=volumes, val_set=val_set, profile=profile,
+                                           sequence=args.sequence, seed=args.seed, val_every=args.val_every)
+    print("\nrecipe | steps | precision | train wall s | " + " | ".join(f"val Dice {t}" for t in TISSUE_NAMES))
+    for key, r in out["recipes"].items():
+        print(f"{key} | {r['steps']} | {r['precision'].split(':')[0]} | {r['train_wall_s']:.0f} | "
+              + " | ".join(f"{r['final'][t]:.3f}" for t in TISSUE_NAMES))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
