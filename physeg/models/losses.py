@@ -61,11 +61,13 @@ Aleatoric (§2.4, eq. 3–4; loss attenuation of Kendall & Gal 2017, the paper's
     function of ``"mean-ce"``), so their minimum over σ is σ = 0 whatever the
     voxel and σ carries no information. ``softmax(x)_y`` is not concave: for a
     misclassified voxel (:math:`p_y < 1/2`, where
-    :math:`p_y = \mathrm{sigmoid}(x_y - \log\sum_{c'\ne y} e^{x_{c'}})` is convex in :math:`x_y`) noise *raises* :math:`E[p_y]` towards :math:`1/C`, so
-    the Kendall–Gal loss falls as σ grows, while for a confident correct voxel
-    it lowers :math:`E[p_y]` and the loss rises. σ is then learned large where
-    labels cannot be predicted (loss attenuation) and small where they can —
-    what §2.4 needs for its volume bounds (tested in ``tests/test_losses.py``).
+    :math:`p_y = \mathrm{sigmoid}(x_y - \log\sum_{c'\ne y} e^{x_{c'}})` is
+    convex in :math:`x_y`) noise *raises* :math:`E[p_y]` towards :math:`1/C`,
+    so the Kendall–Gal loss falls as σ grows, while for a confident correct voxel
+    it lowers :math:`E[p_y]` and the loss rises. σ's gradient thus says whether
+    the logits are wrong (loss attenuation: σ grows) or confidently right (σ
+    shrinks), which §2.4 needs for its volume bounds (tested in
+    ``tests/test_losses.py``).
 
     *Caveat (identifiability).* The Kendall–Gal loss is the likelihood of the
     predictive :math:`\bar p = E_\varepsilon\,\mathrm{softmax}(f+\sigma\varepsilon)`,
