@@ -24,6 +24,8 @@
 #    sequence, resamples to the model's voxel size, runs the model with
 #    Monte-Carlo samples and resamples the result back to the input grid.
 #
+# What each command logs (on stderr in a terminal) is printed under its cell.
+#
 # On the command line this page is
 #
 # ```bash
@@ -46,6 +48,8 @@ profile = "smoke"
 
 # %% tags=["hide-input"]
 import json
+import logging
+import sys
 
 import matplotlib.pyplot as plt
 import nibabel as nib
@@ -62,6 +66,8 @@ from physeg.paths import cache_root
 from physeg.profiles import get_profile
 from physeg.inference.calibration_io import calibration_to_json
 
+# The commands' log messages (stderr in a terminal) are part of this page's story: print them with the outputs.
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 prof = get_profile(profile)
 MODEL, SEQUENCE = "Phys-Strat-Aug-Epistemic", "MPRAGE"
 work = cache_root() / "segment_your_scan" / prof.name
