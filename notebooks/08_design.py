@@ -25,11 +25,18 @@ profile = "smoke"
 # %% tags=["hide-input"]
 import dataclasses
 import importlib
+import re
 
-import pandas as pd
+from IPython.display import Markdown, display
 
 import physeg
 from physeg.models.plans import PLANS_FILE, Plans
+
+
+def markdown_table(header, rows):
+    """A Markdown table (rendered as prose on the site) from a header and rows of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return Markdown("\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]))
 
 # %% [markdown]
 # ## The pipeline, stage by stage
@@ -55,11 +62,11 @@ from physeg.models.plans import PLANS_FILE, Plans
 # %% tags=["hide-input"]
 PACKAGES = ("simulation", "data", "pgs", "models", "training", "inference", "evaluation", "reproduce", "cli",
             "profiles", "paths", "conventions")
-rows = {}
+rows = []
 for name in PACKAGES:
-    module = importlib.import_module(f"physeg.{name}")
-    rows[f"physeg.{name}"] = (module.__doc__ or "").strip().splitlines()[0].replace("``", "`")
-pd.DataFrame({"first line of its docstring": rows}).rename_axis(f"physeg {physeg.__version__}")
+    first = (importlib.import_module(f"physeg.{name}").__doc__ or "").strip().splitlines()[0]
+    rows.append((f"`physeg.{name}`", re.sub(r":\w+:", "", first).replace("``", "`")))
+display(markdown_table((f"physeg {physeg.__version__}", "first line of its docstring"), rows))
 
 # %% [markdown]
 # ## The model-folder contract
@@ -75,10 +82,11 @@ pd.DataFrame({"first line of its docstring": rows}).rename_axis(f"physeg {physeg
 # is an error that names the key and the file. The fields:
 
 # %% tags=["hide-input"]
-pd.DataFrame(
-    [{"field": f.name, "type": str(f.type), "hashed into the folder name": f.name not in ("provenance", "plans_version")}
-     for f in dataclasses.fields(Plans)]
-).set_index("field").rename_axis(PLANS_FILE)
+display(markdown_table(
+    (f"`{PLANS_FILE}` field", "type", "hashed into the folder name"),
+    [(f"`{f.name}`", f"`{f.type}`", "no" if f.name in ("provenance", "plans_version") else "yes")
+     for f in dataclasses.fields(Plans)],
+))
 
 # %% [markdown]
 # Why: three consumers need the same description of a model, and a loose
