@@ -19,9 +19,9 @@ Tissue-aware locations (:class:`TissueAwareLocations`)
 
     It helps only where a patch is small against the brain. At the demo size
     (32³ patches in 50×59×48 volumes) every uniform patch already holds CSF,
-    3.8 % of its voxels; CSF-centred patches hold 3.9 % (measured on the 18
-    demo training subjects, ``benchmarks/convergence.py``): there CSF is rare
-    per voxel, not missed by the patches.
+    3.8 % of its voxels; with :math:`q_{CSF}` = 0.33 or 1 the share is 3.9 %
+    or 4.0 % (18 demo training subjects, ``benchmarks/convergence.py``): there
+    CSF is rare per voxel, not missed by the patches.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ it where the hardware multiplies bf16 natively:
 * CPU: bf16 autocast only when the processor has bf16 instructions —
   x86 ``avx512_bf16`` or ``amx_bf16``, ARM ``bf16`` (flags of
   ``/proc/cpuinfo``, or torch's own CPU probe). Without them oneDNN
-  emulates bf16 with conversions and a step is *slower* than float32
-  (measured on an AVX2 AMD EPYC: ``benchmarks/convergence.py``), so float32.
+  emulates bf16 with conversions and a step is far *slower* than float32
+  (demo-size Phys-Strat-Aug step on an AVX2 AMD EPYC, one thread: 1.4 s in
+  float32, 23 s under bf16 autocast; ``benchmarks/convergence.py``), so float32.
 * Anything else (MPS, …): float32.
 
 :func:`choose_precision` decides, :meth:`Precision.context` is the context
