@@ -95,7 +95,8 @@ def test_plans_record_the_typed_training_settings():
     assert plans.training == {
         "name": "smoke", "n_train": 3, "n_val": 1, "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 2,
         "steps_per_epoch": 2, "patience": 7, "n_pregenerated": 4, "n_val_realisations": 4, "aleatoric_passes": 3,
-        "strat_weight": 1.0, "seed": 0, "dice_weight": 0.0}
+        "strat_weight": 1.0, "seed": 0, "dice_weight": 0.0, "lr_schedule": "constant", "warmup_fraction": 0.0,
+            "precision": "auto", "aleatoric_form": "kendall-gal"}
     heavier = with_training(SMOKE, dice_weight=0.5)
     other = identity.make_plans(get_model_spec("Phys-Strat"), profile=heavier, sequence="SPGR")
     assert other.training["dice_weight"] == 0.5
@@ -180,3 +181,19 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert (tmp_path / "rank0.done").exists() and (tmp_path / "rank1.done").exists()
     rows = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone wrote one row per epoch
+
+
+def test_learning_rate_follows_the_schedule_and_is_recorded(tmp_path):
+    """Warm-up then poly decay over max_epochs x steps_per_epoch; the last step's lr is in metrics."""
+    prof = with_training(TINY, lr_schedule="poly", warmup_fraction=0.25, max_epochs=2, steps_per_epoch=2)
+    tr, va = subjects()
+    training.train_model(get_model_spec("Baseline"), profile=prof, sequence="MPRAGE", folder=tmp_path / "m",
+                         train_subjects=tr, val_subjects=va, device="cpu", progress=False)
+    hist = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    from physeg.training.schedule import lr_factor
+    base = prof.training.learning_rate
+    assert hist[0]["lr_last"] == pytest.approx(base * lr_factor(1, warmup_steps=1, total_steps=4))
+    assert hist[1]["lr_last"] == pytest.approx(base * lr_factor(3, warmup_steps=1, total_steps=4))
+    assert hist[1]["lr_last"] < hist[0]["lr_last"] <= base
+    finished = json.loads((tmp_path / "m" / "finished.json").read_text())
+    assert finished["precision"].startswith(("float32 on cpu", "bfloat16 autocast"))

@@ -45,7 +45,8 @@ import torch
 from tqdm import tqdm
 
 from physeg.conventions import TISSUE_NAMES, stable_seed
-from physeg.inference.predictor import autocast_context
+from physeg.training.precision import Precision, choose_precision
+from physeg.training.schedule import lr_factor
 from physeg.models.losses import segmentation_loss
 from physeg.models.network import build_network
 from physeg.models.registry import ModelSpec
@@ -82,6 +83,7 @@ class _Run:
     optimiser: torch.optim.Optimizer
     sampler: TrainingBatches
     val_set: ValidationSet | None
+    precision: Precision
 
     @property
     def training(self) -> TrainingConfig:
@@ -180,7 +182,8 @@ def _build_run(spec: ModelSpec, *, profile: Profile, sequence: str, folder: Path
     if rank == 0 and val_set is None:
         val_set = make_validation_set(val_subjects, sequence=sequence, profile=profile)
     return _Run(spec=spec, sequence=sequence, profile=profile, folder=folder, seed=seed, device=device, rank=rank,
-                world_size=world_size, model=model, optimiser=optimiser, sampler=sampler, val_set=val_set)
+                world_size=world_size, model=model, optimiser=optimiser, sampler=sampler, val_set=val_set,
+                precision=choose_precision(device=device, mode=profile.training.precision))
 
 
 def _resume(run: _Run) -> TrainState:
@@ -195,16 +198,34 @@ def _resume(run: _Run) -> TrainState:
 def _train_step(run: _Run, net: torch.nn.Module) -> dict[str, torch.Tensor]:
     """One optimiser step on one batch; the loss parts (paper §2.2, §2.4)."""
     batch = run.sampler.next_batch()
-    with autocast_context(run.device):
+    with run.precision.context():
         out = forward_heads(net, batch["image"], batch["params"] if run.use_physics else None)
         parts = segmentation_loss(out, batch["label"],
                                   strat_weight=run.training.strat_weight if run.spec.strat_loss else 0.0,
                                   dice_weight=run.training.dice_weight,
-                                  aleatoric_passes=run.training.aleatoric_passes)
+                                  aleatoric_passes=run.training.aleatoric_passes,
+                                  aleatoric_form=run.training.aleatoric_form)
     run.optimiser.zero_grad(set_to_none=True)
     parts["loss"].backward()
     run.optimiser.step()
     return parts
+
+
+def _set_learning_rate(run: _Run, *, step: int) -> float:
+    """Learning rate of global optimiser step ``step`` (0-based) from the profile's schedule.
+
+    Stateless (a function of the step alone), so an interrupted run resumes on
+    the same schedule without a scheduler state in the checkpoint.
+    """
+    t = run.training
+    lr = t.learning_rate
+    if t.lr_schedule != "constant":
+        total = t.max_epochs * math.ceil(t.steps_per_epoch / run.world_size)
+        warmup = int(round(t.warmup_fraction * total))
+        lr *= lr_factor(step, warmup_steps=min(warmup, total - 1), total_steps=total, decay=t.lr_schedule)
+    for group in run.optimiser.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def _train_epoch(run: _Run, net: torch.nn.Module, *, epoch: int) -> dict[str, Any]:
@@ -214,13 +235,15 @@ def _train_epoch(run: _Run, net: torch.nn.Module, *, epoch: int) -> dict[str, An
     net.train()
     steps = math.ceil(run.training.steps_per_epoch / run.world_size)
     sums = dict.fromkeys(LOSS_PARTS, 0.0)
-    for _ in range(steps):
+    lr = run.training.learning_rate
+    for i in range(steps):
+        lr = _set_learning_rate(run, step=epoch * steps + i)
         parts = _train_step(run, net)
         for k in sums:
             sums[k] += float(parts[k].detach())
     means = mean_over_ranks(torch.tensor([sums[k] / steps for k in sums], dtype=torch.float64),
                             world_size=run.world_size)
-    return {"epoch": epoch + 1, **{f"train_{k}": float(v) for k, v in zip(sums, means)}}
+    return {"epoch": epoch + 1, **{f"train_{k}": float(v) for k, v in zip(sums, means)}, "lr_last": lr}
 
 
 def _close_epoch(run: _Run, state: TrainState, row: dict[str, Any], *, t0: float) -> bool:
@@ -250,6 +273,7 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if run.rank == 0:
         summary = training_summary(run.spec, run.sequence, state, device=run.device, world_size=run.world_size)
+        summary["precision"] = run.precision.describe()
         if state.stopped or state.epoch >= run.training.max_epochs:
             write_finished(run.folder, summary)
     barrier(world_size=run.world_size)
