@@ -74,6 +74,9 @@ class TrainingConfig:
     #: Form of the aleatoric loss (:func:`physeg.models.losses.aleatoric_loss`):
     #: ``"kendall-gal"`` (−log of the mean soft-max probability over the draws, eq. 4 as intended).
     aleatoric_form: str = "kendall-gal"
+    #: Epistemic models are selected as they are used: validation segments each
+    #: image by the majority vote of this many Monte-Carlo dropout samples.
+    val_mc_samples: int = 4
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def test_plans_record_the_typed_training_settings():
         "name": "smoke", "n_train": 3, "n_val": 1, "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 2,
         "steps_per_epoch": 2, "patience": 7, "n_pregenerated": 4, "n_val_realisations": 4, "aleatoric_passes": 3,
         "strat_weight": 1.0, "seed": 0, "dice_weight": 0.0, "lr_schedule": "constant", "warmup_fraction": 0.0,
-            "precision": "auto", "aleatoric_form": "kendall-gal"}
+            "precision": "auto", "aleatoric_form": "kendall-gal", "val_mc_samples": 4}
     heavier = with_training(SMOKE, dice_weight=0.5)
     other = identity.make_plans(get_model_spec("Phys-Strat"), profile=heavier, sequence="SPGR")
     assert other.training["dice_weight"] == 0.5
@@ -197,3 +197,52 @@ def test_learning_rate_follows_the_schedule_and_is_recorded(tmp_path):
     assert hist[1]["lr_last"] < hist[0]["lr_last"] <= base
     finished = json.loads((tmp_path / "m" / "finished.json").read_text())
     assert finished["precision"].startswith(("float32 on cpu", "bfloat16 autocast"))
+
+
+def test_epistemic_variants_start_from_their_deterministic_model():
+    from physeg.models.registry import get_model_spec as spec
+    assert spec("Phys-Strat-Aug-Epistemic").init_from == "Phys-Strat-Aug"
+    assert spec("Baseline-Epistemic").init_from == "Baseline"
+    assert spec("Baseline-Aleatoric").init_from is None and spec("Baseline").init_from is None
+    names = profile_models(SMOKE)
+    for n in names:
+        parent = spec(n).init_from
+        assert parent is None or names.index(parent) < names.index(n)  # parents are trained first
+
+
+def test_init_weights_are_loaded_before_training(tmp_path):
+    """The child starts from the parent's best.pt: after one short epoch it is still near it, not near a fresh init."""
+    tr, va = subjects()
+    train(tmp_path / "parent", name="Phys-Strat-Aug")
+    child = tmp_path / "child"
+    training.train_model(get_model_spec("Phys-Strat-Aug-Epistemic"), profile=TINY, sequence="MPRAGE", folder=child,
+                         train_subjects=tr, val_subjects=va, device="cpu", progress=False, max_epochs=1,
+                         init_weights=tmp_path / "parent" / "best.pt")
+    parent_w = torch.load(tmp_path / "parent" / "best.pt", weights_only=True)
+    fresh = build_network(identity.network_config(get_model_spec("Phys-Strat-Aug-Epistemic"), profile=TINY,
+                                                  sequence="MPRAGE")).state_dict()
+    child_w = torch.load(child / "last.pt", weights_only=True)["model"]
+    key = "out.conv.conv.weight"
+    # one epoch of fine-tuning moves the weights a little from the parent's, far less than from a fresh init
+    assert (child_w[key] - parent_w[key]).abs().max() < (child_w[key] - fresh[key]).abs().max()
+
+
+def test_epistemic_validation_uses_monte_carlo_votes(monkeypatch):
+    tr, va = subjects()
+    vset = validation.make_validation_set(va, sequence="MPRAGE", profile=TINY)
+    net = build_network(identity.network_config(get_model_spec("Baseline-Epistemic"), profile=TINY,
+                                                sequence="MPRAGE"))
+    calls = []
+    real_sample = validation.Predictor.sample
+
+    def spy(self, *a, **kw):
+        calls.append(kw["n"])
+        return real_sample(self, *a, **kw)
+
+    monkeypatch.setattr(validation.Predictor, "sample", spy)
+    out = validation.validate(net, vset, profile=TINY, use_physics=False)
+    assert calls == [TINY.training.val_mc_samples] * TINY.n_val_realisations and 0 <= out["val_dice_mean"] <= 1
+    calls.clear()
+    det = build_network(identity.network_config(get_model_spec("Baseline"), profile=TINY, sequence="MPRAGE"))
+    validation.validate(det, vset, profile=TINY, use_physics=False)
+    assert calls == []

@@ -38,6 +38,13 @@ class ModelSpec:
     batches: str = "mixed"  # "mixed" | "stratified"
     strat_loss: bool = False
     uncertainty: str = "none"  # "none" | "epistemic" | "aleatoric"
+    #: Model whose trained weights (``best.pt``, same profile, sequence and seed)
+    #: initialise this one. Epistemic variants start from their deterministic
+    #: model and are fine-tuned with dropout on: dropout 0.5 after every
+    #: convolution of a small network trained from scratch on a CPU budget stays
+    #: near chance, while the same dropout on converged weights keeps their
+    #: accuracy and adds the Monte-Carlo spread (paper §2.4 trains from scratch on a GPU).
+    init_from: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +68,8 @@ def _registry() -> dict[str, ModelSpec]:
     for base in ("Baseline", "Phys-Strat-Aug"):
         for var in UNCERTAINTY_VARIANTS:
             name = f"{base}-{var}"
-            reg[name] = replace(_BASE[base], name=name, uncertainty=var.lower())
+            reg[name] = replace(_BASE[base], name=name, uncertainty=var.lower(),
+                                init_from=base if var == "Epistemic" else None)
     return reg
 
 

@@ -109,6 +109,7 @@ def train_model(
     progress: bool = True,
     pregenerated: list[Realisations] | None = None,
     val_set: ValidationSet | None = None,
+    init_weights: Path | None = None,
 ) -> dict[str, Any]:
     """Train one model into ``folder`` (layout in :mod:`physeg.training.checkpoint`).
 
@@ -127,6 +128,9 @@ def train_model(
         used by tests and to simulate a killed run.
     pregenerated, val_set
         Reuse realisation sets across models (orchestration); built here otherwise.
+    init_weights
+        ``best.pt`` of the model to start from (``spec.init_from``; loaded before
+        training, ignored on resume, where ``last.pt`` holds the weights).
 
     Returns
     -------
@@ -137,6 +141,8 @@ def train_model(
     run = _build_run(spec, profile=profile, sequence=sequence, folder=Path(folder), seed=seed, device=device,
                      train_subjects=train_subjects, val_subjects=val_subjects, pregenerated=pregenerated,
                      val_set=val_set)
+    if init_weights is not None:
+        run.model.load_state_dict(torch.load(init_weights, map_location=run.device, weights_only=True))
     state = _resume(run) if resume else TrainState()
     # DDP broadcasts rank 0's weights when wrapping: wrap after the resumed weights are loaded
     net = wrap_model(run.model, device=run.device, world_size=run.world_size)

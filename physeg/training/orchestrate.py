@@ -28,7 +28,7 @@ from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
 from physeg.profiles import Profile
 from physeg.training.batches import Volumes, pregenerate
-from physeg.training.checkpoint import FINISHED, read_finished
+from physeg.training.checkpoint import BEST, FINISHED, read_finished
 from physeg.training.identity import make_plans
 from physeg.training.loop import train_model
 from physeg.training.validation import make_validation_set
@@ -59,6 +59,21 @@ def _shared_sets(volumes: dict[str, list[Volumes]], *, profile: Profile, sequenc
         "pregenerated": pregenerate(volumes["train"], sequence=sequence, n=profile.training.n_pregenerated,
                                     seed=stable_seed("pregenerated", profile.seed, sequence)),
     }
+
+
+def _parent_weights(spec, *, profile: Profile, sequence: str, seed: int | None) -> Path | None:
+    """``best.pt`` of the model ``spec`` starts from (:attr:`~physeg.models.registry.ModelSpec.init_from`).
+
+    The parent comes earlier in :func:`~physeg.models.registry.profile_models`,
+    so it is trained by then; a parent that is missing is an error, not a silent
+    training from scratch.
+    """
+    if spec.init_from is None:
+        return None
+    parent = model_folder(spec.init_from, profile=profile, sequence=sequence, seed=seed)
+    if read_finished(parent) is None:
+        raise RuntimeError(f"{spec.name} starts from {spec.init_from}, which is not trained: {parent}")
+    return parent / BEST
 
 
 def train_all(
@@ -103,11 +118,13 @@ def train_all(
             if not cached:
                 volumes = volumes or load_volumes(profile)
                 shared = shared or _shared_sets(volumes, profile=profile, sequence=sequence)
+                spec = get_model_spec(name)
+                init = _parent_weights(spec, profile=profile, sequence=sequence, seed=seed)
                 log.info("training %s %s -> %s", name, sequence, folder)
                 train_model(
-                    get_model_spec(name), profile=profile, sequence=sequence, folder=folder,
+                    spec, profile=profile, sequence=sequence, folder=folder,
                     train_subjects=volumes["train"], val_subjects=volumes["val"], seed=seed, device=device,
-                    resume=resume, progress=progress, **shared,
+                    resume=resume, progress=progress, init_weights=init, **shared,
                 )
                 summary = read_finished(folder)
             rows.append({**summary, "cached": cached, "folder": str(folder)})

@@ -98,15 +98,36 @@ def summarise_validation(dices: dict[str, list[float]], covs: dict[str, list[flo
     return out
 
 
+def _mc_vote_labels(predictor: Predictor, real: Realisations, params: torch.Tensor | None, *,
+                    n: int) -> torch.Tensor:
+    """Majority-vote label maps ``(R, *S)`` of ``n`` MC-dropout samples for each realisation."""
+    maps = []
+    for i in range(real.images.shape[0]):
+        p = None if params is None else params[i:i + 1]
+        s = predictor.sample(real.images[i:i + 1], p, n=n, seed=stable_seed("validation-mc", i), maps=True)
+        maps.append(s.labels.long())
+    return torch.stack(maps)
+
+
 def validate(model: PhysicsUNet, val_set: ValidationSet, *, profile: Profile, use_physics: bool) -> dict[str, float]:
-    """Mean Dice and mean CoV per tissue, and the early-stopping score (module docstring)."""
+    """Mean Dice and mean CoV per tissue, and the early-stopping score (module docstring).
+
+    Epistemic models are scored in the mode they are used in: each image is
+    segmented by the majority vote of ``profile.training.val_mc_samples``
+    Monte-Carlo dropout samples (fixed dropout seeds, so epochs are compared on
+    the same masks), not by the deterministic eval-mode network.
+    """
     model.eval()
     dices: dict[str, list[float]] = {t: [] for t in TISSUE_NAMES}
     covs: dict[str, list[float]] = {t: [] for t in TISSUE_NAMES}
     predictor = Predictor.from_profile(model, profile, amp=True)
     for vol, real in val_set:
         # bf16 autocast on CUDA as before (amp does nothing on CPU)
-        segs = predictor.labels(real.images, real.params if use_physics else None)
+        params = real.params if use_physics else None
+        if predictor.uncertainty == "epistemic":
+            segs = _mc_vote_labels(predictor, real, params, n=profile.training.val_mc_samples)
+        else:
+            segs = predictor.labels(real.images, params)
         subject_dices, subject_covs = _subject_scores(segs, vol.labels)
         for t in TISSUE_NAMES:
             dices[t] += subject_dices[t]
