@@ -108,15 +108,20 @@ def test_uncertainty_samples_reproducible_and_leave_global_rng(profile):
         assert all(np.array_equal(x, y) for x, y in zip(a[col], b[col]))
 
 
-def test_uncertainty_subset_spreads_and_keeps_low_fa_first():
+def test_uncertainty_subset_is_stratified_never_an_extreme():
     from physeg.evaluation.grid import test_parameters, uncertainty_subset
     from physeg.profiles import get_profile
 
-    assert uncertainty_subset(10, None) == list(range(10))
-    assert uncertainty_subset(4, 9) == [0, 1, 2, 3]
-    assert uncertainty_subset(10, 3) == [0, 4, 9]  # linspace 0, 4.5, 9; round half to even
+    ti = torch.tensor([[0.9], [0.1], [2.0], [0.5], [1.5], [0.3], [1.2], [0.7], [1.8], [0.2]], dtype=torch.float64)
+    assert uncertainty_subset(ti, "MPRAGE", None) == list(range(10))
+    assert uncertainty_subset(ti[:4], "MPRAGE", 9) == [0, 1, 2, 3]
+    one = uncertainty_subset(ti, "MPRAGE", 1)
+    assert float(ti[one[0], 0]) == 0.9  # the median TI (rank 5 of 10), not the lowest
+    three = sorted(float(ti[i, 0]) for i in uncertainty_subset(ti, "MPRAGE", 3))
+    assert three == [0.2, 0.9, 1.8]  # ranks 1, 5, 8 of 10: one per TI tercile
     with pytest.raises(ValueError, match="n_uncertainty_images"):
-        uncertainty_subset(10, 0)
-    # the first SPGR OoD grid image has FA < 10 degrees, so every subset keeps one
+        uncertainty_subset(ti, "MPRAGE", 0)
+    # SPGR is stratified by FA: three images of the demo OoD grid include one with FA < 10 degrees
     params = test_parameters(get_profile("demo"), "SPGR", "OoD")
-    assert float(params[uncertainty_subset(params.shape[0], 3)][0, 2]) < np.deg2rad(10)
+    fa = params[uncertainty_subset(params, "SPGR", 3), 2]
+    assert float(fa.min()) < np.deg2rad(10) < float(fa.max())

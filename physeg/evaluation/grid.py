@@ -111,15 +111,26 @@ def test_grid(profile: Profile) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def uncertainty_subset(n_images: int, n_selected: int | None) -> list[int]:
-    """Indices of the test-grid images that get uncertainty samples.
+#: The parameter that orders each sequence's grid for the uncertainty subset: TI for MPRAGE, FA for SPGR
+#: (the parameters the paper's Figure 3 and §4.1 discuss: interval width against TI and low flip angles).
+STRATIFY_BY: dict[str, int] = {"MPRAGE": 0, "SPGR": 2}
 
-    ``None`` (or ``n_selected >= n_images``) keeps every image. Otherwise the
-    indices are evenly spaced over the grid and always include 0: the grid puts
-    its FA < 10° SPGR images first, so the Figure-3 outliers stay in the subset.
+
+def uncertainty_subset(params: torch.Tensor, sequence: str, n_selected: int | None) -> list[int]:
+    """Indices of the test-grid images ``params`` (N, P) that get uncertainty samples.
+
+    ``None`` (or ``n_selected >= N``) keeps every image. Otherwise the images
+    are ordered by the sequence's stratifying parameter (:data:`STRATIFY_BY`)
+    and the one at the centre of each of ``n_selected`` equal strata is taken:
+    ranks ``floor((k + ½) N / n)``, ``k = 0 … n − 1``. One image is the median,
+    never an extreme of the grid; three of an SPGR OoD grid whose lowest fifth
+    has FA < 10° include one of those.
     """
+    n_images = int(params.shape[0])
     if n_selected is None or n_selected >= n_images:
         return list(range(n_images))
     if n_selected < 1:
         raise ValueError(f"n_uncertainty_images must be >= 1 or None, got {n_selected}")
-    return sorted({int(round(i)) for i in np.linspace(0, n_images - 1, n_selected)})
+    order = torch.argsort(params[:, STRATIFY_BY[sequence]], stable=True).tolist()
+    ranks = [int((k + 0.5) * n_images / n_selected) for k in range(n_selected)]
+    return sorted(order[r] for r in ranks)
