@@ -42,3 +42,17 @@ def test_results_csv_long_format(tmp_path):
     back = pd.read_csv(paths["tables"])
     assert len(back) == 2 and (tmp_path / "mine.txt").read_text() == "keep"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_spread_table_compares_steps_with_the_seed_sd():
+    rows = []
+    for seed, (base, phys) in enumerate([(10.0, 5.0), (10.4, 5.2)]):
+        for model, v in (("Baseline", base), ("Phys-Base", phys)):
+            rows.append(dict(table="cov_x1000", model=model, sequence="MPRAGE", tissue="GM", distribution="IoD",
+                             mean=v, seed=seed))
+    t = seeds.spread_table(seeds.across_seeds(pd.DataFrame(rows)))
+    r = t.iloc[0]
+    assert r["step"] == "Baseline → Phys-Base" and math.isclose(r["diff"], 5.1 - 10.2)
+    assert bool(r["decrease_beyond_spread"]) is True
+    one = seeds.spread_table(seeds.across_seeds(pd.DataFrame(rows).query("seed == 0")))
+    assert one.iloc[0]["decrease_beyond_spread"] is None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,49 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], folder: str | Path) -> 
         os.replace(tmp, path)
         out[name] = path
     return out
+
+
+def evaluate_seeds(profile, *, progress: bool = False) -> tuple[dict[int, Any], pd.DataFrame]:
+    """Train (or reuse) the ablations with every seed of ``profile.seeds`` and evaluate each.
+
+    Returns ``({seed: EvaluationResults}, per_seed)`` where ``per_seed`` is the
+    long table of :func:`~physeg.evaluation.paper_tables.our_tables` of every
+    seed with a ``seed`` column (the input of :func:`across_seeds` and of
+    :func:`physeg.evaluation.claims.evaluate_claims`).
+    """
+    from physeg.evaluation.models import model_folders
+    from physeg.evaluation.runs import run_evaluation
+    from physeg.training.orchestrate import train_all
+
+    results, tables = {}, []
+    for seed in profile.seeds:
+        trained = train_all(profile, models=list(profile.ablations), seed=seed, progress=progress)
+        results[seed] = run_evaluation(profile, folders=model_folders(trained))
+        tables.append(results[seed].tables().assign(seed=seed))
+    return results, pd.concat(tables, ignore_index=True)
+
+
+def spread_table(summary: pd.DataFrame, *, table: str = "cov_x1000", tissues: tuple[str, ...] = ("GM", "WM"),
+                 models: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Each consecutive pair of ablations: the difference of their mean cells beside the seed SD.
+
+    ``summary``: :func:`across_seeds` output. One row per sequence × distribution
+    × tissue × step ``a → b``: ``diff = mean_b − mean_a``, ``seed_sd_a``,
+    ``seed_sd_b`` and ``beyond_spread`` (:func:`beyond_spread` on the decrease;
+    empty with one seed).
+    """
+    d = summary[(summary["table"] == table) & summary["tissue"].isin(tissues)]
+    models = tuple(models or [m for m in dict.fromkeys(d["model"])])
+    rows = []
+    for (seq, dist, tissue), g in d.groupby(["sequence", "distribution", "tissue"], observed=True):
+        cells = g.set_index("model")
+        for a, b in zip(models, models[1:]):
+            if a not in cells.index or b not in cells.index:
+                continue
+            ca, cb = cells.loc[a], cells.loc[b]
+            rows.append({"sequence": seq, "distribution": dist, "tissue": tissue, "step": f"{a} → {b}",
+                         "mean_a": ca["mean"], "mean_b": cb["mean"], "diff": cb["mean"] - ca["mean"],
+                         "seed_sd_a": ca["seed_sd"], "seed_sd_b": cb["seed_sd"],
+                         "decrease_beyond_spread": beyond_spread(cb["mean"], ca["mean"], cb["seed_sd"],
+                                                                 ca["seed_sd"])})
+    return pd.DataFrame(rows)
