@@ -42,7 +42,9 @@ from IPython.display import Markdown, display
 
 from physeg.evaluation import runs as ev
 from physeg.evaluation import paper_tables as pr
+from physeg.evaluation import seeds
 from physeg.evaluation import statistics as st
+from physeg.paths import build_root
 from physeg.training.orchestrate import train_all
 from physeg.profiles import get_profile
 
@@ -118,6 +120,31 @@ pr.side_by_side(ours, "dice", best=dice_best)
 # %%
 cov_best = st.mark_best(ours[ours.table == "cov_x1000"], cov_cell, higher_is_better=False)
 pr.side_by_side(ours, "cov_x1000", best=cov_best)
+
+# %% [markdown]
+# ## Seeds: is a difference between models larger than retraining?
+#
+# Every ablation is trained once per training seed of the profile
+# (`profile.seeds`). A step between two models counts only if the CoV falls by
+# more than one combined seed-to-seed SD (`physeg.evaluation.seeds`); with a
+# single seed that spread is unknown and the column is empty, which is why
+# notebook 06 then calls claims 1–3 *not testable here*. The tables above are
+# the first seed's; the long CSV below holds the mean and SD over all seeds.
+
+# %%
+seed_runs, per_seed = seeds.evaluate_seeds(prof)
+summary = seeds.across_seeds(per_seed)
+print(f"training seeds: {list(prof.seeds)}")
+seeds.spread_table(summary, models=prof.ablations).round(3)
+
+# %% tags=["hide-input"]
+results_dir = build_root() / "results" / prof.name
+per_image = pd.concat([r.results.assign(seed=s) for s, r in seed_runs.items()], ignore_index=True)
+written = seeds.write_csv_tables({"tables": seeds.results_csv_frame(summary), "per_image": per_image,
+                                  "per_seed_tables": per_seed}, results_dir)
+print("tables as CSV (long format: model, sequence, tissue, distribution, metric, mean, sd, n_seeds):")
+for name, path in written.items():
+    print(f"  {name}: {path}")
 
 # %% [markdown]
 # ## Dice and CoV per model

@@ -16,8 +16,9 @@
 # Each claim of the paper (abstract, §4, §5) is turned into an explicit criterion
 # with a stated threshold and evaluated by `physeg.evaluation.claims` on the results of
 # notebooks 04 and 05 (read from their cache). A verdict is one of
-# *reproduced*, *not reproduced*, or *not testable here* (inputs missing in this
-# profile). Nothing on this page is typed by hand: the table and the prose
+# *reproduced*, *not reproduced*, *inconclusive* (claims 1–3: the training
+# seeds disagree), or *not testable here* (inputs missing in this profile, or
+# a single training seed, whose seed-to-seed spread is unknown). Nothing on this page is typed by hand: the table and the prose
 # below are generated from the results. Claims 1–3 are also scored on the
 # paper's own Tables 1–2 (`paper_numbers`), to show how the same criterion
 # reads the published numbers.
@@ -31,7 +32,9 @@ from IPython.display import Markdown, display
 
 from physeg.evaluation import claims as cl
 from physeg.evaluation import runs as ev
+from physeg.evaluation import seeds
 from physeg.training.orchestrate import train_all
+from physeg.paths import build_root
 from physeg.profiles import get_profile
 
 prof = get_profile(profile)
@@ -39,7 +42,8 @@ pd.set_option("display.max_colwidth", None)
 folders = ev.model_folders(train_all(prof, progress=False))  # cached
 res = ev.run_evaluation(prof, folders=folders)  # cached by notebook 04
 unc = ev.run_uncertainty(prof, folders=folders)  # cached by notebook 05
-claims = cl.evaluate_claims(res.tables(), profile=prof.name, cov=res.cov, results=res.results,
+_, per_seed = seeds.evaluate_seeds(prof)  # cached by notebook 04: one table per training seed
+claims = cl.evaluate_claims(per_seed, profile=prof.name, cov=res.cov, results=res.results,
                             uncertainty=unc.per_image)
 
 # %% [markdown]
@@ -62,6 +66,5 @@ for r in claims.itertuples():
 display(Markdown(cl.summary_prose(claims)))
 
 # %% tags=["hide-input"]
-out = res.folder / "claims.csv"
-claims.to_csv(out, index=False)
-print(f"written {out}")
+written = seeds.write_csv_tables({"claims": claims}, build_root() / "results" / prof.name)
+print(f"written {written['claims']}")

@@ -142,3 +142,20 @@ def test_header_markdown_names_several_seeds():
     text = provenance.header_markdown(record)
     assert "seeds 0, 1, 2" in text and "`paper`" in text and "`abc1234`" in text and "2026-01-02 03:04 UTC" in text
     assert all(isinstance(s, int) for s in provenance.profile_seeds("smoke"))
+
+
+def test_full_run_clears_only_its_own_executed_notebooks(tmp_path):
+    from physeg.reproduce.runner import ForeignFiles, clear_executed
+
+    out = tmp_path / "notebooks"
+    out.mkdir()
+    (out / "01_old.ipynb").write_text("{}")
+    clear_executed(out)
+    assert out.is_dir() and not any(out.iterdir())
+    (out / "01_old.ipynb").write_text("{}")
+    (out / "my_notes.txt").write_text("keep")
+    with pytest.raises(ForeignFiles, match="my_notes.txt"):
+        clear_executed(out)
+    assert (out / "01_old.ipynb").exists() and (out / "my_notes.txt").read_text() == "keep"  # nothing deleted
+    with pytest.raises(ForeignFiles, match="not a folder"):
+        clear_executed(out / "my_notes.txt")

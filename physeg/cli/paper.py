@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -24,8 +23,6 @@ exit codes: 0 ok, 2 usage error (profile, notebooks folder, --only), 1 a noteboo
   build failed (the failing notebook, cell and traceback are printed above the error line).
 """
 
-#: What a full run may clear from the executed-notebooks folder: the runner's own outputs.
-EXECUTED_NAME = re.compile(r"^\d\d_[^/]*\.ipynb$")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +60,7 @@ def _check(args: argparse.Namespace) -> None:
     if not args.only and executed.exists():
         if not executed.is_dir():
             raise UsageError(f"{executed} is a file, not the executed-notebooks folder; move it or set PHYSEG_BUILD")
-        foreign = [p.name for p in executed.iterdir() if not (p.is_file() and EXECUTED_NAME.match(p.name))]
+        foreign = [p.name for p in executed.iterdir() if not (p.is_file() and runner.EXECUTED_NAME.match(p.name))]
         if foreign:
             raise UsageError(f"{executed} holds files physeg did not write ({foreign[0]}); a full run replaces "
                              "that folder: move them away or set PHYSEG_BUILD")

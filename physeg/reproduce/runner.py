@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -183,6 +182,31 @@ def _kernel_environment(*, profile: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+#: Names of the executed notebooks the runner writes (``NN_name.ipynb``).
+EXECUTED_NAME = re.compile(r"^\d\d_[^/]*\.ipynb$")
+
+
+class ForeignFiles(ValueError):
+    """The executed-notebooks folder holds something the runner did not write."""
+
+
+def clear_executed(out_dir: Path) -> None:
+    """Remove the executed notebooks of an earlier run from ``out_dir``, and nothing else.
+
+    Raises :class:`ForeignFiles` (before deleting anything) when ``out_dir`` is
+    not a folder or holds files the runner does not write.
+    """
+    if not out_dir.is_dir():
+        raise ForeignFiles(f"{out_dir} is not a folder; move it or set PHYSEG_BUILD")
+    entries = list(out_dir.iterdir())
+    foreign = [p.name for p in entries if not (p.is_file() and EXECUTED_NAME.match(p.name))]
+    if foreign:
+        raise ForeignFiles(f"{out_dir} holds files physeg did not write ({foreign[0]}); a full run replaces the "
+                           "executed notebooks there: move them away or set PHYSEG_BUILD")
+    for p in entries:
+        p.unlink()
+
+
 def run_paper(
     *,
     profile: str,
@@ -200,7 +224,7 @@ def run_paper(
     out_dir = out_dir or build_root() / "notebooks"
     notebooks = _select(discover_notebooks(notebooks_folder), only)
     if only is None and out_dir.exists():
-        shutil.rmtree(out_dir)
+        clear_executed(out_dir)
     runs: list[NotebookRun] = []
     with _kernel_environment(profile=profile):
         for i, source in enumerate(notebooks, 1):
@@ -239,6 +263,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(failure.report(), file=sys.stderr)
         print(f"physeg paper: {failure}", file=sys.stderr)
         return 1
+    except ForeignFiles as exc:
+        print(f"physeg paper: error: {exc}", file=sys.stderr)
+        return 2
     total = sum(r.seconds for r in runs)
     print(f"physeg paper: executed {len(runs)} notebooks on profile {args.profile!r} in {total:.0f} s")
     print(f"executed notebooks: {build_root() / 'notebooks'}")
