@@ -43,6 +43,8 @@ from IPython.display import display
 
 from physeg.evaluation import runs as ev
 from physeg.evaluation import calibration as un
+from physeg.evaluation.sigma import sigma_table
+from physeg.data import build_cohort, cohort_split, load_subject
 from physeg.training.orchestrate import train_all
 from physeg.profiles import get_profile
 from physeg.simulation import IOD_RANGES
@@ -64,6 +66,20 @@ print(f"{prof.n_uncertainty_samples} aleatoric + {prof.n_uncertainty_samples} ep
 
 # %%
 unc.samples.groupby(["sequence", "model"])[["t_aleatoric_s", "t_epistemic_s"]].mean().round(3)
+
+# %% [markdown]
+# ## What σ the aleatoric models learned
+#
+# The aleatoric head predicts a logit standard deviation σ per voxel and class.
+# Trained with the Kendall & Gal loss, −log of the mean soft-max probability of
+# the true class over noisy logit draws (`physeg.models.losses`), σ can grow
+# where labels are ambiguous; under the plain mean of the cross-entropies over
+# the draws it can only shrink to 0. Mean σ (over classes) on the validation
+# subjects, inside and outside the brain:
+
+# %%
+val_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["val"]]
+sigma_table(prof, folders, val_subjects).groupby(["model", "sequence"]).mean(numeric_only=True).round(3)
 
 # %% [markdown]
 # ## Variance decomposition: aleatoric vs epistemic
