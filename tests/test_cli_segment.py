@@ -151,10 +151,11 @@ def test_segment_usage_errors(data, tmp_path, capsys):
     check([data["mprage"], "--model", tmp_path / "nope", "-o", out], "does not exist")
     # nothing has been written by the failed runs
     assert not out.exists()
-    # output folder exists and is not empty
+    # an output of the same name exists: replaced only with --force
     out.mkdir()
-    (out / "x").write_text("x")
+    (out / "volumes.tsv").write_text("x")
     check([data["mprage"], "--model", model, "-o", out, "-n", "2"], "--force")
+    assert (out / "volumes.tsv").read_text() == "x"
     # a calibration whose IQR percentiles do not straddle the median
     bad = tmp_path / "bad_cal.json"
     bad.write_text(json.dumps({"lower": {"0.5": 0.6}, "upper": {"0.5": 0.9}, "n_val": 3}))

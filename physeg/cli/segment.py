@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="3D NIfTI image(s) (.nii or .nii.gz)")
     parser.add_argument("--model", required=True, metavar="FOLDER",
                         help="trained model folder (has plans.json and best.pt; see physeg.training.orchestrate)")
-    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (must not exist "
-                        "or be empty, unless --force)")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (outputs of the "
+                        "same names are replaced only with --force; nothing else in it is touched)")
     parser.add_argument("--sequence", choices=("MPRAGE", "SPGR"), type=str.upper,
                         help="sequence of the images (default: from the sidecar, else MPRAGE if TI is known, else SPGR)")
     parser.add_argument("--ti", type=float, metavar="S", help="inversion time in seconds (MPRAGE)")
@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="interval calibration (default: calibration.json in the model folder, if any)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="default auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo sampling (default 0)")
-    parser.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    parser.add_argument("--force", action="store_true", help="replace existing outputs of the same names "
+                        "(only the files this run writes; nothing else is touched)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 

@@ -106,7 +106,10 @@ class Acquisition:
 
 
 def sequence_from_sidecar(meta: Mapping[str, Any]) -> str | None:
-    """MPRAGE or SPGR when a sidecar field names it (``PulseSequenceType``, …: MPRAGE/TFL, SPGR/FLASH), else ``None``."""
+    """MPRAGE or SPGR when a sidecar field names it (``PulseSequenceType``, …), else ``None``.
+
+    MPRAGE: the text contains MPRAGE or TFL (Siemens turbo-FLASH); SPGR: SPGR, FLASH or SPOILED.
+    """
     for key in ("PulseSequenceType", "ScanningSequence", "SequenceName", "SeriesDescription"):
         text = str(meta.get(key, "")).upper().replace("-", "").replace("_", "").replace(" ", "")
         if "MPRAGE" in text or "TFL" in text:

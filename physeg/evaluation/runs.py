@@ -60,7 +60,9 @@ from physeg.inference.predictor import Predictor
 from physeg.profiles import Profile
 
 #: 3: seeds from physeg.conventions.stable_seed (CRC-32) instead of a SHA-256 hasher: new test grids and draws.
-EVALUATION_VERSION = "3"
+#: 4: epistemic copies go through the sliding window with more windows per network call on CPU
+#:    (Predictor): the dropout masks fall differently (same distribution), so the samples change.
+EVALUATION_VERSION = "4"
 RESULT_COLUMNS: tuple[str, ...] = (
     "subject", "sequence", "model", "distribution", "param_index", "params", "tissue",
     "dice", "volume_ml", "pgs_volume_ml",
@@ -176,7 +178,7 @@ def uncertainty_samples(
         grids = ({d: test_parameters(profile, sequence, d) for d in DISTRIBUTIONS} if split == "test"
                  else {"IoD": validation_parameters(profile, sequence)})
         if split == "test":
-            grids = {d: params[uncertainty_subset(params.shape[0], profile.n_uncertainty_images)]
+            grids = {d: params[uncertainty_subset(params, sequence, profile.n_uncertainty_images)]
                      for d, params in grids.items()}
         for subject in subjects:
             counts = label_counts(subject.pgs)
@@ -203,7 +205,8 @@ def uncertainty_samples(
     return pd.DataFrame(rows)
 
 
-def score_uncertainty(val: pd.DataFrame, test: pd.DataFrame, levels=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def score_uncertainty(val: pd.DataFrame, test: pd.DataFrame, levels: Sequence[float] | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Calibrate on ``val`` and score ``test`` (both from :func:`uncertainty_samples`).
 
     Returns ``(per_image, coverage, calibration)``:

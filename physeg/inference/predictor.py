@@ -43,20 +43,26 @@ Precision
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from physeg.conventions import TISSUES
+from physeg.inference.samples import SampleTally, Samples, class_argmax  # noqa: F401  (re-exported)
 from physeg.models.sampling import logit_noise, mc_dropout
 
 #: Bytes of float32 work buffers per voxel and aleatoric sample that a chunk of samples may use in all.
 CHUNK_BUDGET_BYTES: float = 2.5e8
 #: Most aleatoric samples in one chunk.
 MAX_ALEATORIC_CHUNK: int = 64
+#: Float32 feature maps (bytes) one network call may hold on CPU: bounds the windows per call.
+WINDOW_BUDGET_BYTES: float = 1e9
+#: Full-resolution, first-level-width feature maps alive at once in a forward pass (a rough count).
+LIVE_MAPS: int = 8
+#: Epistemic copies per batch on CPU (16 beat 8, 4, 2 and 1 on the demo volume: ``benchmarks/segment.py``).
+CPU_COPIES: int = 16
 
 
 def autocast_context(device: torch.device):
@@ -66,83 +72,23 @@ def autocast_context(device: torch.device):
     return contextlib.nullcontext()
 
 
-def class_argmax(x: torch.Tensor) -> torch.Tensor:
-    """``x.argmax(1)`` for scores ``(B, C, *S)`` by a running maximum over the few classes.
-
-    Same result (the first maximum wins ties) but several times faster on CPU
-    than a reduction over the strided class axis, and no copy of ``x``.
-    """
-    best = x[:, 0].clone()
-    idx = torch.zeros(best.shape, dtype=torch.int64, device=x.device)
-    for c in range(1, x.shape[1]):
-        xc = x[:, c]
-        idx.masked_fill_(xc > best, c)
-        best = torch.maximum(best, xc)
-    return idx
-
-
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     for a in range(0, n, size):
         yield a, min(n, a + size)
 
 
+def windows_per_image(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
+    """Sliding windows over an image: per axis ``ceil((S - r) / step) + 1`` with ``step = r (1 - overlap)``."""
+    n = 1
+    for size, roi in zip(shape, patch):
+        step = max(1, int(roi * (1 - overlap)))
+        n *= 1 if size <= roi else math.ceil((size - roi) / step) + 1
+    return n
+
+
 def aleatoric_chunk(voxels: int) -> int:
     """Aleatoric samples per chunk: ≤ :data:`CHUNK_BUDGET_BYTES` at 16 bytes per voxel and sample, ≤ 64."""
     return max(1, min(MAX_ALEATORIC_CHUNK, int(CHUNK_BUDGET_BYTES // (voxels * 4 * 4))))
-
-
-@dataclass(frozen=True)
-class Samples:
-    """Monte-Carlo samples of one image, reduced (:meth:`Predictor.sample`).
-
-    ``counts`` ``(n, 3)`` int64: voxels of GM, WM, CSF (:data:`physeg.conventions.TISSUES`
-    order) in each sample label map. With ``maps``: ``votes`` ``(C, *S)``
-    float32, the fraction of samples giving each voxel each class;
-    ``labels`` ``(*S)`` uint8, the majority vote (lowest class wins ties);
-    ``probabilities`` ``(C, *S)`` float32, the mean softmax over the samples.
-    All on the CPU.
-    """
-
-    kind: str
-    counts: np.ndarray
-    votes: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
-    probabilities: torch.Tensor | None = None
-
-    @property
-    def n(self) -> int:
-        return int(self.counts.shape[0])
-
-    def volumes_ml(self, voxel_volume_ml: float) -> np.ndarray:
-        """Tissue volume samples ``(n, 3)`` in ml: counts × voxel volume (ml)."""
-        return self.counts.astype(np.float64) * float(voxel_volume_ml)
-
-
-class _Tally:
-    """Running reductions over chunks of sample label maps ``(k, V)``."""
-
-    def __init__(self, *, n_classes: int, voxels: int, device: torch.device, maps: bool) -> None:
-        self.counts: list[torch.Tensor] = []
-        self.maps = maps
-        self.votes = torch.zeros((n_classes, voxels), dtype=torch.int32, device=device) if maps else None
-        self.prob_sum = torch.zeros((n_classes, voxels), dtype=torch.float32, device=device) if maps else None
-
-    def add(self, labels: torch.Tensor, prob_sum: torch.Tensor | None = None) -> None:
-        self.counts.append(torch.stack([(labels == lab).sum(1) for lab in TISSUES.values()], 1).cpu())
-        if self.maps:
-            for c in range(self.votes.shape[0]):
-                self.votes[c] += (labels == c).sum(0, dtype=torch.int32)
-            self.prob_sum += prob_sum
-
-    def result(self, kind: str, shape: Sequence[int]) -> Samples:
-        counts = torch.cat(self.counts).numpy().astype(np.int64)
-        if not self.maps:
-            return Samples(kind=kind, counts=counts)
-        n = counts.shape[0]
-        votes = (self.votes.float() / n).reshape(-1, *shape)
-        labels = class_argmax(votes[None])[0].to(torch.uint8)
-        probs = (self.prob_sum / n).reshape(-1, *shape)
-        return Samples(kind=kind, counts=counts, votes=votes.cpu(), labels=labels.cpu(), probabilities=probs.cpu())
 
 
 @contextlib.contextmanager
@@ -180,9 +126,12 @@ class Predictor:
     overlap
         Window overlap, fraction of the window (``plans.sw_overlap``).
     sw_batch_size
-        Windows per network call (default: 8 on CPU, for epistemic copies on CUDA ``max(4, copies)``).
+        Windows per network call. Default: all windows of the call (one
+        image, or on CPU all epistemic copies) as far as
+        :data:`WINDOW_BUDGET_BYTES` allows, at least 8; epistemic copies on
+        CUDA ``max(4, copies)`` (:meth:`_windows_per_call`, :meth:`_epistemic_batching`).
     copies
-        Epistemic samples per batch (default: 8 on CPU, memory-bounded ≤ 64 on CUDA).
+        Epistemic samples per batch (default: ≤ 16 on CPU, ≤ 64 on CUDA, memory-bounded).
     amp
         bf16 autocast on CUDA (see module docstring); off by default.
     """
@@ -265,10 +214,11 @@ class Predictor:
         x = self._batched(image)
         p = self._params(params, x.shape[0])
         out = []
+        sw = self._windows_per_call(windows_per_image(x.shape[2:], self.patch_size, self.overlap))
         with _eval_mode(self.net):
             for b in range(x.shape[0]):
                 pb = None if p is None else p[b:b + 1]
-                out.append(self._sliding(x[b:b + 1], pb, sigma=sigma, sw_batch_size=self.sw_batch_size or 8))
+                out.append(self._sliding(x[b:b + 1], pb, sigma=sigma, sw_batch_size=sw))
         if sigma:
             return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
         return torch.cat(out)
@@ -300,7 +250,7 @@ class Predictor:
         if kind == "epistemic":
             return self._epistemic(x, p, n=n, seed=seed, maps=maps)
         logits = self.logits(x, p)
-        tally = _Tally(n_classes=logits.shape[1], voxels=logits[0, 0].numel(), device=logits.device, maps=maps)
+        tally = SampleTally(n_classes=logits.shape[1], voxels=logits[0, 0].numel(), device=logits.device, maps=maps)
         flat = logits.reshape(1, logits.shape[1], -1)
         tally.add(class_argmax(flat), torch.softmax(flat[0], 0) if maps else None)
         return tally.result("none", logits.shape[2:])
@@ -317,7 +267,7 @@ class Predictor:
         z = torch.empty((C if maps else 1, size, V), dtype=f.dtype, device=f.device)
         best = torch.empty((size, V), dtype=f.dtype, device=f.device)
         idx = torch.empty((size, V), dtype=torch.uint8, device=f.device)
-        tally = _Tally(n_classes=C, voxels=V, device=f.device, maps=maps)
+        tally = SampleTally(n_classes=C, voxels=V, device=f.device, maps=maps)
         for a, b in _chunks(n, size):
             k = b - a
             idx[:k].zero_()
@@ -337,25 +287,47 @@ class Predictor:
             tally.add(idx[:k], prob_sum)
         return tally.result("aleatoric", shape)
 
+    def _epistemic_batching(self, n: int, shape: Sequence[int]) -> tuple[int, int]:
+        """Copies of the image per sliding window and windows per network call (unless given).
+
+        CPU: up to :data:`CPU_COPIES` copies (memory-bounded as the aleatoric
+        chunks), and as many of their windows per call as fit
+        :data:`WINDOW_BUDGET_BYTES` (at least 8): larger calls cost less per
+        window on CPU (measured: ``benchmarks/segment.py``). CUDA: copies
+        bounded by memory (≤ 64), ``max(4, copies)`` windows per call.
+        """
+        bound = aleatoric_chunk(int(np.prod(shape)))
+        if self.device.type != "cpu":
+            copies = self.copies or min(n, bound)
+            return copies, self.sw_batch_size or max(4, copies)
+        copies = self.copies or min(n, CPU_COPIES, bound)
+        return copies, self._windows_per_call(copies * windows_per_image(shape, self.patch_size, self.overlap))
+
+    def _windows_per_call(self, windows: int) -> int:
+        """``sw_batch_size`` if given, else all ``windows`` if they fit :data:`WINDOW_BUDGET_BYTES`, at least 8.
+
+        A call over all windows costs less per window than several small
+        calls on CPU (demo volume: 12 windows in one call 1.7 s, as 8 + 4 2.1–2.9 s);
+        the blended logits do not depend on it.
+        """
+        if self.sw_batch_size:
+            return self.sw_batch_size
+        width = getattr(getattr(self.net, "config", None), "channels", (32,))[0]
+        fit = int(WINDOW_BUDGET_BYTES // (int(np.prod(self.patch_size)) * width * 4 * LIVE_MAPS))
+        return max(8, min(windows, fit))
+
     def _epistemic(self, x: torch.Tensor, params, *, n: int, seed: int | None, maps: bool) -> Samples:
         """``n`` MC-dropout passes, ``copies`` copies of the image per sliding window (module docstring)."""
-        device = self.device
         V = x[0, 0].numel()
-        if self.copies:
-            copies = self.copies
-        elif device.type == "cpu":
-            copies = min(n, 8)  # larger batches of copies do not help on CPU, they only cost memory
-        else:
-            copies = aleatoric_chunk(V)
+        copies, sw = self._epistemic_batching(n, x.shape[2:])
         tally = None
-        with _seeded(seed, device), mc_dropout(self.net):
+        with _seeded(seed, self.device), mc_dropout(self.net):
             for a, b in _chunks(n, copies):
                 k = b - a
-                sw = self.sw_batch_size or (8 if device.type == "cpu" else max(4, k))
                 logits = self._sliding(x.expand(k, *x.shape[1:]), params, sigma=False, sw_batch_size=sw)
                 C = logits.shape[1]
                 if tally is None:
-                    tally = _Tally(n_classes=C, voxels=V, device=logits.device, maps=maps)
+                    tally = SampleTally(n_classes=C, voxels=V, device=logits.device, maps=maps)
                 labels = class_argmax(logits).reshape(k, -1)
                 prob_sum = torch.softmax(logits, 1).sum(0).reshape(C, -1) if maps else None
                 tally.add(labels, prob_sum)
@@ -371,7 +343,7 @@ def infer_volume(
     profile=None,
     roi_size: int | Sequence[int] | None = None,
     overlap: float | None = None,
-    sw_batch_size: int = 8,
+    sw_batch_size: int | None = None,
     return_sigma: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Deterministic whole-volume logits: :meth:`Predictor.logits` in one call.

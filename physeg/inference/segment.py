@@ -55,10 +55,11 @@ reference: the majority vote is not the median of the volumes.
 
 Output folder
 -------------
-A new or empty folder is used as is; a non-empty one needs ``force``, and then
-only the files this run writes (the names above) are replaced -- nothing else
-in the folder is touched. A model folder, or a folder holding an input image,
-is refused. Every file is written under a temporary name and renamed.
+Files of the names above that already exist are replaced only with
+``force``; nothing else in the folder is ever touched (the convention of every
+command, :func:`physeg.cli.errors.check_outputs`). A model folder, or a folder
+holding an input image, is refused. Every file is written under a temporary
+name and renamed.
 
 Errors
 ------
@@ -80,7 +81,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from physeg.cli.errors import RuntimeFailure, UsageError
+from physeg.cli.errors import RuntimeFailure, UsageError, check_outputs
 from physeg.conventions import LABEL_NAMES, TISSUES
 from physeg.data.acquisition import Acquisition, describe_values, resolve_acquisition
 from physeg.data.nifti import model_grid, nifti_stem, read_volume, resample_to_grid, voxel_volume_ml, write_like
@@ -166,28 +167,22 @@ def output_names(stems: Iterable[str]) -> list[str]:
 def prepare_output(output: str | Path, *, force: bool, images: Iterable[Path], model_folder: Path) -> Path:
     """Check and create the output folder (module docstring, "Output folder"); nothing is deleted.
 
-    Refused (:class:`UsageError`): a file, a model folder, a folder holding
-    an input image or whose output names would hit one, a non-empty folder
-    without ``force``, an output name that is a folder.
+    Refused (:class:`UsageError`): a model folder, a folder holding an input
+    image (or whose output names would hit one), and the checks of
+    :func:`physeg.cli.errors.check_outputs` (a file in place of the folder, an
+    output name that is a folder, existing outputs without ``force``).
     """
     output = Path(output)
     images = [Path(p) for p in images]
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"output {output} exists and is not a folder")
+    files = [output / name for name in output_names(nifti_stem(p) for p in images)]
     if output.is_dir():
         real = output.resolve()
         if (output / PLANS_FILE).exists() or real == Path(model_folder).resolve():
             raise UsageError(f"output folder {output} is a model folder; choose another output folder")
-        names = output_names(nifti_stem(p) for p in images)
         inputs = {p.resolve() for p in images}
-        if any(p.resolve().parent == real for p in images) or any((output / n).resolve() in inputs for n in names):
+        if any(p.parent == real for p in inputs) or any(f.resolve() in inputs for f in files):
             raise UsageError(f"output folder {output} holds an input image; choose another output folder")
-        if any(output.iterdir()) and not force:
-            raise UsageError(f"output folder {output} exists and is not empty; use --force to overwrite "
-                             "the files this run writes (nothing else is touched)")
-        clash = [n for n in names if (output / n).is_dir()]
-        if clash:
-            raise UsageError(f"{output / clash[0]} is a folder; physeg will not replace it")
+    check_outputs(output, files, force=force)
     output.mkdir(parents=True, exist_ok=True)
     return output
 
