@@ -80,7 +80,6 @@ def _package_modules() -> list:
     return sorted((REPO_ROOT / "physeg").rglob("*.py"))
 
 
-@pytest.mark.xfail(strict=False, reason="layout being finished")
 def test_modules_and_functions_are_short():
     """Every module of physeg/ has at most 400 lines and every function at most 80 (def to last line)."""
     import ast
@@ -104,7 +103,6 @@ def test_modules_and_functions_are_short():
     assert not long_modules and not long_functions, message
 
 
-@pytest.mark.xfail(strict=False, reason="layout being finished")
 def test_no_reference_to_outside_design_notes():
     """The design is written in the repository's own words: no tracked text file names the outside notes file."""
     import subprocess
