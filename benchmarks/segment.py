@@ -6,11 +6,13 @@ the per-sample tissue volumes and (now) the majority-vote label map.
 
 * BEFORE: a faithful copy of the old loop (``predict_samples`` of
   ``physeg.inference.segment`` until the predictor): ``n`` sequential
-  sliding-window passes (8 windows per network call), each followed by a
-  softmax accumulated into the mean probabilities and an argmax counted into
-  volumes.
+  sliding-window passes (8 windows per network call) with torch's own
+  dropout in train mode (the old ``mc_dropout``), each followed by a softmax
+  accumulated into the mean probabilities and an argmax counted into volumes.
 * AFTER: :meth:`physeg.inference.predictor.Predictor.sample` (copies of the
-  image batched through the sliding window, label maps reduced on the fly).
+  image batched through the sliding window, all windows of a batch in few
+  network calls, label maps reduced on the fly, dropout masks from
+  :func:`physeg.models.sampling.dropout_keep_mask`).
 
 Untrained network at the profile's widths (timing does not depend on the
 weights) on a volume of the profile's grid size (the MNI box at the profile's
@@ -25,6 +27,7 @@ processes on a shared machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -36,11 +39,25 @@ from physeg.conventions import TISSUES
 from physeg.evaluation.metrics import batch_volumes_ml
 from physeg.inference.predictor import Predictor
 from physeg.models.network import NetworkConfig, build_network
-from physeg.models.sampling import mc_dropout
+from physeg.models.sampling import dropout_modules
 from physeg.profiles import get_profile
 
 #: Approximate MNI brain box (mm) of the cohort; the grid is this / voxel size.
 MNI_BOX_MM = (197, 233, 189)
+
+
+@contextlib.contextmanager
+def old_mc_dropout(model: torch.nn.Module):
+    """The old Monte-Carlo dropout: eval mode except the dropout modules, which use torch's dropout."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    for m in dropout_modules(model):
+        m.train()
+    try:
+        yield model
+    finally:
+        for m, f in flags.items():
+            m.train(f)
 
 
 @torch.no_grad()
@@ -49,7 +66,7 @@ def before(model: torch.nn.Module, x: torch.Tensor, theta: torch.Tensor, *, n: i
     """The old ``predict_samples`` epistemic branch: one sliding-window MC pass at a time."""
     torch.manual_seed(seed)
     prob_sum, counts = None, []
-    with mc_dropout(model):
+    with old_mc_dropout(model):
         for _ in range(n):
             logits = sliding_window_inference(
                 x, roi_size=(patch,) * 3, sw_batch_size=8, overlap=overlap, mode="gaussian",

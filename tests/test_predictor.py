@@ -106,14 +106,15 @@ def test_aleatoric_counts_follow_the_sample_logits_distribution():
     np.testing.assert_allclose(fused, ref, rtol=0.03)
 
 
-def _fixed_dropout(x, p=0.5, training=True, inplace=False):
-    """A dropout whose mask is the same for every sample: keep the even channels (× 1/(1-p))."""
-    keep = (torch.arange(x.shape[1]) % 2 == 0).to(x.dtype).reshape(1, -1, *([1] * (x.ndim - 2)))
-    return x * keep / (1 - p)
+def _fixed_mask(x, p):
+    """A dropout mask that is the same for every sample and window: keep the even channels."""
+    return (torch.arange(x.shape[1]) % 2 == 0).reshape(1, -1, *([1] * (x.ndim - 2))).expand_as(x)
 
 
 def test_epistemic_batched_equals_sequential_given_the_same_masks(monkeypatch):
-    monkeypatch.setattr(torch.nn.functional, "dropout", _fixed_dropout)
+    from physeg.models import sampling
+
+    monkeypatch.setattr(sampling, "dropout_keep_mask", _fixed_mask)
     net = _net("epistemic")
     x, n = _image(), 5
     s = Predictor(net, patch_size=8, overlap=0.25, copies=2, sw_batch_size=3).sample(x, THETA, n=n, seed=0)
@@ -155,6 +156,29 @@ def test_predictor_from_plans_and_profile_and_eval_flags():
         assert not pred.uses_physics and pred.uncertainty == "none"
     Predictor(net, patch_size=8, overlap=0.25).logits(_image())
     assert net.training  # the caller's train/eval flags come back
+
+
+@pytest.mark.parametrize("p", [0.5, 0.05, 0.25])
+def test_mc_dropout_masks_are_bernoulli(p):
+    from physeg.models.sampling import dropout_keep_mask, mc_dropout
+
+    x = torch.ones(200_000)
+    keep = dropout_keep_mask(x, p).double().mean().item()
+    assert abs(keep - (1 - p)) < 4 * (p * (1 - p) / x.numel()) ** 0.5
+    drop = nn.Sequential(nn.Dropout(p)).eval()
+    with mc_dropout(drop):
+        y = drop(x)
+    assert set(torch.unique(y).tolist()) <= {0.0, torch.tensor(1 / (1 - p)).item()} and abs(y.mean().item() - 1) < 0.02
+    assert "forward" not in vars(drop[0]) and not drop[0].training  # the module is as it was
+    assert torch.equal(drop(x), x)
+
+
+def test_windows_per_call_change_speed_not_logits():
+    net = _net()
+    ref = Predictor(net, patch_size=8, overlap=0.25).logits(_image(), THETA)
+    for sw in (1, 3, 100):
+        out = Predictor(net, patch_size=8, overlap=0.25, sw_batch_size=sw).logits(_image(), THETA)
+        assert torch.allclose(out, ref, atol=1e-6)
 
 
 def test_class_argmax_matches_argmax_first_maximum():

@@ -61,7 +61,8 @@ from physeg.profiles import Profile
 
 #: 3: seeds from physeg.conventions.stable_seed (CRC-32) instead of a SHA-256 hasher: new test grids and draws.
 #: 4: epistemic copies go through the sliding window with more windows per network call on CPU
-#:    (Predictor): the dropout masks fall differently (same distribution), so the samples change.
+#:    (Predictor) and the MC-dropout masks come from sampling.dropout_keep_mask: other draws of
+#:    the same distribution, so the epistemic samples change (segmentation and aleatoric do not).
 EVALUATION_VERSION = "4"
 RESULT_COLUMNS: tuple[str, ...] = (
     "subject", "sequence", "model", "distribution", "param_index", "params", "tissue",

@@ -57,12 +57,10 @@ from physeg.models.sampling import logit_noise, mc_dropout
 CHUNK_BUDGET_BYTES: float = 2.5e8
 #: Most aleatoric samples in one chunk.
 MAX_ALEATORIC_CHUNK: int = 64
-#: Float32 feature maps (bytes) one network call may hold on CPU: bounds the windows per call.
-WINDOW_BUDGET_BYTES: float = 1e9
-#: Full-resolution, first-level-width feature maps alive at once in a forward pass (a rough count).
-LIVE_MAPS: int = 8
-#: Epistemic copies per batch on CPU (16 beat 8, 4, 2 and 1 on the demo volume: ``benchmarks/segment.py``).
-CPU_COPIES: int = 16
+#: Bytes of one first-level float32 feature map over all windows of a network call on CPU. Calls
+#: beyond a last-level-cache slice cost more per window (demo volume, 2 threads, 8 MC samples:
+#: 12 windows per call 2.7 s, 24: 3.1 s, 48: 4.2 s, 96: 4.9 s), so CPU calls stay near this size.
+CPU_CALL_BYTES: float = 16e6
 
 
 def autocast_context(device: torch.device):
@@ -126,12 +124,13 @@ class Predictor:
     overlap
         Window overlap, fraction of the window (``plans.sw_overlap``).
     sw_batch_size
-        Windows per network call. Default: all windows of the call (one
-        image, or on CPU all epistemic copies) as far as
-        :data:`WINDOW_BUDGET_BYTES` allows, at least 8; epistemic copies on
-        CUDA ``max(4, copies)`` (:meth:`_windows_per_call`, :meth:`_epistemic_batching`).
+        Windows per network call. Default on CPU: all windows of the image
+        (or of the epistemic copies) up to :data:`CPU_CALL_BYTES`; on CUDA 8,
+        and ``max(4, copies)`` for epistemic copies.
     copies
-        Epistemic samples per batch (default: ≤ 16 on CPU, ≤ 64 on CUDA, memory-bounded).
+        Epistemic samples per batch. Default on CPU: as many images as
+        :data:`CPU_CALL_BYTES` holds windows of (demo: 1, smoke: 9); on CUDA
+        ≤ 64, memory-bounded.
     amp
         bf16 autocast on CUDA (see module docstring); off by default.
     """
@@ -287,34 +286,35 @@ class Predictor:
             tally.add(idx[:k], prob_sum)
         return tally.result("aleatoric", shape)
 
+    def _cpu_call_windows(self) -> int:
+        """Windows whose first-level feature map (float32) fits :data:`CPU_CALL_BYTES` (at least 1)."""
+        width = getattr(getattr(self.net, "config", None), "channels", (32,))[0]
+        return max(1, int(CPU_CALL_BYTES // (int(np.prod(self.patch_size)) * width * 4)))
+
     def _epistemic_batching(self, n: int, shape: Sequence[int]) -> tuple[int, int]:
         """Copies of the image per sliding window and windows per network call (unless given).
 
-        CPU: up to :data:`CPU_COPIES` copies (memory-bounded as the aleatoric
-        chunks), and as many of their windows per call as fit
-        :data:`WINDOW_BUDGET_BYTES` (at least 8): larger calls cost less per
-        window on CPU (measured: ``benchmarks/segment.py``). CUDA: copies
-        bounded by memory (≤ 64), ``max(4, copies)`` windows per call.
+        CPU: as many copies as :data:`CPU_CALL_BYTES` holds windows of
+        (at least one), all their windows in one call. CUDA: copies bounded by
+        memory (≤ 64, as the aleatoric chunks), ``max(4, copies)`` windows per call.
         """
-        bound = aleatoric_chunk(int(np.prod(shape)))
+        windows = windows_per_image(shape, self.patch_size, self.overlap)
         if self.device.type != "cpu":
-            copies = self.copies or min(n, bound)
+            copies = self.copies or min(n, aleatoric_chunk(int(np.prod(shape))))
             return copies, self.sw_batch_size or max(4, copies)
-        copies = self.copies or min(n, CPU_COPIES, bound)
-        return copies, self._windows_per_call(copies * windows_per_image(shape, self.patch_size, self.overlap))
+        copies = self.copies or max(1, min(n, self._cpu_call_windows() // windows))
+        return copies, self._windows_per_call(copies * windows)
 
     def _windows_per_call(self, windows: int) -> int:
-        """``sw_batch_size`` if given, else all ``windows`` if they fit :data:`WINDOW_BUDGET_BYTES`, at least 8.
+        """``sw_batch_size`` if given; on CPU all ``windows`` up to :data:`CPU_CALL_BYTES`; on CUDA 8.
 
-        A call over all windows costs less per window than several small
-        calls on CPU (demo volume: 12 windows in one call 1.7 s, as 8 + 4 2.1–2.9 s);
-        the blended logits do not depend on it.
+        The blended logits do not depend on it (tested); only the speed does.
         """
         if self.sw_batch_size:
             return self.sw_batch_size
-        width = getattr(getattr(self.net, "config", None), "channels", (32,))[0]
-        fit = int(WINDOW_BUDGET_BYTES // (int(np.prod(self.patch_size)) * width * 4 * LIVE_MAPS))
-        return max(8, min(windows, fit))
+        if self.device.type != "cpu":
+            return 8
+        return max(1, min(windows, self._cpu_call_windows()))
 
     def _epistemic(self, x: torch.Tensor, params, *, n: int, seed: int | None, maps: bool) -> Samples:
         """``n`` MC-dropout passes, ``copies`` copies of the image per sliding window (module docstring)."""

@@ -76,7 +76,9 @@ class SampleTally:
         self.prob_sum = torch.zeros((n_classes, voxels), dtype=torch.float32, device=device) if maps else None
 
     def add(self, labels: torch.Tensor, prob_sum: torch.Tensor | None = None) -> None:
-        self.counts.append(torch.stack([(labels == lab).sum(1) for lab in TISSUES.values()], 1).cpu())
+        # int32 sums: exact below 2**31 voxels, and several times faster on CPU than the default int64
+        self.counts.append(torch.stack([(labels == lab).sum(1, dtype=torch.int32) for lab in TISSUES.values()],
+                                       1).cpu())
         if self.maps:
             for c in range(self.votes.shape[0]):
                 self.votes[c] += (labels == c).sum(0, dtype=torch.int32)

@@ -6,7 +6,8 @@ Aleatoric
     :func:`sample_logits` forms :math:`\hat x = f + \sigma \odot \varepsilon`.
 Epistemic
     Monte-Carlo dropout: :func:`mc_dropout` keeps dropout active at test time
-    while everything else is in eval mode.
+    while everything else is in eval mode; its masks are drawn by
+    :func:`dropout_keep_mask` (exact Bernoulli, faster than torch's kernel).
 """
 
 from __future__ import annotations
@@ -53,6 +54,33 @@ def dropout_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
 
 
+def dropout_keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    r"""Boolean keep-mask of dropout: each element kept with probability exactly :math:`1 - p`.
+
+    When :math:`256(1-p)` is an integer (the network's :math:`p = 0.5`), one
+    random byte :math:`b` per element, kept iff :math:`b < 256(1-p)`; else a
+    uniform float :math:`u`, kept iff :math:`u \ge p`. Same law as
+    ``torch.bernoulli``, drawn from the default generator of ``x``'s device.
+    On CPU (2 threads) a whole dropout costs about 6.6 instead of 15 ns per
+    element, and torch's dropout was the larger part of a Monte-Carlo pass
+    over a forward pass (``benchmarks/segment.py``).
+    """
+    keep = 256 * (1 - p)
+    if keep == int(keep):
+        return torch.randint(0, 256, x.shape, dtype=torch.uint8, device=x.device) < int(keep)
+    return torch.rand(x.shape, dtype=torch.float32, device=x.device) >= p
+
+
+def _mc_forward(p: float):
+    """Forward of an element-wise dropout module under :func:`mc_dropout`: ``x ⊙ mask / (1 - p)``."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if p >= 1:
+            return torch.zeros_like(x)
+        return x * dropout_keep_mask(x, p) / (1 - p)
+
+    return forward
+
+
 @contextlib.contextmanager
 def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
     """Monte-Carlo dropout: ``model`` in eval mode except its dropout modules.
@@ -66,10 +94,16 @@ def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
     """
     flags = {m: m.training for m in model.modules()}
     model.eval()
+    # element-wise nn.Dropout draws its masks with dropout_keep_mask (same law, faster); others as they are
+    fast = [m for m in dropout_modules(model) if type(m) is nn.Dropout and "forward" not in vars(m)]
     for m in dropout_modules(model):
         m.train()
+    for m in fast:
+        m.forward = _mc_forward(m.p)
     try:
         yield model
     finally:
+        for m in fast:
+            del m.forward
         for m, f in flags.items():
             m.train(f)
