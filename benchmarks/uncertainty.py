@@ -14,8 +14,10 @@ All through :class:`physeg.inference.predictor.Predictor`, as evaluation and
   samples ≤ 50× one forward pass.
 
 Untrained networks with the profile's widths on a volume of the profile's
-grid size (timing does not depend on the weights). Each measurement is the
-minimum wall time over ``--repeats`` runs after a warm-up.
+grid size (timing does not depend on the weights). After a warm-up, each of
+``--repeats`` rounds times every variant back to back; times are the minimum
+over the rounds, ratios the median of the per-round ratios (a shared machine's
+load changes between rounds, much less within one).
 
     python benchmarks/uncertainty.py [--profile demo] [--device cpu|cuda] [--n 50] [--repeats 3] [--threads 2]
 
@@ -28,6 +30,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 from physeg.inference.predictor import Predictor
@@ -39,8 +42,7 @@ MNI_BOX_MM = (197, 233, 189)
 
 
 def _timed(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    sync()
+    """Minimum wall time of ``repeats`` calls of ``fn``."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -51,6 +53,8 @@ def _timed(fn, repeats: int, sync) -> float:
 
 
 def run(profile_name: str, device: str, n: int, repeats: int) -> dict:
+    """``repeats`` rounds; each times every variant back to back (forward: best of 3), so a round's ratios
+    share the machine's load. Reported: the minimum time of each variant and the median ratio of the rounds."""
     profile = get_profile(profile_name)
     shape = tuple(int(round(s / profile.voxel_size_mm)) for s in MNI_BOX_MM)
     dev = torch.device(device)
@@ -69,20 +73,24 @@ def run(profile_name: str, device: str, n: int, repeats: int) -> dict:
     def gen() -> torch.Generator:
         return torch.Generator(device=dev).manual_seed(0)
 
-    t_fwd = _timed(lambda: det.logits(image, theta), repeats, sync)
-    t_fwd_ale = _timed(lambda: ale.logits(image, theta, sigma=True), repeats, sync)
-    t_ale = _timed(lambda: ale.sample(image, theta, n=n, generator=gen(), maps=False), repeats, sync)
-    t_ale_maps = _timed(lambda: ale.sample(image, theta, n=n, generator=gen(), maps=True), repeats, sync)
-    t_epi = _timed(lambda: epi.sample(image, theta, n=n, seed=0, maps=False), max(1, repeats // 2), sync)
-    return {
-        "profile": profile_name, "device": str(dev), "threads": torch.get_num_threads(), "grid": shape,
-        "n_samples": n, "repeats": repeats, "forward_s": t_fwd, "forward_aleatoric_model_s": t_fwd_ale,
-        "aleatoric_samples_s": t_ale, "aleatoric_ratio_vs_forward": t_ale / t_fwd,
-        "aleatoric_ratio_vs_own_forward": t_ale / t_fwd_ale,
-        "aleatoric_samples_with_maps_s": t_ale_maps, "aleatoric_maps_ratio_vs_forward": t_ale_maps / t_fwd,
-        "epistemic_samples_s": t_epi, "epistemic_ratio_vs_forward": t_epi / t_fwd,
-        "epistemic_s_per_sample": t_epi / n,
+    variants = {
+        "forward": (lambda: det.logits(image, theta), 3),
+        "forward_aleatoric_model": (lambda: ale.logits(image, theta, sigma=True), 3),
+        "aleatoric_samples": (lambda: ale.sample(image, theta, n=n, generator=gen(), maps=False), 1),
+        "aleatoric_samples_with_maps": (lambda: ale.sample(image, theta, n=n, generator=gen(), maps=True), 1),
+        "epistemic_samples": (lambda: epi.sample(image, theta, n=n, seed=0, maps=False), 1),
     }
+    for fn, _ in variants.values():  # warm-up
+        fn()
+    rounds = [{k: _timed(fn, r, sync) for k, (fn, r) in variants.items()} for _ in range(repeats)]
+    out = {"profile": profile_name, "device": str(dev), "threads": torch.get_num_threads(), "grid": shape,
+           "n_samples": n, "repeats": repeats}
+    out.update({f"{k}_s": min(r[k] for r in rounds) for k in variants})
+    for k, ref in (("aleatoric_samples", "forward"), ("aleatoric_samples", "forward_aleatoric_model"),
+                   ("aleatoric_samples_with_maps", "forward"), ("epistemic_samples", "forward")):
+        out[f"{k}_per_{ref}"] = float(np.median([r[k] / r[ref] for r in rounds]))
+    out["epistemic_s_per_sample"] = out["epistemic_samples_s"] / n
+    return out
 
 
 def main(argv=None) -> int:
@@ -90,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
     ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -98,16 +106,17 @@ def main(argv=None) -> int:
     for d in devices:
         r = run(a.profile, d, a.n, a.repeats)
         print(f"[{r['device']}] profile={r['profile']} grid={r['grid']} threads={r['threads']} "
-              f"(min of {r['repeats']})")
+              f"(times: min of {r['repeats']} rounds; ratios: median over rounds)")
         print(f"  one forward pass (deterministic model): {r['forward_s']:.3f} s; "
               f"aleatoric model (logits + sigma): {r['forward_aleatoric_model_s']:.3f} s")
         print(f"  {r['n_samples']} aleatoric samples, volumes: {r['aleatoric_samples_s']:.3f} s "
-              f"= {r['aleatoric_ratio_vs_forward']:.2f}x forward (goal <= 1.5x; "
-              f"{r['aleatoric_ratio_vs_own_forward']:.2f}x the aleatoric model's own forward)")
+              f"= {r['aleatoric_samples_per_forward']:.2f}x forward (goal <= 1.5x; "
+              f"{r['aleatoric_samples_per_forward_aleatoric_model']:.2f}x the aleatoric model's own forward)")
         print(f"  {r['n_samples']} aleatoric samples + label map + probabilities: "
-              f"{r['aleatoric_samples_with_maps_s']:.3f} s = {r['aleatoric_maps_ratio_vs_forward']:.2f}x forward")
-        print(f"  {r['n_samples']} epistemic samples (batched MC dropout): {r['epistemic_samples_s']:.3f} s "
-              f"= {r['epistemic_ratio_vs_forward']:.1f}x forward (goal <= 50x), "
+              f"{r['aleatoric_samples_with_maps_s']:.3f} s "
+              f"= {r['aleatoric_samples_with_maps_per_forward']:.2f}x forward")
+        print(f"  {r['n_samples']} epistemic samples (MC dropout): {r['epistemic_samples_s']:.3f} s "
+              f"= {r['epistemic_samples_per_forward']:.1f}x forward (goal <= 50x), "
               f"{r['epistemic_s_per_sample']:.3f} s/sample")
         print(json.dumps(r))
     return 0

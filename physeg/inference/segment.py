@@ -78,6 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -251,15 +252,16 @@ def segment_images(
         log.info("no calibration (--calibration or %s in the model folder): volume intervals are uncalibrated "
                  "sample percentiles", CALIBRATION_FILE)
     results = [
-        _segment_one(path, data, img, acq, info=info, predictor=predictor, n=n_samples, seed=seed, out=out)
+        _segment_one(path, data=data, img=img, acq=acq, info=info, predictor=predictor, n=n_samples, seed=seed,
+                     out=out)
         for path, data, img, acq in tqdm(checked, desc="images", unit="image",
                                          disable=not progress or len(checked) < 2)
     ]
-    _write_tables(out, results, info, n_samples)
+    _write_tables(out, results=results, info=info, n_samples=n_samples)
     return results
 
 
-def _range_warnings(path: Path, acq: Acquisition, info: ModelInfo) -> tuple[bool, list[str]]:
+def _range_warnings(path: Path, *, acq: Acquisition, info: ModelInfo) -> tuple[bool, list[str]]:
     """Whether θ lies in the model's training box, and the warnings of ``acq`` plus an OoD one."""
     from physeg import simulation
 
@@ -275,10 +277,10 @@ def _range_warnings(path: Path, acq: Acquisition, info: ModelInfo) -> tuple[bool
     return inside, warnings
 
 
-def _segment_one(path: Path, data: np.ndarray, img, acq: Acquisition, *, info: ModelInfo, predictor: Predictor,
-                 n: int, seed: int, out: Path) -> SegmentResult:
+def _segment_one(path: Path, *, data: np.ndarray, img: nib.Nifti1Image, acq: Acquisition, info: ModelInfo,
+                 predictor: Predictor, n: int, seed: int, out: Path) -> SegmentResult:
     """Steps 4–8 of the module docstring for one validated image."""
-    inside, warnings = _range_warnings(path, acq, info)
+    inside, warnings = _range_warnings(path, acq=acq, info=info)
     affine_in = np.asarray(img.affine, float)
     aff_m, shape_m = model_grid(affine_in, data.shape, info.plans.voxel_size_mm)
     same = shape_m == tuple(data.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
@@ -311,7 +313,8 @@ def _segment_one(path: Path, data: np.ndarray, img, acq: Acquisition, *, info: M
     return SegmentResult(path, dseg, probseg, acq, inside, warnings, rows)
 
 
-def _write_tables(out: Path, results: list[SegmentResult], info: ModelInfo, n_samples: int) -> None:
+def _write_tables(out: Path, *, results: list[SegmentResult], info: ModelInfo, n_samples: int) -> None:
+    """``dseg.tsv``, ``volumes.tsv`` and ``volumes.json`` (module docstring), each written atomically."""
     import pandas as pd
 
     _write_text(out / "dseg.tsv", "index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in enumerate(LABEL_NAMES)))
