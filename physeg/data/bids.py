@@ -34,6 +34,7 @@ import torch
 # Label names by integer value of the label maps (one definition in physeg.conventions).
 from physeg.conventions import LABEL_NAMES as LABELS
 from physeg.data.map_checks import check_grid, load_image, validated_maps
+from physeg.io_safety import atomic_write_bytes, atomic_write_text
 from physeg.data.nifti import nifti_stem, sidecar_path, voxel_volume_ml  # noqa: F401  (re-exported)
 from physeg.pgs import TISSUES, physics_gold_standard
 
@@ -94,7 +95,7 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
 
     Header: sform and qform set to ``affine`` (code 2, aligned), units mm; gzip
     level 6 with ``mtime=0`` and no file name, so checksums do not depend on time,
-    machine or path. The file is written to ``<path>.tmp`` and renamed.
+    machine or path. Written atomically (:func:`physeg.io_safety.atomic_write_bytes`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,20 +105,14 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     img.set_qform(affine, code=2)
     raw = img.to_bytes()
     blob = gzip.compress(raw, compresslevel=6, mtime=0) if path.name.endswith(".gz") else raw
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, blob)
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``<path>.tmp`` and rename it to ``path``: never a half-written file."""
+    """Write ``text`` to ``path`` atomically (:mod:`physeg.io_safety`): never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def write_json(path: Path, content: dict[str, Any], *, sort_keys: bool = True) -> Path:

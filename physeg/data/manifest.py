@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from physeg.io_safety import atomic_write_text
 from physeg.paths import REPO_ROOT
 
 #: Default manifest location (repository root).
@@ -178,7 +179,5 @@ def record_build(
         "files": file_table(root),
     }
     synth.setdefault("builds", {})[build] = entry
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(manifest, sort_keys=False, width=100))
     return entry

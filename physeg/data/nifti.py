@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from physeg.cli.errors import UsageError
+from physeg.io_safety import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,8 @@ def write_like(path: str | Path, data: np.ndarray, reference: nib.Nifti1Image, *
     if qform is not None:
         out.set_qform(qform, code=int(qcode))
     out.header.set_slope_inter(1.0, 0.0)
-    ext = ".nii.gz" if path.name.endswith(".gz") else ".nii"  # nibabel picks the format from the name
-    tmp = path.with_name(f".{nifti_stem(path)}.{os.getpid()}.tmp{ext}")
-    nib.save(out, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # the temporary name keeps .nii or .nii.gz: nibabel picks the format from it
+        nib.save(out, str(tmp))
     return path
 
 

@@ -22,13 +22,14 @@ A comparison "a < b" *holds beyond the spread* when
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from physeg.io_safety import atomic_write
 
 #: Keys of one table cell.
 CELL_KEYS: tuple[str, ...] = ("table", "model", "sequence", "tissue", "distribution")
@@ -112,9 +113,7 @@ def write_csv_tables(tables: Mapping[str, pd.DataFrame], folder: str | Path) -> 
     out = {}
     for name, frame in tables.items():
         path = folder / f"{name}.csv"
-        tmp = folder / f".{name}.csv.{os.getpid()}.tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
         out[name] = path
     return out
 

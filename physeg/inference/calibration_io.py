@@ -16,12 +16,12 @@ writes it) or one ``{"lower": …, "upper": …, "n_val": n}`` for every tissue.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from physeg.cli.errors import UsageError
 from physeg.conventions import TISSUES
+from physeg.io_safety import atomic_write_text
 
 #: File name of a stored volume-interval calibration inside a model folder.
 CALIBRATION_FILE: str = "calibration.json"
@@ -75,12 +75,7 @@ def calibration_to_json(calibration, path: str | Path, *, model: str | None = No
                            "upper": {str(k): v for k, v in cal.upper.items()}, "n_val": cal.n_val}
     doc["_about"] = {"model": model, "sequence": sequence,
                      "method": "Eaton-Rosen 2018 percentile recalibration (physeg.evaluation.calibration)"}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
 
 
 def load_calibration(path: str | Path):

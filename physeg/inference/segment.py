@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -89,6 +88,7 @@ from physeg.data.nifti import model_grid, nifti_stem, read_volume, resample_to_g
 from physeg.inference.calibration_io import CALIBRATION_FILE, IQR_LEVEL
 from physeg.inference.model_folder import ModelInfo, load_network, pick_device, read_model_info
 from physeg.inference.predictor import Predictor, Samples
+from physeg.io_safety import atomic_write_text
 from physeg.models.plans import PLANS_FILE
 
 log = logging.getLogger(__name__)
@@ -189,9 +189,7 @@ def prepare_output(output: str | Path, *, force: bool, images: Iterable[Path], m
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------- main entry

@@ -21,7 +21,6 @@ Units: parameter ranges in seconds and radians, voxel size in mm.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -126,11 +125,9 @@ class Plans:
 
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/plans.json`` through a temporary name (never half a file)."""
-        path = Path(folder) / PLANS_FILE
-        tmp = path.with_name(f".{PLANS_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
+        from physeg.io_safety import atomic_write_text
+
+        return atomic_write_text(Path(folder) / PLANS_FILE, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
     @classmethod
     def read(cls, folder: str | Path) -> "Plans":

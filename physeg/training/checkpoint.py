@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from physeg.io_safety import atomic_write
 from physeg.models.network import PhysicsUNet, build_network
 from physeg.models.plans import Plans
 from physeg.training.distributed import resolve_device
@@ -54,10 +54,8 @@ class TrainState:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary name and an atomic rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through a unique temporary name, fsync and an atomic rename (:mod:`physeg.io_safety`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimiser: torch.optim.Optimizer,
