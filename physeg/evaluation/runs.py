@@ -32,7 +32,7 @@ so notebooks 05–06 reuse notebook 04's work.
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,16 +54,19 @@ from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call
     uncertainty_subset,
     validation_parameters,
 )
+from physeg.evaluation import cache_io
 from physeg.evaluation.metrics import cov_table, dice_per_tissue, label_counts, volumes_ml
 from physeg.evaluation.models import load_models, model_folders, train_models  # noqa: F401  (re-exported)
 from physeg.inference.predictor import Predictor
+from physeg.io_safety import atomic_write_json
 from physeg.profiles import Profile
 
 #: 3: seeds from physeg.conventions.stable_seed (CRC-32) instead of a SHA-256 hasher: new test grids and draws.
 #: 4: epistemic copies go through the sliding window with more windows per network call on CPU
 #:    (Predictor) and the MC-dropout masks come from sampling.dropout_keep_mask: other draws of
 #:    the same distribution, so the epistemic samples change (segmentation and aleatoric do not).
-EVALUATION_VERSION = "4"
+#: 5: the cache is CSV/JSON/npz (:mod:`physeg.evaluation.cache_io`), never a pickle.
+EVALUATION_VERSION = "5"
 RESULT_COLUMNS: tuple[str, ...] = (
     "subject", "sequence", "model", "distribution", "param_index", "params", "tissue",
     "dice", "volume_ml", "pgs_volume_ml",
@@ -305,10 +308,13 @@ def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str],
 
 
 def _save(obj: Any, path: Path) -> None:
-    """Pickle (``.pkl``) or CSV (``.csv``) ``obj`` through a temporary name: a cache file is whole or absent."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    obj.to_csv(tmp, index=False) if path.suffix == ".csv" else pd.to_pickle(obj, tmp)
-    os.replace(tmp, path)
+    """A table (``.csv`` + schema), arrays (``.npz``) or a dict (``.json``), written atomically; never a pickle."""
+    if isinstance(obj, pd.DataFrame):
+        cache_io.save_frame(obj, path)
+    elif path.suffix == ".npz":
+        cache_io.save_arrays(obj, path)
+    else:
+        atomic_write_json(path, obj)
 
 
 def _load_subjects(profile: Profile, split: str):
@@ -330,20 +336,20 @@ def run_evaluation(profile: Profile, *, folders: Mapping | None = None, force: b
     folders = dict(folders) if folders is not None else train_models(profile)
     folders = {k: v for k, v in folders.items() if k[0] in profile.ablations}
     out = hashed_dir("evaluation", _cache_config("segmentation", profile, folders))
-    files = {k: out / f"{k}.pkl" for k in ("results", "cov", "grid", "examples", "meta")}
+    files = {"results": out / "results.csv", "cov": out / "cov.csv", "grid": out / "grid.csv",
+             "examples": out / "examples.npz", "meta": out / "meta.json"}
     if not force and all(f.exists() for f in files.values()):
-        meta = pd.read_pickle(files["meta"])
-        return EvaluationResults(profile.name, pd.read_pickle(files["results"]), pd.read_pickle(files["cov"]),
-                                 pd.read_pickle(files["grid"]), pd.read_pickle(files["examples"]), out,
-                                 meta.get("wall_s", float("nan")))
+        meta = json.loads(files["meta"].read_text())
+        return EvaluationResults(profile.name, cache_io.load_frame(files["results"]),
+                                 cache_io.load_frame(files["cov"]), cache_io.load_frame(files["grid"]),
+                                 cache_io.load_arrays(files["examples"]), out, meta.get("wall_s", float("nan")))
     t0 = time.perf_counter()
     models = load_models(folders)
     results, ex = evaluate_segmentation(profile, models, _load_subjects(profile, "test"), progress=progress)
     cov = cov_table(results)
     grid = test_grid(profile)
     wall = time.perf_counter() - t0
-    for path, obj in ((out / "results.csv", results), (out / "cov.csv", cov), *zip(
-            files.values(), (results, cov, grid, ex, {"wall_s": wall}))):
+    for path, obj in zip(files.values(), (results, cov, grid, ex, {"wall_s": wall})):
         _save(obj, path)  # "meta" last: its presence marks a complete cache
     return EvaluationResults(profile.name, results, cov, grid, ex, out, wall)
 
@@ -359,16 +365,20 @@ def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: 
     n = n or profile.n_uncertainty_samples
     cfg = _cache_config("uncertainty", profile, folders) | {"n_samples": n}
     out = hashed_dir("evaluation", cfg)
-    f = out / "uncertainty_samples.pkl"
-    if not force and f.exists():
-        d = pd.read_pickle(f)  # only the (expensive) samples are cached; scoring is recomputed
+    f = out / "uncertainty_meta.json"  # written last: its presence marks a complete cache
+    if not force and f.exists():  # only the (expensive) samples are cached; scoring is recomputed
+        d = {"samples": cache_io.load_frame(out / "uncertainty_samples.csv"),
+             "val_samples": cache_io.load_frame(out / "uncertainty_val_samples.csv"),
+             "wall_s": json.loads(f.read_text()).get("wall_s", float("nan"))}
     else:
         t0 = time.perf_counter()
         models = load_models(folders)
         val = uncertainty_samples(profile, models, _load_subjects(profile, "val"), split="val", n=n)
         test = uncertainty_samples(profile, models, _load_subjects(profile, "test"), split="test", n=n)
         d = {"samples": test, "val_samples": val, "wall_s": time.perf_counter() - t0}
-        _save(d, f)
+        _save(test, out / "uncertainty_samples.csv")
+        _save(val, out / "uncertainty_val_samples.csv")
+        _save({"wall_s": d["wall_s"]}, f)
     if d["samples"].empty:
         per, cov, cal = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     else:
