@@ -6,6 +6,11 @@ edge (:func:`spgr_params`, :func:`to_display_units`). A batch of parameters is a
 
 * MPRAGE, P = 1: ``[TI]``
 * SPGR, P = 3: ``[TR, TE, FA]``
+* MP2RAGE, P = 7: ``[TI1, TI2, FA1, FA2, TR, TRcycle, NRO]`` (:mod:`.sequences.mp2rage`)
+* MESPGR, P = 4: ``[TR, TE1, dTE, FA]`` (:mod:`.sequences.mespgr`)
+
+Names, units, ranges, rules and features come from the sequence registry
+(:mod:`physeg.simulation.sequences`); the tables below are the paper's two.
 
 Ranges (paper §3) are data, :data:`IOD_RANGES` and
 :data:`OOD_RANGES`, mapping parameter name to ``(low, high)`` in s / rad:
@@ -35,6 +40,8 @@ import torch
 
 from physeg.conventions import IOD, OOD, distribution_name
 
+from .sequences import REGISTRY, get_sequence
+
 __all__ = [
     "SEQUENCES",
     "PARAMETER_NAMES",
@@ -55,33 +62,23 @@ __all__ = [
     "is_in_range",
 ]
 
-SEQUENCES: tuple[str, ...] = ("MPRAGE", "SPGR")
+SEQUENCES: tuple[str, ...] = tuple(REGISTRY)
 
-PARAMETER_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"MPRAGE": ("TI",), "SPGR": ("TR", "TE", "FA")}
+PARAMETER_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType({k: s.names for k, s in REGISTRY.items()})
+#: Internal units of each parameter (a name shared by two sequences has the same unit in both).
+PARAMETER_UNITS: Mapping[str, str] = MappingProxyType(
+    {p.name: p.unit for s in REGISTRY.values() for p in s.parameters}
 )
-#: Internal units of each parameter.
-PARAMETER_UNITS: Mapping[str, str] = MappingProxyType({"TI": "s", "TR": "s", "TE": "s", "FA": "rad"})
 
 PHYSICS_FEATURE_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "MPRAGE": ("TI", "exp(-TI)"),
-        "SPGR": ("TR", "TE", "FA", "exp(-TR)", "exp(-TE)", "sin(FA)"),
-    }
+    {k: s.feature_names for k, s in REGISTRY.items()}
 )
 
-_deg = math.radians
 IOD_RANGES: Mapping[str, Mapping[str, tuple[float, float]]] = MappingProxyType(
-    {
-        "MPRAGE": MappingProxyType({"TI": (0.6, 1.2)}),
-        "SPGR": MappingProxyType({"TR": (0.015, 0.100), "TE": (0.004, 0.010), "FA": (_deg(15.0), _deg(75.0))}),
-    }
+    {k: s.iod for k, s in REGISTRY.items()}
 )
 OOD_RANGES: Mapping[str, Mapping[str, tuple[float, float]]] = MappingProxyType(
-    {
-        "MPRAGE": MappingProxyType({"TI": (0.1, 2.0)}),
-        "SPGR": MappingProxyType({"TR": (0.010, 0.200), "TE": (0.002, 0.020), "FA": (_deg(5.0), _deg(90.0))}),
-    }
+    {k: s.ood for k, s in REGISTRY.items()}
 )
 
 Ranges = Mapping[str, tuple[float, float]]
@@ -95,12 +92,12 @@ def check_sequence(sequence: str) -> str:
 
 
 def n_parameters(sequence: str) -> int:
-    """Number P of acquisition parameters of ``sequence`` (MPRAGE 1, SPGR 3)."""
+    """Number P of acquisition parameters of ``sequence`` (MPRAGE 1, SPGR 3, MP2RAGE 7, MESPGR 4)."""
     return len(PARAMETER_NAMES[check_sequence(sequence)])
 
 
 def n_physics_features(sequence: str) -> int:
-    """Number F of physics features fed to the network (MPRAGE 2, SPGR 6)."""
+    """Number F of physics features fed to the network (MPRAGE 2, SPGR 6, MP2RAGE 11, MESPGR 7)."""
     return len(PHYSICS_FEATURE_NAMES[check_sequence(sequence)])
 
 
@@ -113,8 +110,9 @@ def validate_parameters(
 ) -> torch.Tensor:
     r"""Check a ``(N, P)`` parameter batch against physics and return it as a tensor.
 
-    Rules (seconds, radians): every value finite; TI > 0; TE > 0; TR > TE;
-    0 < FA ≤ π.
+    Rules (seconds, radians): every value finite, then the sequence's own
+    rules (:attr:`SequenceSpec.check`), e.g. MPRAGE TI > 0; SPGR TE > 0,
+    TR > TE, 0 < FA ≤ π; MP2RAGE a readout timing that fits in the cycle.
 
     Raises
     ------
@@ -145,20 +143,7 @@ def validate_parameters(
                 f"{sequence} parameter {name} must be {rule}; got {p[row, col].item():.6g} {unit} at row {row}"
             )
 
-    if sequence == "MPRAGE":
-        fail("TI", "> 0 s (inversion time in seconds)", p[:, 0] <= 0, 0)
-    else:
-        tr, te, fa = p.unbind(1)
-        fail("TE", "> 0 s (echo time in seconds)", te <= 0, 1)
-        fail("TR", "> TE (> 0 s, repetition time in seconds, longer than the echo time)", tr <= te, 0)
-        over = fa > math.pi
-        if over.any():
-            row = int(over.nonzero()[0, 0])
-            raise ValueError(
-                f"SPGR parameter FA must be in (0, π] rad = (0, 180] degrees; got {fa[row].item():.6g} rad at row "
-                f"{row} (flip angles are radians internally: use spgr_params(..., fa_deg=...) for degrees)"
-            )
-        fail("FA", "in (0, π] rad = (0, 180] degrees", fa <= 0, 2)
+    get_sequence(sequence).check(p, fail)
     return p
 
 
@@ -188,8 +173,13 @@ def to_display_units(sequence: str, params: torch.Tensor) -> list[dict[str, floa
     rows = []
     for row in torch.as_tensor(params).reshape(-1, n_parameters(sequence)).tolist():
         d = {}
-        for name, value in zip(PARAMETER_NAMES[sequence], row):
-            d[f"{name}_deg" if name == "FA" else f"{name}_ms"] = math.degrees(value) if name == "FA" else 1e3 * value
+        for p, value in zip(get_sequence(sequence).parameters, row):
+            if p.unit == "rad":
+                d[f"{p.name}_deg"] = math.degrees(value)
+            elif p.unit == "count":
+                d[p.name] = value
+            else:
+                d[f"{p.name}_ms"] = 1e3 * value
         rows.append(d)
     return rows
 
@@ -241,7 +231,8 @@ def sample_parameters(
         ``"iod"``: uniform in :data:`IOD_RANGES`. ``"ood"``: uniform on
         :data:`OOD_RANGES` minus the IoD box (each row outside IoD in at least
         one parameter). A mapping ``{name: (low, high)}``: uniform in that box.
-        For SPGR rows always satisfy TE < TR.
+        Rows always satisfy the sequence's feasibility (SPGR TE < TR, MP2RAGE
+        timing, ...); counts are rounded to integers.
     generator:
         CPU ``torch.Generator`` for reproducibility (None: global RNG).
         Values are drawn on the CPU in float64, then cast and moved, so a
@@ -257,18 +248,23 @@ def sample_parameters(
     else:
         key, box, exclude_iod = "custom", distribution, False
     low, high = _ranges_for(sequence, box)
+    spec = get_sequence(sequence)
     P = low.numel()
     accepted: list[torch.Tensor] = []
     count, rounds = 0, 0
     while count < n:
         m = 2 * (n - count) + 16
         u = torch.rand(m, P, generator=generator, dtype=torch.float64)
-        cand = (low + u * (high - low)).to(dtype)
+        cand = low + u * (high - low)
+        for name in spec.extra.get("integer", ()):  # counts: rounded before any check
+            col = spec.names.index(name)
+            cand[:, col] = torch.round(cand[:, col])
+        cand = cand.to(dtype)
         keep = torch.ones(m, dtype=torch.bool)
         if exclude_iod:
             keep &= ~is_in_range(sequence, cand, IOD_RANGES[sequence])
-        if sequence == "SPGR":
-            keep &= cand[:, 1] < cand[:, 0]
+        if spec.feasible is not None:
+            keep &= spec.feasible(cand)
         cand = cand[keep]
         accepted.append(cand)
         count += cand.shape[0]
@@ -282,12 +278,11 @@ def sample_parameters(
 def physics_features(sequence: str, params: torch.Tensor) -> torch.Tensor:
     """Features fed to the network (authors' choice), ``(N, F)``, seconds/radians.
 
-    MPRAGE: ``[TI, exp(-TI)]``; SPGR: ``[TR, TE, FA, exp(-TR), exp(-TE), sin(FA)]``.
+    MPRAGE: ``[TI, exp(-TI)]``; SPGR: ``[TR, TE, FA, exp(-TR), exp(-TE), sin(FA)]``;
+    the others: :data:`PHYSICS_FEATURE_NAMES` (from the registry).
     """
     sequence = check_sequence(sequence)
     p = torch.as_tensor(params)
     if p.ndim != 2 or p.shape[1] != n_parameters(sequence):
         raise ValueError(f"{sequence} parameters must have shape (N, {n_parameters(sequence)}); got {tuple(p.shape)}")
-    if sequence == "MPRAGE":
-        return torch.cat([p, torch.exp(-p)], dim=1)
-    return torch.cat([p, torch.exp(-p[:, :2]), torch.sin(p[:, 2:3])], dim=1)
+    return get_sequence(sequence).features(p)
