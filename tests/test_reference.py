@@ -1,0 +1,222 @@
+"""Reference results: freeze a finished run, checksums, staleness, the three-column tables and banner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from physeg.cli import main
+from physeg.evaluation import claims as cl
+from physeg.evaluation import seeds
+from physeg.evaluation.paper_tables import paper_tables
+from physeg.profiles import get_profile
+from physeg.reference import compare, freeze, records, status
+
+RUN_FILES = ("tables.csv", "per_image.csv", "per_seed_tables.csv", "claims.csv")
+
+
+def fake_run(build, *, profile: str = "smoke", shift: float = 0.0):
+    """A finished run's build folder: the CSVs notebooks 04/06 write, an executed page's header, timings.json.
+
+    The numbers are the paper's tables (per seed, seed 0) moved by ``shift``; they go
+    through the same library functions as a real run (across_seeds, results_csv_frame,
+    evaluate_claims, write_csv_tables).
+    """
+    per_seed = paper_tables().drop(columns="source").assign(seed=0, n_subjects=5)
+    per_seed["mean"] = per_seed["mean"] + shift
+    summary = seeds.across_seeds(per_seed)
+    per_image = pd.DataFrame({"subject": ["sub-23"] * 2, "model": ["Baseline"] * 2, "tissue": ["GM", "WM"],
+                              "dice": [0.9, 0.8], "seed": [0, 0]})
+    claims = cl.evaluate_claims(per_seed, profile=profile)
+    seeds.write_csv_tables({"tables": seeds.results_csv_frame(summary), "per_image": per_image,
+                            "per_seed_tables": per_seed, "claims": claims}, build / "results" / profile)
+    nb = build / "notebooks"
+    nb.mkdir(parents=True, exist_ok=True)
+    header = {"profile": profile, "seeds": "0", "commit": "abc1234", "device": "CPU x86_64, 2 cores",
+              "date_utc": "2026-11-25 18:00 UTC"}
+    (nb / "04_evaluation.ipynb").write_text(json.dumps(
+        {"cells": [{"cell_type": "markdown", "metadata": {"physeg_provenance": header}, "source": ""}]}))
+    (build / "timings.json").write_text(json.dumps({"profile": profile, "seconds": {"04_evaluation.py": 12.5,
+                                                                                    "06_claims.py": 3.0}}))
+    return build
+
+
+@pytest.fixture()
+def frozen(tmp_path, isolated_cache):
+    """A fake smoke run frozen with the CLI into ``tmp_path/results/smoke``."""
+    cache, build = isolated_cache
+    fake_run(build)
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = tmp_path / "results"
+    rc = main(["reference", "freeze", "--profile", "smoke", "--build", str(build), "--cache", str(cache),
+               "--dest", str(dest)])
+    assert rc == 0
+    return dest / "smoke"
+
+
+def test_freeze_copies_results_with_provenance_and_checksums(frozen, isolated_cache):
+    _, build = isolated_cache
+    for name in RUN_FILES:
+        assert (frozen / name).read_bytes() == (build / "results" / "smoke" / name).read_bytes()
+    sums = records.read_sums(frozen)
+    assert set(sums) == set(records.listed_files(frozen)) and records.PROVENANCE_FILE in sums
+    assert records.verify_sums(frozen) == []
+    prov = json.loads((frozen / records.PROVENANCE_FILE).read_text())
+    smoke = get_profile("smoke")
+    assert prov["profile"] == "smoke" and prov["profile_hash"] == records.profile_hash(smoke)
+    assert prov["code_versions"] == records.code_versions()
+    assert prov["run"]["commits"] == ["abc1234"] and prov["wall_time"]["notebooks_total_s"] == 15.5
+    assert {"cpu_model", "cpu_cores", "torch"} <= set(prov["machine"]) and isinstance(prov["dirty"], bool)
+    st = status.check_reference(frozen, profile=smoke, versions=records.code_versions())
+    assert st.state == status.CURRENT and st.reasons == []
+    assert main(["reference", "check", "--profile", "smoke", "--dest", str(frozen.parent)]) == 0
+
+
+def test_altered_file_fails_the_check_naming_it(frozen, capsys):
+    target = frozen / "tables.csv"
+    text = target.read_text()
+    target.write_text(text.replace("0.966", "0.967", 1))  # one number changed
+    with pytest.raises(status.ReferenceAltered, match="tables.csv"):
+        status.check_reference(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+    st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+    assert st.state == status.ALTERED and not st.usable and st.table("tables") is None
+    assert "NOT shown" in compare.banner(st) and "tables.csv" in compare.banner(st)
+    capsys.readouterr()
+    assert main(["reference", "check", "--profile", "smoke", "--dest", str(frozen.parent)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "altered" in err and "tables.csv" in err
+    target.write_text(text)  # restored: intact again
+    (frozen / "extra.csv").write_text("a\n1\n")
+    with pytest.raises(status.ReferenceAltered, match="unlisted.*extra.csv"):
+        status.check_reference(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+
+
+def test_changed_profile_or_code_makes_it_stale(frozen, monkeypatch, capsys):
+    smoke = get_profile("smoke")
+    changed = dataclasses.replace(smoke, n_test=3)
+    st = status.check_reference(frozen, profile=changed, versions=records.code_versions())
+    assert st.state == status.STALE and st.usable
+    assert "n_test 2 → 3" in st.reasons[0]
+    assert "STALE" in compare.banner(st) and "n_test" in compare.banner(st)
+    newer = {**records.code_versions(), "training": "999"}
+    st = status.check_reference(frozen, profile=smoke, versions=newer)
+    assert st.state == status.STALE and any("training code version" in r and "999" in r for r in st.reasons)
+    st = status.check_reference(frozen, profile=None, versions=records.code_versions())
+    assert st.state == status.STALE and "no longer exists" in st.reasons[0]
+    monkeypatch.setitem(__import__("physeg.profiles").profiles.PROFILES, "smoke", changed)
+    capsys.readouterr()
+    assert main(["reference", "check", "--profile", "smoke", "--dest", str(frozen.parent)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stale" in err and "n_test" in err
+
+
+def test_freeze_refuses_unfinished_foreign_and_existing(tmp_path, isolated_cache, capsys):
+    cache, build = isolated_cache
+    dest = tmp_path / "results"
+    args = ["reference", "freeze", "--profile", "smoke", "--build", str(build), "--dest", str(dest)]
+
+    def refused(message: str) -> None:
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+    build.mkdir(parents=True, exist_ok=True)
+    refused("does not exist: run the notebooks")
+    fake_run(build)
+    (build / "results" / "smoke" / "claims.csv").unlink()
+    refused("claims.csv is missing")
+    fake_run(build, profile="smoke")
+    claims = pd.read_csv(build / "results" / "smoke" / "claims.csv").assign(profile="demo")
+    claims.to_csv(build / "results" / "smoke" / "claims.csv", index=False)
+    refused("from profile 'demo'")
+    assert not dest.exists()  # nothing written by a refused freeze
+    fake_run(build)
+    assert main(args) == 0
+    refused("use --force")
+    foreign = dest / "smoke" / "notes.txt"
+    foreign.write_text("mine")
+    refused("notes.txt is not listed")
+    assert foreign.read_text() == "mine"
+    foreign.unlink()
+    fake_run(build, shift=0.001)
+    assert main([*args, "--force"]) == 0
+    assert records.verify_sums(dest / "smoke") == []
+    assert not any(p.name.startswith(".") for p in dest.iterdir())  # no temporary folder left
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "smoke").mkdir()
+    (other / "smoke" / "x.csv").write_text("1\n")
+    capsys.readouterr()
+    assert main(["reference", "freeze", "--profile", "smoke", "--build", str(build), "--dest", str(other),
+                 "--force"]) == 2
+    assert "not written by physeg reference freeze" in capsys.readouterr().err
+    assert (other / "smoke" / "x.csv").read_text() == "1\n"
+    capsys.readouterr()
+    assert main(["reference", "freeze", "--profile", "nope", "--build", str(build)]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+
+
+def test_three_columns_this_run_reference_paper(frozen, isolated_cache):
+    _, build = isolated_cache
+    fake_run(build, shift=0.01)
+    current = pd.read_csv(build / "results" / "smoke" / "tables.csv")
+    st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+    table = compare.three_columns(current, st.table("tables"), paper_tables(), current_label="smoke (this run)")
+    assert list(table.columns.get_level_values(0).unique()) == ["smoke (this run)", "reference", "paper"]
+    cell = table.loc[("dice", "Baseline", "MPRAGE", "GM", "IoD")]
+    assert cell[("paper", "mean")] == pytest.approx(0.966)
+    assert cell[("reference", "mean")] == pytest.approx(0.966)
+    assert cell[("smoke (this run)", "mean")] == pytest.approx(0.976)
+    cov = compare.three_columns(current, st.table("tables"), paper_tables(), current_label="now", table="cov_x1000")
+    assert set(cov.index.get_level_values("table")) == {"cov_x1000"}
+    np.testing.assert_allclose(cov[("reference", "mean")], cov[("paper", "mean")])  # CoV back in ×10³ units
+    no_ref = compare.three_columns(current, None, paper_tables(), current_label="now")
+    assert no_ref[("reference", "mean")].isna().all() and no_ref[("now", "mean")].notna().all()
+    claims_now = pd.read_csv(build / "results" / "smoke" / "claims.csv")
+    both = compare.claims_three_columns(claims_now, st.table("claims"), current_label="now")
+    assert list(both.columns) == ["claim", "statement", "now", "reference", "paper"]
+    assert list(both["claim"]) == [1, 2, 3, 4, 5] and (both["reference"] != "–").all()
+    assert list(compare.claims_three_columns(claims_now, None, current_label="now")["reference"]) == ["–"] * 5
+
+
+def test_banner_says_where_the_reference_came_from(frozen, tmp_path):
+    st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+    text = compare.banner(st)
+    assert text.startswith("**Reference results** (current") and "abc1234" in text and "results/smoke/" in text
+    absent = status.reference_status(tmp_path / "nothing" / "reference", profile=get_profile("reference"),
+                                     versions=records.code_versions())
+    assert absent.state == status.ABSENT and absent.table("tables") is None
+    assert "none committed" in compare.banner(absent) and "physeg reference freeze --profile reference" in \
+        compare.banner(absent)
+
+
+def test_sums_file_is_strict(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n")
+    records.write_sums(folder)
+    assert records.read_sums(folder) == {"a.csv": records.sha256_file(folder / "a.csv")}
+    (folder / records.SUMS_FILE).write_text("0" * 64 + "  ../escape.csv\n")
+    with pytest.raises(ValueError, match="leaves the destination"):
+        records.read_sums(folder)
+    (folder / records.SUMS_FILE).write_text("nothex  a.csv\n")
+    with pytest.raises(ValueError, match="expected"):
+        records.read_sums(folder)
+
+
+def test_committed_reference_results_are_intact_and_current():
+    """Every folder under results/ matches its SHA256SUMS and the current profile and code versions."""
+    from physeg.profiles import PROFILES
+
+    committed = status.committed_profiles()
+    if not committed:
+        pytest.skip("no reference results are committed under results/ yet")
+    for name in committed:
+        st = status.check_reference(records.RESULTS_ROOT / name, profile=PROFILES.get(name),
+                                    versions=records.code_versions())
+        assert st.state == status.CURRENT, f"results/{name} is stale: {st.reasons}"
