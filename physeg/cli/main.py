@@ -15,7 +15,7 @@ from physeg import __version__
 
 #: Modules under :mod:`physeg.cli` registered by :func:`build_parser`, in help order;
 #: each exposes ``register(subparsers)``.
-COMMANDS: tuple[str, ...] = ("paper", "data", "pgs", "simulate", "segment", "train", "models", "reference")
+COMMANDS: tuple[str, ...] = ("paper", "data", "pgs", "simulate", "segment", "consistency", "train", "models", "reference")
 
 EPILOG = """\
 examples:

@@ -1,0 +1,150 @@
+r"""Segment one scan in memory: the per-scan step of a study (paper §2.1, §2.4).
+
+The same steps as :func:`physeg.inference.segment.segment_images` (read and
+validate, acquisition parameters, out-of-distribution check, resample to the
+model's voxel size, normalise, Monte-Carlo samples through the one
+:class:`~physeg.inference.predictor.Predictor`, back to the input grid), for
+one image whose model is chosen by its sequence, and with the sample volumes
+summarised for the study table instead of written to a folder.
+
+Volume summary per tissue :math:`t` from the :math:`n` sample volumes
+:math:`V_{t,s} = N_{t,s}\,v` (ml, model grid):
+
+* ``median_ml``: :math:`\operatorname{median}_s V_{t,s}`;
+* ``p50_low_ml``/``p50_high_ml`` and ``p95_low_ml``/``p95_high_ml``: the 50 %
+  and 95 % intervals of the same samples, recalibrated (Eaton-Rosen et al.
+  2018, :class:`~physeg.evaluation.calibration.PercentileCalibration`) when
+  the model's calibration holds that level (``calibrated_50``/``calibrated_95``),
+  else the raw central sample percentiles; each interval contains the median;
+* ``sd_aleatoric_ml`` or ``sd_epistemic_ml``: the sample standard deviation
+  (ddof 1) of :math:`V_{t,s}`, under the kind of uncertainty the model samples
+  (one model samples one kind; the other is empty, ``None``; a deterministic
+  model has neither);
+* ``label_map_ml``: the volume of the written label map (input grid).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from physeg.cli.errors import RuntimeFailure
+from physeg.conventions import TISSUES
+from physeg.data.acquisition import Acquisition, resolve_acquisition, sequence_from_sidecar
+from physeg.data.nifti import model_grid, read_volume, resample_to_grid, sidecar_path, voxel_volume_ml
+from physeg.study.models import ModelChooser, StudyModel
+
+#: Interval levels of the study table.
+LEVELS: tuple[float, ...] = (0.5, 0.95)
+
+
+@dataclass
+class ScanResult:
+    """One segmented scan, in memory: input grid arrays and the volume summary."""
+
+    image: np.ndarray
+    img: nib.Nifti1Image
+    labels: np.ndarray
+    probabilities: np.ndarray
+    acquisition: Acquisition
+    model: StudyModel
+    in_distribution: bool
+    warnings: list[str]
+    volumes: dict[str, dict[str, Any]]
+    n_samples: int
+    seconds: float
+
+
+def level_key(level: float) -> str:
+    """``0.5`` → ``"p50"``, ``0.95`` → ``"p95"``."""
+    return f"p{round(100 * level)}"
+
+
+def volume_summary(samples_ml: np.ndarray, *, calibration: Any, kind: str,
+                   label_map_ml: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per tissue: median, 50 %/95 % intervals, the sample SD by kind, label-map volume (module docstring).
+
+    ``samples_ml`` ``(n, 3)`` in :data:`~physeg.conventions.TISSUES` order;
+    ``calibration`` tissue → PercentileCalibration or ``None``; ``kind`` the
+    model's uncertainty (``aleatoric``/``epistemic``/``none``).
+    """
+    from physeg.evaluation.calibration import uncalibrated_interval
+
+    out = {}
+    for j, tissue in enumerate(TISSUES):
+        s = np.asarray(samples_ml, float)[:, j][None, :]
+        med = float(np.median(s))
+        row: dict[str, Any] = {"median_ml": med}
+        for level in LEVELS:
+            cal = calibration is not None and level in calibration[tissue].lower
+            lo, hi = calibration[tissue].interval(s, level) if cal else uncalibrated_interval(s, level)
+            key = level_key(level)
+            row[f"{key}_low_ml"], row[f"{key}_high_ml"] = min(float(lo[0]), med), max(float(hi[0]), med)
+            row[f"calibrated_{key[1:]}"] = bool(cal)
+        sd = float(s.std(ddof=1)) if s.shape[1] > 1 else 0.0
+        row["sd_aleatoric_ml"] = sd if kind == "aleatoric" else None
+        row["sd_epistemic_ml"] = sd if kind == "epistemic" else None
+        row["label_map_ml"] = float(label_map_ml[tissue])
+        out[tissue] = row
+    return out
+
+
+def scan_acquisition(path: Path, *, hint: str | None) -> Acquisition:
+    """Parameters from the sidecar; the ``acq-`` hint names the sequence only when the sidecar does not."""
+    side = sidecar_path(path)
+    named = None
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+            named = sequence_from_sidecar(meta) if isinstance(meta, dict) else None
+        except (OSError, ValueError):
+            named = None  # resolve_acquisition reports the unreadable sidecar
+    return resolve_acquisition(path, sequence=None if named else hint)
+
+
+def segment_scan(path: str | Path, *, hint: str | None, models: ModelChooser, n_samples: int,
+                 seed: int) -> ScanResult:
+    """Read, check and segment one scan with the model of its sequence (module docstring).
+
+    Raises :class:`~physeg.cli.errors.UsageError` for a bad image, sidecar or
+    missing model, :class:`~physeg.cli.errors.RuntimeFailure` when inference fails.
+    """
+    from physeg.inference.segment import BACKGROUND_FILL, _range_warnings, intensity_normalise
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    data, img = read_volume(path)
+    acq = scan_acquisition(path, hint=hint)
+    model = models.for_sequence(acq.sequence)
+    inside, warnings = _range_warnings(path, acq=acq, info=model.info)
+    affine_in = np.asarray(img.affine, float)
+    aff_m, shape_m = model_grid(affine_in, data.shape, model.info.plans.voxel_size_mm)
+    same = shape_m == tuple(data.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
+    x = intensity_normalise(data if same else resample_to_grid(data, affine_in, aff_m, shape_m, order=1))
+    predictor = model.predictor()
+    try:
+        samples = predictor.sample(torch.from_numpy(x)[None], acq.tensor().float(), n=n_samples, seed=seed,
+                                   generator=torch.Generator().manual_seed(seed))
+    except Exception as exc:  # noqa: BLE001  (inputs were checked: what fails now is a runtime failure)
+        raise RuntimeFailure(f"inference failed on {path} ({exc.__class__.__name__}: {exc})") from exc
+    probs, votes = samples.probabilities.numpy(), samples.votes.numpy()
+    if same:
+        labels = samples.labels.numpy()
+    else:
+        probs = resample_to_grid(probs, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL)
+        labels = resample_to_grid(votes, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL).argmax(0)
+    labels = labels.astype(np.uint8)
+    native_ml = voxel_volume_ml(affine_in)
+    volumes = volume_summary(samples.volumes_ml(voxel_volume_ml(aff_m)), calibration=model.info.calibration,
+                             kind=model.kind,
+                             label_map_ml={t: float((labels == v).sum()) * native_ml for t, v in TISSUES.items()})
+    return ScanResult(image=data, img=img, labels=labels, probabilities=np.moveaxis(probs, 0, -1).astype(np.float32),
+                      acquisition=acq, model=model, in_distribution=inside, warnings=warnings, volumes=volumes,
+                      n_samples=samples.n, seconds=time.perf_counter() - t0)
