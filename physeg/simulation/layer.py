@@ -77,7 +77,11 @@ from .normalisation import (
 )
 from physeg.conventions import IOD, distribution_name
 
+from .artefacts import ArtefactDraw, Artefacts
+from .maps import MAP_CHANNELS, _check_mask, check_maps, maps_from_subject
+from .generic import simulate_registry
 from .parameters import Ranges, check_sequence, sample_parameters, validate_parameters
+from .sequences import OUTPUT_MODES, get_sequence
 
 __all__ = [
     "MAP_CHANNELS",
@@ -93,49 +97,8 @@ __all__ = [
     "SimulationLayer",
 ]
 
-#: Channel order of a subject's map tensor; PD a.u., T1 and T2* in seconds.
-MAP_CHANNELS: tuple[str, ...] = ("PD", "T1", "T2star")
 #: Above this fraction of support voxels (finite PD > 0) the whole volume is computed without gather/scatter.
 DENSE_SUPPORT_FRACTION: float = 0.6
-
-
-def maps_from_subject(subject, *, maps_key: str = "maps") -> torch.Tensor:
-    """``(3, X, Y, Z)`` map tensor from a ``tio.Subject``.
-
-    Either one 3-channel image ``subject[maps_key]`` in :data:`MAP_CHANNELS`
-    order, or three 1-channel images named ``"PD"``, ``"T1"``, ``"T2star"``.
-    """
-    if maps_key in subject:
-        return subject[maps_key].data
-    if all(name in subject for name in MAP_CHANNELS):
-        chans = [subject[name].data for name in MAP_CHANNELS]
-        for name, c in zip(MAP_CHANNELS, chans):
-            if c.shape[0] != 1:
-                raise ValueError(f"subject image {name!r} must have 1 channel; got {c.shape[0]}")
-        return torch.cat(chans, dim=0)
-    raise ValueError(
-        f"subject has neither a 3-channel image {maps_key!r} nor the images {MAP_CHANNELS}; "
-        f"it has {list(subject.keys())}"
-    )
-
-
-def check_maps(maps) -> torch.Tensor:
-    """Return the ``(3, X, Y, Z)`` floating map tensor of ``maps`` (tensor or ``tio.Subject``).
-
-    Raises ValueError for a wrong number of channels or dimensions.
-    Integer tensors are converted to the default float dtype.
-    """
-    if isinstance(maps, dict):  # tio.Subject is a dict
-        maps = maps_from_subject(maps)
-    maps = torch.as_tensor(maps)
-    if maps.ndim != 4 or maps.shape[0] != len(MAP_CHANNELS):
-        raise ValueError(
-            f"maps must have shape (3, X, Y, Z) with channels {MAP_CHANNELS} (PD a.u., T1 s, T2* s); "
-            f"got shape {tuple(maps.shape)}"
-        )
-    if not maps.is_floating_point():
-        maps = maps.to(torch.get_default_dtype())
-    return maps
 
 
 @torch.no_grad()
@@ -150,8 +113,10 @@ def simulate(
     percentile: float = NORMALISATION_PERCENTILE,
     clip: float = NORMALISATION_CLIP,
     block_voxels: int | None | str = "auto",
+    outputs: str = "default",
+    artefacts: ArtefactDraw | None = None,
 ) -> torch.Tensor:
-    """Simulate ``N`` images of one subject.
+    """Simulate ``N`` images of one subject (any sequence of the registry).
 
     Parameters
     ----------
@@ -160,7 +125,7 @@ def simulate(
         ``tio.Subject`` (see :func:`maps_from_subject`). Invalid values are
         handled as in :func:`physeg.simulation.equations.clean_maps`.
     sequence:
-        ``"MPRAGE"`` or ``"SPGR"``.
+        A sequence of :mod:`physeg.simulation.sequences` (MPRAGE, SPGR, MP2RAGE, MESPGR).
     params:
         ``(N, P)`` parameters in seconds/radians (validated, see
         :func:`~physeg.simulation.parameters.validate_parameters`); cast to
@@ -177,11 +142,19 @@ def simulate(
     block_voxels:
         Cache block size; ``"auto"`` = :data:`CPU_BLOCK_VOXELS` on the CPU, no
         blocking on other devices; ``None`` = no blocking.
+    outputs:
+        ``"default"`` (one image: MP2RAGE UNI, MESPGR echo mean) or ``"all"``
+        (every image the scanner writes: UNI, INV1, INV2; each echo).
+    artefacts:
+        B1+ / receive bias / noise of each realisation
+        (:meth:`physeg.simulation.artefacts.Artefacts.draw`); ``None``: none.
 
     Returns
     -------
     torch.Tensor
-        ``(N, 1, X, Y, Z)``, dtype and device of ``maps``, finite.
+        ``(N, C, X, Y, Z)`` (C = 1 for ``"default"``), dtype and device of ``maps``, finite.
+    MPRAGE and SPGR without artefacts take the fused kernels below; the rest the
+    registry path (:mod:`physeg.simulation.generic`).
     """
     sequence = check_sequence(sequence)
     _check_sign(sign)
@@ -192,13 +165,22 @@ def simulate(
     if block_voxels == "auto":
         block_voxels = CPU_BLOCK_VOXELS if maps.device.type == "cpu" else None
     n, v = params.shape[0], maps[0].numel()
+    if outputs not in OUTPUT_MODES:
+        raise ValueError(f"outputs must be one of {OUTPUT_MODES}; got {outputs!r}")
     if n == 0:
-        return torch.zeros(n, 1, *spatial, dtype=maps.dtype, device=maps.device)
+        c = len(get_sequence(sequence).output_names[outputs])
+        return torch.zeros(n, c, *spatial, dtype=maps.dtype, device=maps.device)
     signed = sequence == "MPRAGE" and sign == "signed"
     job = _Job(sequence=sequence, params=params, sign=sign, block=block_voxels, percentile=percentile,
                clip_range=(-clip if signed else 0.0, clip) if normalise else None, signed=signed)
     flat = maps.reshape(3, -1)
     support, gathered, dense = _support(flat, v=v)
+    if sequence not in ("MPRAGE", "SPGR") or (artefacts is not None and artefacts.active):
+        gathered = gathered if gathered.shape[0] == 3 else flat.index_select(1, support)
+        out = simulate_registry(gathered, support, sequence=sequence, params=params, spatial=spatial, mask=mask,
+                                outputs=outputs, sign=sign, artefacts=artefacts, percentile=percentile,
+                                clip_range=job.clip_range)
+        return out.view(n, -1, *spatial)
     out = _simulate_dense(flat, support, mask, job) if dense else _simulate_sparse(gathered, support, mask, job, v=v)
     return out.view(n, 1, *spatial)
 
@@ -230,15 +212,6 @@ class _Job:
         scale = _percentile_scale(vals, n_zeros, self.percentile)[:, None]
         for s, e in _block_ranges(sig.shape[1], self.block):
             finish_block(sig[:, s:e], scale, self.clip_range)
-
-
-def _check_mask(mask, *, spatial: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    mask = torch.as_tensor(mask, device=device)
-    if tuple(mask.shape) != spatial:
-        raise ValueError(f"mask must have the spatial shape {spatial} of the maps; got {tuple(mask.shape)}")
-    return mask.bool()
 
 
 def _support(flat: torch.Tensor, *, v: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -296,7 +269,7 @@ class SimulationLayer(torch.nn.Module):
     Parameters
     ----------
     sequence:
-        ``"MPRAGE"`` or ``"SPGR"``.
+        Any sequence of the registry (:mod:`physeg.simulation.sequences`).
     distribution:
         ``"iod"`` (training default), ``"ood"`` or a mapping ``{name: (low, high)}``
         (s/rad), see :func:`~physeg.simulation.parameters.sample_parameters`.
@@ -305,10 +278,17 @@ class SimulationLayer(torch.nn.Module):
     seed:
         Seed of the layer's own CPU generator (reproducible sequence of draws);
         ``None`` uses torch's global RNG.
+    artefacts:
+        :class:`~physeg.simulation.artefacts.Artefacts` ranges; every call draws
+        each realisation's B1+ field, receive bias and SNR from the layer's
+        generator after its parameters (``None`` or inactive: no draws, no artefacts).
+    outputs:
+        ``"default"`` or ``"all"`` (see :func:`simulate`).
 
     ``forward(maps, n, *, params=None, mask=None) -> (images, params)``:
-    images ``(n, 1, X, Y, Z)`` on the device/dtype of ``maps``; params ``(n, P)``
-    in s/rad, same device/dtype. Passing ``params`` skips sampling.
+    images ``(n, C, X, Y, Z)`` on the device/dtype of ``maps``; params ``(n, P)``
+    in s/rad, same device/dtype. Passing ``params`` skips sampling. The last
+    call's artefact draw is kept in :attr:`last_artefacts`.
     """
 
     def __init__(
@@ -319,9 +299,15 @@ class SimulationLayer(torch.nn.Module):
         normalise: bool = True,
         sign: MprageSign = "magnitude",
         seed: int | None = None,
+        artefacts: Artefacts | None = None,
+        outputs: str = "default",
     ) -> None:
         super().__init__()
         self.sequence = check_sequence(sequence)
+        if outputs not in OUTPUT_MODES:
+            raise ValueError(f"outputs must be one of {OUTPUT_MODES}; got {outputs!r}")
+        self.artefacts, self.outputs = artefacts, outputs
+        self.last_artefacts: ArtefactDraw | None = None
         _check_sign(sign)
         if isinstance(distribution, str):
             distribution = distribution_name(distribution)  # IoD / OoD in any letter case (ValueError otherwise)
@@ -361,10 +347,14 @@ class SimulationLayer(torch.nn.Module):
             params = validate_parameters(self.sequence, params).to(dtype=maps.dtype, device=maps.device)
             if n is not None and n != params.shape[0]:
                 raise ValueError(f"n={n} but params has {params.shape[0]} rows")
-        images = simulate(
-            maps, sequence=self.sequence, params=params, mask=mask, normalise=self.normalise, sign=self.sign
-        )
+        draw = None
+        if self.artefacts is not None and self.artefacts.active:
+            draw = self.artefacts.draw(params.shape[0], generator=self.generator, dtype=maps.dtype)
+        self.last_artefacts = draw
+        images = simulate(maps, sequence=self.sequence, params=params, mask=mask, normalise=self.normalise,
+                          sign=self.sign, outputs=self.outputs, artefacts=draw)
         return images, params
 
     def extra_repr(self) -> str:
-        return f"sequence={self.sequence!r}, distribution={self.distribution!r}, normalise={self.normalise}, sign={self.sign!r}, seed={self.seed}"
+        return (f"sequence={self.sequence!r}, distribution={self.distribution!r}, normalise={self.normalise}, "
+                f"sign={self.sign!r}, seed={self.seed}, artefacts={self.artefacts!r}, outputs={self.outputs!r}")

@@ -4,9 +4,11 @@ Input subject: a 3-channel ``ScalarImage`` ``maps`` ([PD, T1 s, T2* s], the
 name is configurable) or three 1-channel images ``PD``, ``T1``, ``T2star``;
 optionally a brain mask image (``mask_key``) for the normalisation.
 
-Output subject (a copy, as TorchIO transforms do): a new 1-channel
-``ScalarImage`` ``image`` (configurable) with the simulated contrast and the
-affine of the maps, plus three plain entries
+Output subject (a copy, as TorchIO transforms do): a new ``ScalarImage``
+``image`` (configurable; 1 channel, or one per scanner image with
+``outputs="all"``) with the simulated contrast and the affine of the maps,
+optionally with physics artefacts (``artefacts=``: B1+ inside the equations,
+receive bias, Rician noise; :mod:`physeg.simulation.artefacts`), plus three plain entries
 
 * ``subject["params"]``: ``(P,)`` float tensor, seconds/radians,
 * ``subject["physics"]``: ``(F,)`` physics features for the network,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 import torchio as tio
 
+from .artefacts import Artefacts
 from .equations import MprageSign
 from .layer import SimulationLayer, maps_from_subject
 from .parameters import Ranges, physics_features, validate_parameters
@@ -35,7 +38,7 @@ class SimulateMRI(tio.Transform):
     Parameters
     ----------
     sequence:
-        ``"MPRAGE"`` or ``"SPGR"``.
+        Any sequence of the registry (MPRAGE, SPGR, MP2RAGE, MESPGR).
     distribution:
         ``"iod"``, ``"ood"`` or a mapping of ranges, used when ``params`` is None.
     params:
@@ -49,6 +52,8 @@ class SimulateMRI(tio.Transform):
         Seed of the transform's own generator; ``None`` uses torch's global
         RNG, which DataLoader workers seed differently (recommended with
         ``num_workers > 0``).
+    artefacts, outputs:
+        As in :class:`~physeg.simulation.layer.SimulationLayer`.
     **kwargs:
         Passed to :class:`torchio.Transform` (e.g. ``p``, ``copy``).
     """
@@ -65,17 +70,22 @@ class SimulateMRI(tio.Transform):
         normalise: bool = True,
         sign: MprageSign = "magnitude",
         seed: int | None = None,
+        artefacts: Artefacts | None = None,
+        outputs: str = "default",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.layer = SimulationLayer(sequence, distribution=distribution, normalise=normalise, sign=sign, seed=seed)
+        self.layer = SimulationLayer(sequence, distribution=distribution, normalise=normalise, sign=sign, seed=seed,
+                                     artefacts=artefacts, outputs=outputs)
         self.sequence = self.layer.sequence
         self.distribution = distribution
         self.params = None if params is None else validate_parameters(self.sequence, torch.as_tensor(params).reshape(1, -1))
         self.maps_key, self.image_key, self.mask_key = maps_key, image_key, mask_key
         self.normalise, self.sign, self.seed = normalise, sign, seed
+        self.artefacts, self.outputs = artefacts, outputs
         self.args_names = [
             "sequence", "distribution", "params", "maps_key", "image_key", "mask_key", "normalise", "sign", "seed",
+            "artefacts", "outputs",
         ]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:

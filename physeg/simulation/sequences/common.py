@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-import torch
 
 __all__ = ["EPS_S", "clean_pd", "clean_time", "clean_maps", "ParameterSpec", "SequenceSpec", "Fail"]
 
@@ -24,11 +23,12 @@ __all__ = ["EPS_S", "clean_pd", "clean_time", "clean_maps", "ParameterSpec", "Se
 EPS_S: float = 1e-6
 
 #: ``fail(name, rule, mask, col)`` raises ValueError naming the first row where ``mask`` holds.
-Fail = Callable[[str, str, torch.Tensor, int], None]
+Fail = Callable[..., None]
 
 
 def clean_pd(pd: torch.Tensor) -> torch.Tensor:
     """Proton density with NaN, ±inf and negatives replaced by 0 (new tensor)."""
+    import torch
     pd = torch.as_tensor(pd)
     return torch.nan_to_num(pd, nan=0.0, posinf=0.0, neginf=0.0).clamp_min_(0.0)
 
@@ -38,6 +38,7 @@ def clean_time(t: torch.Tensor, *, eps: float = EPS_S) -> torch.Tensor:
 
     +inf is kept (no relaxation; its rate ``1/t`` is 0). Returns a new tensor.
     """
+    import torch
     t = torch.as_tensor(t)
     t = torch.where(torch.isnan(t), torch.full_like(t, eps), t)
     return t.clamp_min(eps)
@@ -45,6 +46,7 @@ def clean_time(t: torch.Tensor, *, eps: float = EPS_S) -> torch.Tensor:
 
 def clean_maps(maps: torch.Tensor) -> torch.Tensor:
     """Clean a ``(3, ...)`` map tensor ``[PD, T1 (s), T2* (s)]`` (see module docstring)."""
+    import torch
     return torch.stack([clean_pd(maps[0]), clean_time(maps[1]), clean_time(maps[2])])
 
 
@@ -113,6 +115,7 @@ class SequenceSpec:
 
 def magnitude(re: torch.Tensor, im: torch.Tensor | None) -> torch.Tensor:
     """``|re + i im|`` (``|re|`` when ``im`` is None); new tensor."""
+    import torch
     return re.abs() if im is None else torch.hypot(re, im)
 
 

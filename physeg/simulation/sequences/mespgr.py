@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
-import torch
 
 from .common import ParameterSpec, SequenceSpec, bids_value, check_angles, magnitude
 from .spgr import spgr
@@ -34,6 +33,7 @@ _deg = math.radians
 
 def echo_times(params: torch.Tensor) -> torch.Tensor:
     """``(N, E)`` echo times (s) of ``(N, 4)`` parameters ``[TR, TE1, dTE, FA]``."""
+    import torch
     e = torch.arange(N_ECHOES, dtype=params.dtype, device=params.device)
     return params[:, 1:2] + e * params[:, 2:3]
 
@@ -63,6 +63,7 @@ def _check(p, fail):
 
 
 def _features(p):
+    import torch
     return torch.cat([p, torch.exp(-p[:, :2]), torch.sin(p[:, 3:4])], dim=1)
 
 

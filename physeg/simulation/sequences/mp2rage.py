@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
-import torch
 
 from .common import ParameterSpec, SequenceSpec, bids_value, check_angles, clean_pd, clean_time, magnitude
 
@@ -66,6 +65,7 @@ NAMES = ("TI1", "TI2", "FA1", "FA2", "TR", "TRcycle", "NRO")
 
 def _train(a: torch.Tensor, b: torch.Tensor, one_minus_a: torch.Tensor, n: torch.Tensor):
     """``n`` applications of ``M -> aM + b``: ``(a^n, b (1 - a^n)/(1 - a))`` (``1 - a`` given, accurately)."""
+    import torch
     an = torch.pow(a, n)
     return an, b * (1.0 - an) / one_minus_a.clamp_min(torch.finfo(a.dtype).tiny)
 
@@ -76,6 +76,7 @@ def mp2rage(pd, t1, t2s, params: torch.Tensor, *, b1=None) -> torch.Tensor:
     ``params`` columns :data:`NAMES` (s, rad, count); ``b1`` ``(N, V)`` or
     ``None`` scales both flip angles. Finite for any cleaned maps.
     """
+    import torch
     pd, r1 = clean_pd(pd)[None], clean_time(t1).reciprocal()[None]  # (1, V)
     e2 = torch.exp(-MP2RAGE_TE_S * clean_time(t2s).reciprocal())[None]
     ti1, ti2, fa1, fa2, tr, trc, n = (params[:, i:i + 1] for i in range(7))
@@ -105,6 +106,7 @@ def mp2rage(pd, t1, t2s, params: torch.Tensor, *, b1=None) -> torch.Tensor:
 
 def uni(re: torch.Tensor, im: torch.Tensor | None = None) -> torch.Tensor:
     r"""UNI of ``(N, 2, V)`` INV1/INV2 channels: :math:`\Re(\bar c_1 c_2)/(|c_1|^2+|c_2|^2)`, 0 where both are 0."""
+    import torch
     num = re[:, 0] * re[:, 1]
     den = re[:, 0].square() + re[:, 1].square()
     if im is not None:
@@ -119,6 +121,7 @@ def _channels(pd, t1, t2s, params, *, b1=None):
 
 def _outputs(re, im, *, mode="default", sign="magnitude"):
     """``default``: UNI + 1/2 (0 where there is no signal); ``all``: that, |INV1|, |INV2|."""
+    import torch
     u = uni(re, im)
     has = (re[:, 0] != 0) | (re[:, 1] != 0) if im is None else torch.ones_like(u, dtype=torch.bool)
     image = torch.where(has, u + 0.5, torch.zeros_like(u))[:, None]
@@ -128,12 +131,14 @@ def _outputs(re, im, *, mode="default", sign="magnitude"):
 
 
 def _timing(p: torch.Tensor):
+    import torch
     k = torch.floor(p[:, 6] / 2)
     return (p[:, 0] - k * p[:, 4], p[:, 1] - p[:, 0] - p[:, 6] * p[:, 4],
             p[:, 5] - p[:, 1] - (p[:, 6] - k) * p[:, 4])
 
 
 def _check(p, fail):
+    import torch
     for col, name in ((0, "TI1"), (1, "TI2"), (4, "TR"), (5, "TRcycle")):
         fail(name, "> 0 s", p[:, col] <= 0, col)
     check_angles(p, {"FA1": 2, "FA2": 3}, fail, "MP2RAGE")
@@ -150,6 +155,7 @@ def _feasible(p):
 
 
 def _features(p):
+    import torch
     scaled = torch.cat([p[:, :6], p[:, 6:7] / 100.0], dim=1)
     return torch.cat([scaled, torch.exp(-p[:, :2]), torch.sin(p[:, 2:4])], dim=1)
 

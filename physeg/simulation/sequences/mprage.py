@@ -30,7 +30,6 @@ import math
 from types import MappingProxyType
 from typing import Literal
 
-import torch
 
 from .common import ParameterSpec, SequenceSpec, clean_pd, clean_time, magnitude
 
@@ -79,6 +78,7 @@ def mprage(
     (1 = nominal; ``None`` evaluates the paper's equation exactly). ``sign`` as
     in the module docstring. Returns the signal in the units of PD.
     """
+    import torch
     _check_sign(sign)
     pd = clean_pd(pd)
     r1 = clean_time(t1).reciprocal()  # R1 = 1/T1 (1/s), 0 for T1 = +inf
@@ -104,6 +104,7 @@ def mprage_zero_crossing(
     authors' MPRAGE signal is never negative, and magnitude, clip and signed
     agree. The familiar :math:`T_1\ln 2` is the limit :math:`T_D+\tau\to\infty`.
     """
+    import torch
     t1 = t1 if isinstance(t1, torch.Tensor) else torch.as_tensor(t1, dtype=torch.float64)
     return t1 * torch.log(2.0 - torch.exp(-(td + tau) / t1))
 
@@ -127,6 +128,7 @@ def _check(p, fail):
 
 
 def _features(p):
+    import torch
     return torch.cat([p, torch.exp(-p)], dim=1)
 
 

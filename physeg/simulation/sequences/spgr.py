@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
-import torch
 
 from .common import ParameterSpec, SequenceSpec, clean_pd, clean_time, magnitude
 
@@ -44,6 +43,7 @@ def spgr(
     underflows to 0 (α→0 with :math:`T_1=\infty`) the numerator is 0 too and the
     signal is 0.
     """
+    import torch
     pd = clean_pd(pd)
     r1 = clean_time(t1).reciprocal()
     r2 = clean_time(t2s).reciprocal()
@@ -59,6 +59,7 @@ def spgr(
 
 def ernst_angle(t1: torch.Tensor | float, *, tr: torch.Tensor | float) -> torch.Tensor:
     r"""Ernst angle :math:`\alpha_E = \arccos e^{-TR/T_1}` (radians); Python floats are computed in float64."""
+    import torch
     t1 = t1 if isinstance(t1, torch.Tensor) else torch.as_tensor(t1, dtype=torch.float64)
     return torch.arccos(torch.exp(-torch.as_tensor(tr, dtype=t1.dtype) / t1))
 
@@ -89,6 +90,7 @@ def _check(p, fail):
 
 
 def _features(p):
+    import torch
     return torch.cat([p, torch.exp(-p[:, :2]), torch.sin(p[:, 2:3])], dim=1)
 
 
