@@ -35,11 +35,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: File holding the sha256 and size of a folder's files (model folders).
 INTEGRITY_FILE = "integrity.json"
@@ -143,6 +146,14 @@ def write_integrity(folder: str | Path, names: Iterable[str]) -> Path:
     return atomic_write_json(folder / INTEGRITY_FILE, {"files": table})
 
 
+def add_to_integrity(folder: str | Path, name: str) -> None:
+    """Add (or refresh) ``folder/name`` in an existing ``integrity.json``; no record, nothing to do."""
+    folder = Path(folder)
+    record = read_integrity(folder)
+    if record is not None:
+        write_integrity(folder, [*record, name])
+
+
 def read_integrity(folder: str | Path) -> dict[str, dict[str, Any]] | None:
     """The recorded ``{name: {sha256, size}}`` of a folder, ``None`` when it has no record."""
     path = Path(folder) / INTEGRITY_FILE
@@ -192,8 +203,9 @@ def lock_path(folder: str | Path) -> Path:
 def folder_lock(folder: str | Path, *, timeout_s: float = -1, what: str = "folder") -> Iterator[None]:
     """Hold the exclusive lock of ``folder`` (:func:`lock_path`).
 
-    ``timeout_s < 0`` waits for ever; otherwise :class:`LockBusy` after
-    ``timeout_s`` seconds, naming the folder. Reentrant within a process.
+    ``timeout_s < 0`` waits for ever (after a warning saying which run it
+    waits for); otherwise :class:`LockBusy` after ``timeout_s`` seconds, naming
+    the folder. Reentrant within a process.
     """
     from filelock import FileLock, Timeout
 
@@ -201,7 +213,13 @@ def folder_lock(folder: str | Path, *, timeout_s: float = -1, what: str = "folde
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), is_singleton=True, thread_local=False)
     try:
-        lock.acquire(timeout=timeout_s)
+        try:
+            lock.acquire(timeout=0 if timeout_s < 0 else timeout_s)
+        except Timeout:
+            if timeout_s >= 0:
+                raise
+            log.warning("another physeg run holds the %s %s; waiting for it (lock %s)", what, folder, path)
+            lock.acquire()
     except Timeout:
         raise LockBusy(f"another physeg run holds the {what} {folder} (lock {path}); wait for it to finish "
                        "or remove the lock file if no run is active") from None

@@ -219,3 +219,103 @@ def test_resample_roundtrip_keeps_grid():
     down = resample_to_grid(vol, AFFINE, aff, shape)
     back = resample_to_grid(down, aff, AFFINE, vol.shape)
     assert back.shape == vol.shape
+
+
+def _stored(src, tmp_path, name, transform):
+    """``src`` stored with its voxel axes transformed (same world image), and its sidecar."""
+    img = nib.load(str(src))
+    data = np.asarray(img.dataobj)
+    n = np.array(data.shape)
+    if transform == "flip":  # index i -> n-1-i on axis 0
+        flip = np.eye(4)
+        flip[0, 0], flip[0, 3] = -1, n[0] - 1
+        data, affine = data[::-1], img.affine @ flip
+    else:  # permute axes 0 and 1
+        perm = np.eye(4)[:, [1, 0, 2, 3]]
+        data, affine = data.transpose(1, 0, 2), img.affine @ perm
+    path = tmp_path / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(path))
+    shutil.copy(str(src).replace(".nii.gz", ".json"), tmp_path / f"{name}.json")
+    return path
+
+
+@pytest.mark.parametrize("model", ["Baseline", "Phys-Strat-Aug-Epistemic"])
+def test_flipped_and_permuted_storage_give_the_same_labels_in_world_space(data, tmp_path, capsys, model):
+    src = data["mprage"]
+    images = [_stored(src, tmp_path, "flip", "flip"), _stored(src, tmp_path, "perm", "perm")]
+    rc, err = _run([src, *images, "--model", data["models"][model], "-o", tmp_path / "o", "-n", "3"], capsys)
+    assert rc == 0, err
+    ref = np.asarray(nib.load(str(tmp_path / "o" / "sim-001_MPRAGE_dseg.nii.gz")).dataobj)
+    flip = nib.load(str(tmp_path / "o" / "flip_dseg.nii.gz"))
+    perm = nib.load(str(tmp_path / "o" / "perm_dseg.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(flip.dataobj)[::-1], ref)
+    np.testing.assert_array_equal(np.asarray(perm.dataobj).transpose(1, 0, 2), ref)
+    # the outputs keep each input's own affine and storage order
+    np.testing.assert_allclose(flip.affine, nib.load(str(images[0])).affine, atol=1e-6)
+    np.testing.assert_allclose(perm.affine, nib.load(str(images[1])).affine, atol=1e-6)
+    assert ref.any()
+
+
+def test_oblique_float32_affine_gets_no_extra_model_voxel():
+    from physeg.data.nifti import model_grid
+
+    theta = np.deg2rad(17.0)
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = (rot * 1.0).astype(np.float32)  # as stored in a NIfTI sform
+    for n in (64, 181, 256):
+        _, shape = model_grid(affine, (n, n, n), 1.0)
+        assert shape == (n, n, n)
+        _, shape = model_grid(affine, (n, n, n), 2.0)
+        assert shape == ((n + 1) // 2,) * 3
+
+
+@pytest.mark.parametrize("voxel, shape, message", [
+    (60.0, (4, 4, 4), "voxels of 60x60x60 mm"),
+    (9.0, (20, 20, 20), "outside the plausible 0.1-8 mm"),
+    (0.001, (200, 200, 200), "outside the plausible 0.1-8 mm"),  # affine in metres
+    (1.0, (20, 200, 200), "covers 20x200x200 mm"),
+])
+def test_implausible_geometry_refused_before_reading_data(data, tmp_path, capsys, voxel, shape, message):
+    path = tmp_path / "odd.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.diag([voxel, voxel, voxel, 1.0])), str(path))
+    rc, err = _run([path, "--ti", "0.9", "--model", data["models"]["Baseline"], "-o", tmp_path / "o"], capsys)
+    assert rc == 2 and message in err and str(path) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tampered_weights_plans_and_calibration_are_refused(data, tmp_path, capsys):
+    from physeg.evaluation.calibration import PercentileCalibration
+    from physeg.inference.calibration_io import calibration_to_json
+    from physeg.training.checkpoint import write_finished
+
+    model = tmp_path / "model"
+    shutil.copytree(data["models"]["Baseline"], model)
+    write_finished(model, {"model": "Baseline"})  # records best.pt and plans.json
+    cal = PercentileCalibration(lower={0.5: 0.2}, upper={0.5: 0.8}, n_val=3)
+    calibration_to_json({t: cal for t in ("GM", "WM", "CSF")}, model / "calibration.json")
+    args = [data["mprage"], "--model", model, "-n", "1"]
+    rc, err = _run([*args, "-o", tmp_path / "ok"], capsys)
+    assert rc == 0, err
+    for name, change in (("best.pt", lambda b: b[:-1] + bytes([b[-1] ^ 1])),
+                         ("plans.json", lambda b: b.replace(b'"seed": 0', b'"seed": 1')),
+                         ("calibration.json", lambda b: b.replace(b"0.2", b"0.3"))):
+        original = (model / name).read_bytes()
+        (model / name).write_bytes(change(original))
+        assert (model / name).read_bytes() != original
+        rc, err = _run([*args, "-o", tmp_path / f"o_{name}"], capsys)
+        assert rc == 1 and f"{model / name}" in err and "sha256" in err and err.count("\n") == 1, err
+        assert not (tmp_path / f"o_{name}").exists()
+        (model / name).write_bytes(original)
+    (model / "best.pt").write_bytes((model / "best.pt").read_bytes()[:100])  # truncated
+    rc, err = _run([*args, "-o", tmp_path / "o_trunc"], capsys)
+    assert rc == 1 and "best.pt has 100 bytes" in err, err
+
+
+def test_damaged_gzip_input_is_refused(data, tmp_path, capsys):
+    bad = tmp_path / "bad.nii.gz"
+    blob = bytearray(data["mprage"].read_bytes())
+    blob[-6] ^= 0xFF  # the CRC-32 in the gzip trailer
+    bad.write_bytes(bytes(blob))
+    rc, err = _run([bad, "--ti", "0.9", "--model", data["models"]["Baseline"], "-o", tmp_path / "o"], capsys)
+    assert rc == 2 and f"cannot read image {bad}: damaged gzip file" in err and err.count("\n") == 1, err

@@ -32,6 +32,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from physeg.data.nifti import check_gzip
+
 log = logging.getLogger(__name__)
 
 #: Plausible median of each map inside the brain, SI units (PD a.u., T1 s, T2* s);
@@ -46,7 +48,8 @@ Channel = tuple[np.ndarray, np.ndarray, Path]
 
 
 def load_image(path: Path) -> nib.Nifti1Image:
-    """A NIfTI image (lazy data); ``ValueError`` naming the file if nibabel cannot read it."""
+    """A NIfTI image (lazy data); ``ValueError`` naming the file if it is a damaged gzip or nibabel cannot read it."""
+    check_gzip(path)
     try:
         return nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for broken files

@@ -8,15 +8,24 @@ ml. The network works on an isotropic grid of the model's voxel size
 input; images go there and results come back by :func:`resample_to_grid`
 (paper §2.1 trains on 1 mm isotropic maps; the profiles use coarser ones).
 
-Errors in what the user gave (missing, unreadable, 4D files) raise
+Orientation: :func:`to_canonical` reorders and flips the voxel axes to the
+closest RAS+ frame (:func:`nibabel.orientations.io_orientation`, exact: no
+interpolation) and :func:`from_canonical` undoes it, so an image stored
+flipped or with permuted axes reaches the network as the same array.
+
+Errors in what the user gave (missing, unreadable, damaged gzip, 4D files,
+implausible geometry, :class:`GeometryLimits`) raise
 :class:`physeg.cli.errors.UsageError`.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -55,31 +64,120 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
+@dataclass(frozen=True)
+class GeometryLimits:
+    """Plausible geometry of a brain MRI volume, checked from the header before any data is read.
+
+    Voxel edges (mm) in ``[min_voxel_mm, max_voxel_mm]``: below, the affine is
+    likely in metres or broken; above, a voxel is larger than a cortical
+    structure and every label would be wrong (a 60 mm voxel is "all GM").
+    Field of view per axis (``n_j s_j``, mm) in ``[min_fov_mm, max_fov_mm]``:
+    an adult brain spans 140-180 mm; ``min_fov_mm`` is lower to keep slabs and
+    small test images. At most ``max_voxels`` voxels (memory).
+    """
+
+    min_voxel_mm: float = 0.1
+    max_voxel_mm: float = 8.0
+    min_fov_mm: float = 30.0
+    max_fov_mm: float = 500.0
+    max_voxels: int = 512**3
+
+
+def check_geometry(img: nib.Nifti1Image, path: Path, *, limits: GeometryLimits, what: str = "image") -> None:
+    """:class:`UsageError` naming ``path`` when the header's grid lies outside ``limits`` (reads no data)."""
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise UsageError(f"{what} {path} has a degenerate or non-finite affine; fix its header (sform/qform)")
+    sizes = voxel_sizes(affine)
+    shape = np.asarray(img.shape[:3], dtype=np.float64)
+    fov = shape * sizes
+    desc = "x".join(f"{s:.3g}" for s in sizes)
+    if sizes.min() < limits.min_voxel_mm or sizes.max() > limits.max_voxel_mm:
+        raise UsageError(f"{what} {path} has voxels of {desc} mm, outside the plausible "
+                         f"{limits.min_voxel_mm:g}-{limits.max_voxel_mm:g} mm (check the header's units and affine)")
+    if fov.min() < limits.min_fov_mm or fov.max() > limits.max_fov_mm:
+        raise UsageError(f"{what} {path} covers {'x'.join(f'{f:.0f}' for f in fov)} mm, outside the plausible "
+                         f"{limits.min_fov_mm:g}-{limits.max_fov_mm:g} mm per axis of a brain image")
+    if float(np.prod(shape)) > limits.max_voxels:
+        raise UsageError(f"{what} {path} has {int(np.prod(shape))} voxels, more than {limits.max_voxels}")
+
+
+def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(data, affine)`` reordered and flipped to the closest RAS+ axes, and the orientation used.
+
+    ``data`` is (X, Y, Z, ...) (trailing axes kept). The new affine maps the
+    new voxel indices to the same world points (:func:`nibabel.orientations.inv_ornt_aff`).
+    """
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    out = np.ascontiguousarray(apply_orientation(data, ornt))
+    return out, np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(ornt, data.shape[:3]), ornt
+
+
+def from_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Undo :func:`to_canonical` on an array (X, Y, Z, ...) of the canonical grid."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+    back = ornt_transform(axcodes2ornt(("R", "A", "S")), ornt)
+    return np.ascontiguousarray(apply_orientation(data, back))
+
+
 # --------------------------------------------------------------------------- reading and writing
-def read_volume(path: str | Path, *, what: str = "image") -> tuple[np.ndarray, nib.Nifti1Image]:
+def check_gzip(path: str | Path, *, what: str = "file") -> None:
+    """``ValueError`` naming ``path`` when a ``.gz`` file fails gzip's CRC-32 or length check.
+
+    nibabel reads a gzip stream only as far as the image needs and never checks
+    the trailer, so a flipped bit or a truncated copy would be read as data;
+    here the whole stream is decompressed (4 MiB blocks) first.
+    """
+    path = Path(path)
+    if not path.name.endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"cannot read {what} {path}: damaged gzip file ({exc}); copy or export it again") from None
+
+
+def read_volume(path: str | Path, *, what: str = "image", limits: GeometryLimits | None = None
+                ) -> tuple[np.ndarray, nib.Nifti1Image]:
     """A 3D NIfTI as float32 array and its image (affine, header).
 
-    Raises :class:`UsageError` for a missing or unreadable file, a 4D series
-    (a trailing singleton axis is accepted) and non-finite-only data. NaN and
-    infinite voxels are set to 0 with a warning.
+    Raises :class:`UsageError` for a missing or unreadable file, a damaged
+    gzip, a 4D series (a trailing singleton axis is accepted), a grid outside
+    ``limits`` (:func:`check_geometry`, before the data is read) and
+    non-finite-only data. NaN and infinite voxels are set to 0 with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{what} {path} does not exist")
     try:
+        check_gzip(path, what=what)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001  (nibabel raises many kinds for a broken file)
         raise UsageError(f"cannot read {what} {path} as NIfTI ({exc.__class__.__name__}: {exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim == 4:
+    shape = tuple(img.shape)  # from the header: checked before any data is read
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) == 4:
         raise UsageError(
-            f"{what} {path} is 4D with shape {data.shape}; give one 3D volume per image "
+            f"{what} {path} is 4D with shape {shape}; give one 3D volume per image "
             "(split the series, e.g. with `fslsplit` or nibabel)"
         )
-    if data.ndim != 3:
-        raise UsageError(f"{what} {path} has {data.ndim} dimensions (shape {data.shape}); expected a 3D volume")
+    if len(shape) != 3:
+        raise UsageError(f"{what} {path} has {len(shape)} dimensions (shape {shape}); expected a 3D volume")
+    if limits is not None:
+        check_geometry(img, path, limits=limits, what=what)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except Exception as exc:  # noqa: BLE001  (nibabel raises many kinds for a broken file)
+        raise UsageError(f"cannot read {what} {path} as NIfTI ({exc.__class__.__name__}: {exc})") from exc
     finite = np.isfinite(data)
     if not finite.any():
         raise UsageError(f"{what} {path} has no finite values")
@@ -131,7 +229,9 @@ def model_grid(affine: np.ndarray, shape: Sequence[int], voxel_size_mm: float) -
     # corner of voxel 0 stays put: centre_new = corner + half new voxel
     corner = affine[:3, :3] @ np.full(3, -0.5) + affine[:3, 3]
     out[:3, 3] = corner + out[:3, :3] @ np.full(3, 0.5)
-    new_shape = tuple(max(1, int(math.ceil(n * s / float(voxel_size_mm) - 1e-6))) for n, s in zip(shape, sizes))
+    # a thousandth of a voxel of slack: sform is stored in float32, so an oblique 1 mm axis reads as
+    # 1.0000001 mm and 256 voxels must not become ceil(256.00003) = 257
+    new_shape = tuple(max(1, int(math.ceil(n * s / float(voxel_size_mm) - 1e-3))) for n, s in zip(shape, sizes))
     return out, new_shape
 
 

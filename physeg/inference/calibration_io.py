@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from physeg.cli.errors import UsageError
 from physeg.conventions import TISSUES
-from physeg.io_safety import atomic_write_text
+from physeg.io_safety import add_to_integrity, atomic_write_text
 
 #: File name of a stored volume-interval calibration inside a model folder.
 CALIBRATION_FILE: str = "calibration.json"
@@ -75,7 +75,10 @@ def calibration_to_json(calibration, path: str | Path, *, model: str | None = No
                            "upper": {str(k): v for k, v in cal.upper.items()}, "n_val": cal.n_val}
     doc["_about"] = {"model": model, "sequence": sequence,
                      "method": "Eaton-Rosen 2018 percentile recalibration (physeg.evaluation.calibration)"}
-    return atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
+    path = atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
+    if path.name == CALIBRATION_FILE:  # stored in a model folder: its sha256 joins the folder's record
+        add_to_integrity(path.parent, CALIBRATION_FILE)
+    return path
 
 
 def load_calibration(path: str | Path):

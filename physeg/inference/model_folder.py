@@ -5,7 +5,9 @@ one strict reader: no guessing of keys); a ``calibration.json`` next to it,
 or the file given with ``--calibration``, calibrates the volume intervals
 (:mod:`physeg.inference.calibration_io`). Missing or foreign folders and an
 unavailable device are the user's mistakes (:class:`UsageError`); a
-checkpoint that does not load is a :class:`RuntimeFailure`.
+checkpoint that does not load, or a ``best.pt``, ``plans.json`` or
+``calibration.json`` that differs from the sha256 recorded at training time
+(``integrity.json``, :mod:`physeg.io_safety`), is a :class:`RuntimeFailure`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import torch
 
 from physeg.cli.errors import RuntimeFailure, UsageError
 from physeg.inference.calibration_io import CALIBRATION_FILE, load_calibration
-from physeg.models.plans import Plans, PlansError
+from physeg.io_safety import IntegrityError, read_integrity, verify_file
+from physeg.models.plans import PLANS_FILE, Plans, PlansError
+from physeg.training.checkpoint import BEST
 
 
 @dataclass
@@ -59,12 +63,22 @@ def read_model_info(folder: str | Path, *, calibration: str | Path | None = None
     if not folder.is_dir():
         raise UsageError(f"model folder {folder} does not exist (train one with the notebooks, see README)")
     try:
+        record = read_integrity(folder)
+        for name in (PLANS_FILE, BEST):  # before any output is touched (load_network checks best.pt again)
+            verify_file(folder, name, record=record)
         plans = Plans.read(folder)
+    except IntegrityError as exc:
+        raise RuntimeFailure(str(exc)) from None
     except PlansError as exc:
         raise UsageError(str(exc)) from None
     cal_path = Path(calibration) if calibration is not None else folder / CALIBRATION_FILE
     if calibration is None and not cal_path.is_file():
         return ModelInfo(folder=folder, plans=plans)
+    if calibration is None:
+        try:
+            verify_file(folder, CALIBRATION_FILE, record=record)
+        except IntegrityError as exc:
+            raise RuntimeFailure(str(exc)) from None
     return ModelInfo(folder=folder, plans=plans, calibration=load_calibration(cal_path),
                      calibration_source=str(cal_path))
 
@@ -75,6 +89,8 @@ def load_network(info: ModelInfo, *, device: torch.device) -> torch.nn.Module:
 
     try:
         model, _ = load_model(info.folder, device=device)
+    except (IntegrityError, RuntimeFailure) as exc:  # already one line naming the file
+        raise RuntimeFailure(f"cannot load the model in {info.folder}: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (a broken checkpoint fails in many ways)
         raise RuntimeFailure(f"cannot load the model in {info.folder} ({exc.__class__.__name__}: {exc})") from exc
     return model.eval()

@@ -26,7 +26,10 @@ Pipeline per image
    ``volumes.json`` (the segmentation still runs: that is what the paper's
    physics-informed models are for, and their wider intervals say how much to
    trust it).
-5. **Resample** to the model's isotropic voxel size on a grid with the same
+5. **Reorient and resample**: the voxel axes are reordered and flipped to the
+   closest RAS+ frame (exact, :func:`physeg.data.nifti.to_canonical`), so the
+   same world image stored flipped or permuted gives the same labels; then
+   resampled to the model's isotropic voxel size on a grid with the same
    orientation and field of view (trilinear), skipped when it already matches.
 6. **Normalise** the intensities as the training images were
    (:func:`intensity_normalise`).
@@ -38,8 +41,12 @@ Pipeline per image
 8. **Back to the input grid**: probabilities and the per-class vote
    fractions are resampled trilinearly (outside the model grid: background);
    the label map is the argmax of the resampled vote fractions (on the model
-   grid itself that is exactly the majority vote). Both are written with the
-   input's affine and header.
+   grid itself that is exactly the majority vote). Both are put back in the
+   input's storage order and written with the input's affine and header.
+
+Before any of this, every image's header is checked against
+:class:`~physeg.data.nifti.GeometryLimits` (voxel 0.1–8 mm, field of view
+30–500 mm per axis), before its data is read.
 
 Volumes (paper §2.4)
 --------------------
@@ -84,7 +91,17 @@ import torch
 from physeg.cli.errors import RuntimeFailure, UsageError, check_outputs
 from physeg.conventions import LABEL_NAMES, TISSUES
 from physeg.data.acquisition import Acquisition, describe_values, resolve_acquisition
-from physeg.data.nifti import model_grid, nifti_stem, read_volume, resample_to_grid, voxel_volume_ml, write_like
+from physeg.data.nifti import (
+    GeometryLimits,
+    from_canonical,
+    model_grid,
+    nifti_stem,
+    read_volume,
+    resample_to_grid,
+    to_canonical,
+    voxel_volume_ml,
+    write_like,
+)
 from physeg.inference.calibration_io import CALIBRATION_FILE, IQR_LEVEL
 from physeg.inference.model_folder import ModelInfo, load_network, pick_device, read_model_info
 from physeg.inference.predictor import Predictor, Samples
@@ -209,11 +226,14 @@ def segment_images(
     force: bool = False,
     seed: int = 0,
     progress: bool = True,
+    limits: GeometryLimits | None = GeometryLimits(),
 ) -> list[SegmentResult]:
     """Segment NIfTI ``images`` with the model in ``model_folder``; write results to ``output``.
 
     See the module docstring for the steps, outputs and errors. All inputs are
-    validated before anything is written or the model is loaded. Returns one
+    validated before anything is written or the model is loaded; ``limits``
+    (:class:`~physeg.data.nifti.GeometryLimits`, ``None``: unchecked) refuses
+    implausible voxel sizes and fields of view before any data is read. Returns one
     :class:`SegmentResult` per image; the table is ``output/volumes.tsv`` and
     ``output/volumes.json``.
     """
@@ -233,7 +253,7 @@ def segment_images(
 
     checked = []  # validate every input first (fail fast, before the model and the outputs)
     for path in images:
-        data, img = read_volume(path)
+        data, img = read_volume(path, limits=limits)
         acq = resolve_acquisition(path, sequence=sequence, ti=ti, tr=tr, te=te, fa=fa)
         if acq.sequence != info.sequence:
             raise UsageError(
@@ -279,7 +299,8 @@ def _segment_one(path: Path, *, data: np.ndarray, img: nib.Nifti1Image, acq: Acq
                  predictor: Predictor, n: int, seed: int, out: Path) -> SegmentResult:
     """Steps 4–8 of the module docstring for one validated image."""
     inside, warnings = _range_warnings(path, acq=acq, info=info)
-    affine_in = np.asarray(img.affine, float)
+    native_ml = voxel_volume_ml(np.asarray(img.affine, float))
+    data, affine_in, ornt = to_canonical(data, np.asarray(img.affine, float))  # flipped/permuted storage: same array
     aff_m, shape_m = model_grid(affine_in, data.shape, info.plans.voxel_size_mm)
     same = shape_m == tuple(data.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
     x = intensity_normalise(data if same else resample_to_grid(data, affine_in, aff_m, shape_m, order=1))
@@ -297,11 +318,11 @@ def _segment_one(path: Path, *, data: np.ndarray, img: nib.Nifti1Image, acq: Acq
         probs = resample_to_grid(probs, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL)
         votes = resample_to_grid(votes, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL)
         labels = votes.argmax(0)
-    labels = labels.astype(np.uint8)
+    labels = from_canonical(labels.astype(np.uint8), ornt)  # back to the input's storage order
     stem = nifti_stem(path)
     dseg = write_like(out / f"{stem}_dseg.nii.gz", labels, img, dtype=np.uint8)
-    probseg = write_like(out / f"{stem}_probseg.nii.gz", np.moveaxis(probs, 0, -1), img, dtype=np.float32)
-    native_ml = voxel_volume_ml(affine_in)
+    probseg = write_like(out / f"{stem}_probseg.nii.gz", from_canonical(np.moveaxis(probs, 0, -1), ornt), img,
+                         dtype=np.float32)
     rows = volume_rows(image_name=path.name, samples_ml=samples.volumes_ml(voxel_volume_ml(aff_m)),
                        label_map_ml={t: float((labels == v).sum()) * native_ml for t, v in TISSUES.items()},
                        calibration=info.calibration)

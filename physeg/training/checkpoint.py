@@ -8,16 +8,21 @@ One model = one folder ``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_
                      states, epoch, best score, early-stopping counter, history); weights_only-safe
     best.pt          model weights of the best validation epoch (paper §2.1: early stopping)
     metrics.csv      one row per epoch (also metrics.json)
-    finished.json    written last: summary (wall time, epochs, best epoch, val Dice/CoV)
+    finished.json    summary (wall time, epochs, best epoch, val Dice/CoV)
+    integrity.json   written last: sha256 and size of best.pt and plans.json (calibration.json
+                     is added when one is stored), verified whenever the model is loaded
 
-Every ``.pt`` is written to a temporary name and renamed, so a killed run
-never leaves half a checkpoint.
+Every file is written to a unique temporary name and renamed
+(:mod:`physeg.io_safety`), so a killed run never leaves half a checkpoint and
+two runs never share a temporary file; :func:`model_lock` keeps a second
+process from training the same folder at the same time.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,9 +30,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from physeg.io_safety import atomic_write
+from physeg.io_safety import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    folder_lock,
+    read_integrity,
+    verify_file,
+    write_integrity,
+)
 from physeg.models.network import PhysicsUNet, build_network
-from physeg.models.plans import Plans
+from physeg.models.plans import PLANS_FILE, Plans
 from physeg.training.distributed import resolve_device
 from physeg.training.rng import rng_state, set_rng_state
 
@@ -66,10 +79,38 @@ def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimiser: torch.op
                  "rng": rng_state(), **scalars, "history": json.dumps(state.history)}, folder / LAST)
 
 
+def model_lock(folder: Path, *, timeout_s: float = -1) -> AbstractContextManager:
+    """The lock of one model folder (:func:`physeg.io_safety.folder_lock`): one training at a time.
+
+    Taken by rank 0 only: the ranks of one distributed run train the folder together.
+    """
+    from physeg.training.distributed import world
+
+    if world()[0] != 0:
+        return nullcontext()
+    return folder_lock(folder, timeout_s=timeout_s, what="model folder")
+
+
+def _load(path: Path, *, map_location: str | torch.device) -> Any:
+    """``torch.load(weights_only=True)``; a truncated or damaged file is a ``RuntimeFailure`` naming it."""
+    from physeg.cli.errors import RuntimeFailure
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise RuntimeFailure(f"{path} is damaged or truncated ({first}); delete it to start that "
+                             "training again") from None
+
+
 def load_checkpoint(folder: Path, *, device: torch.device) -> dict[str, Any] | None:
-    """``last.pt`` loaded with ``weights_only=True``, or ``None`` when there is none."""
+    """``last.pt`` loaded with ``weights_only=True``, or ``None`` when there is none.
+
+    A truncated or damaged ``last.pt`` (e.g. ``--resume`` after a full disk) is
+    a one-line ``RuntimeFailure`` naming the file.
+    """
     last = folder / LAST
-    return torch.load(last, map_location=device, weights_only=True) if last.exists() else None
+    return _load(last, map_location=device) if last.exists() else None
 
 
 def restore_checkpoint(ckpt: dict[str, Any], *, model: torch.nn.Module, optimiser: torch.optim.Optimizer) -> TrainState:
@@ -86,13 +127,19 @@ def restore_checkpoint(ckpt: dict[str, Any], *, model: torch.nn.Module, optimise
 
 def write_metrics(folder: Path, history: list[dict[str, Any]]) -> None:
     """``metrics.csv`` and ``metrics.json``: one row per epoch."""
-    pd.DataFrame(history).to_csv(folder / "metrics.csv", index=False)
-    (folder / "metrics.json").write_text(json.dumps(history, indent=1))
+    atomic_write(folder / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+    atomic_write_text(folder / "metrics.json", json.dumps(history, indent=1))
 
 
 def write_finished(folder: Path, summary: dict[str, Any]) -> None:
-    """``finished.json``: the summary; its presence marks a finished model."""
-    (folder / FINISHED).write_text(json.dumps(summary, indent=2))
+    """``finished.json``: the summary (its presence marks a finished model), then ``integrity.json``.
+
+    The integrity record holds the sha256 of ``best.pt`` and ``plans.json`` as
+    training left them; :func:`load_checkpoint_weights` and
+    :func:`physeg.inference.model_folder.read_model_info` verify them.
+    """
+    atomic_write_json(folder / FINISHED, summary)
+    write_integrity(folder, [BEST, PLANS_FILE])
 
 
 def read_finished(folder: Path) -> dict[str, Any] | None:
@@ -102,11 +149,16 @@ def read_finished(folder: Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint_weights(folder: Path, *, which: str = "best", map_location: str | torch.device = "cpu") -> dict:
-    """State dict of ``best.pt`` (or ``last.pt``'s model) with ``weights_only=True``."""
+    """State dict of ``best.pt`` (or ``last.pt``'s model) with ``weights_only=True``.
+
+    ``best.pt`` is first checked against the sha256 recorded at training time
+    (``integrity.json``; :class:`~physeg.io_safety.IntegrityError` naming the file).
+    """
     folder = Path(folder)
     if which == "best":
-        return torch.load(folder / BEST, map_location=map_location, weights_only=True)
-    return torch.load(folder / LAST, map_location=map_location, weights_only=True)["model"]
+        verify_file(folder, BEST, record=read_integrity(folder))
+        return _load(folder / BEST, map_location=map_location)
+    return _load(folder / LAST, map_location=map_location)["model"]
 
 
 def load_model(folder: str | Path, *, which: str = "best", device: str | torch.device = "cpu"
