@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="3D NIfTI image(s) (.nii or .nii.gz), a folder of them, or a BIDS dataset root")
     parser.add_argument("--model", action="append", metavar="[SEQUENCE=]FOLDER",
                         help="trained model folder (plans.json + best.pt); for a BIDS study give one per sequence, "
-                             "e.g. --model MPRAGE=A --model SPGR=B")
+                             "e.g. --model MPRAGE=A --model SPGR=B (default: the shipped weights, if any)")
     parser.add_argument("--output", "-o", metavar="DIR", help="output folder (required for images; BIDS default "
                         "BIDS_ROOT/derivatives/physeg). Outputs of the same names are replaced only with --force "
                         "(BIDS: only a physeg derivatives folder is written into); nothing else is touched")
@@ -147,12 +147,20 @@ def run(args: argparse.Namespace) -> int:
 
         if args.output is None:
             raise UsageError("--output is required for images (only a BIDS study has a default)")
-        if not args.model or len(args.model) != 1 or "=" in args.model[0]:
+        if args.model and (len(args.model) != 1 or "=" in args.model[0]):
             raise UsageError("give one --model FOLDER for images (SEQUENCE=FOLDER pairs are for BIDS studies)")
+        images = _images_of(args.images)
+        if args.model:
+            model = args.model[0]
+        else:  # the shipped weights for the first image's sequence (one line naming --model when none)
+            from physeg.inference.shipped import default_model_for_images, locations_from_env
+
+            model = default_model_for_images([str(p) for p in images], sequence=args.sequence, ti=args.ti,
+                                             tr=args.tr, te=args.te, fa=args.fa, **locations_from_env())
         if args.participant_label or args.protocol_card or args.analysis_level != "both":
             raise UsageError("--participant-label, --analysis-level and --protocol-card need a BIDS dataset root")
         segment_images(
-            _images_of(args.images), args.model[0], args.output,
+            images, model, args.output,
             sequence=args.sequence, ti=args.ti, tr=args.tr, te=args.te, fa=args.fa,
             n_samples=args.samples, device=args.device, calibration=args.calibration,
             force=args.force, seed=args.seed, progress=not args.no_progress,

@@ -147,7 +147,8 @@ def _record(folder: Path, files: dict[str, Any]) -> dict[str, Any]:
     profile = (plans.provenance or {}).get("profile") or {}
     return {
         "model": plans.name, "sequence": plans.sequence, "seed": plans.seed,
-        "profile": profile.get("name"), "voxel_size_mm": plans.voxel_size_mm, "patch_size": plans.patch_size,
+        "profile": profile.get("name") or "unknown", "voxel_size_mm": plans.voxel_size_mm,
+        "patch_size": plans.patch_size,
         "channels": list(plans.network.channels), "training_version": plans.training_version,
         "training_ranges": {k: [float(v[0]), float(v[1])] for k, v in plans.training_ranges.items()},
         "validation": {k: float(v) for k, v in finished.items() if k.startswith("val_dice_")},
