@@ -266,3 +266,90 @@ def test_bids_and_files_together_refused(map_files, tmp_path, capsys):
     rc = main(["simulate", "--bids", str(tmp_path), "--subject", "01", "--pd", str(map_files["pd"]),
                "--sequence", "MPRAGE", "--ti", "0.9", "-o", str(tmp_path / "o")])
     _usage(capsys, rc, "not both")
+
+
+# ---------------------------------------------------------------- registry sequences and artefacts
+MP2RAGE_FLAGS = ["--ti1", "0.7", "--ti2", "2.5", "--fa1", "4", "--fa2", "5", "--tr", "0.007", "--cycle-tr", "5",
+                 "--readout-pulses", "160"]
+
+
+def _files(map_files, out, *extra):
+    return main(["simulate", "--pd", str(map_files["pd"]), "--t1", str(map_files["t1"]), "--t2s",
+                 str(map_files["t2s"]), "-o", str(out), *extra])
+
+
+def test_mp2rage_writes_uni_and_both_inversions_with_bids_sidecars(map_files, tmp_path):
+    out = tmp_path / "mp2"
+    assert _files(map_files, out, "--sequence", "MP2RAGE", *MP2RAGE_FLAGS) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "parameters.tsv", "sim-001_UNIT1.json", "sim-001_UNIT1.nii.gz", "sim-001_inv-1_MP2RAGE.json",
+        "sim-001_inv-1_MP2RAGE.nii.gz", "sim-001_inv-2_MP2RAGE.json", "sim-001_inv-2_MP2RAGE.nii.gz"]
+    inv1 = json.loads((out / "sim-001_inv-1_MP2RAGE.json").read_text())
+    inv2 = json.loads((out / "sim-001_inv-2_MP2RAGE.json").read_text())
+    assert inv1["InversionTime"] == pytest.approx(0.7) and inv2["InversionTime"] == pytest.approx(2.5)
+    assert inv1["FlipAngle"] == pytest.approx(4) and inv2["FlipAngle"] == pytest.approx(5)
+    assert inv1["RepetitionTimePreparation"] == pytest.approx(5) and inv1["NumberShots"] == 160
+    assert inv1["RepetitionTimeExcitation"] == pytest.approx(0.007)
+    uni = np.asarray(nib.load(str(out / "sim-001_UNIT1.nii.gz")).dataobj)
+    pd, t1, _, mask = tiny_maps()
+    # UNI + 1/2 in [0, 1]; WM (T1 0.83 s) brighter than GM (1.33 s) brighter than CSF (4.2 s); 0 outside the head
+    assert 0 <= uni.min() and uni.max() <= 1 and (uni[pd == 0] == 0).all()
+    wm, gm, csf = (uni[np.isclose(t1, v)].mean() for v in (0.83, 1.33, 4.2))
+    assert wm > gm > csf
+    i1 = np.asarray(nib.load(str(out / "sim-001_inv-1_MP2RAGE.nii.gz")).dataobj)
+    assert (i1 >= 0).all() and i1.max() > 0  # magnitude
+
+
+def test_mespgr_echoes_separate_or_combined(map_files, tmp_path):
+    flags = ["--sequence", "MESPGR", "--tr", "0.025", "--te1", "0.0023", "--dte", "0.0025", "--fa", "21"]
+    assert _files(map_files, tmp_path / "sep", *flags) == 0
+    echoes = [np.asarray(nib.load(str(tmp_path / "sep" / f"sim-001_echo-{e}_MEGRE.nii.gz")).dataobj)
+              for e in range(1, 7)]
+    tes = [json.loads((tmp_path / "sep" / f"sim-001_echo-{e}_MEGRE.json").read_text())["EchoTime"] for e in range(1, 7)]
+    assert tes == pytest.approx([0.0023 + 0.0025 * e for e in range(6)])
+    head = tiny_maps()[0] > 0
+    assert all((a[head] > b[head]).all() for a, b in zip(echoes, echoes[1:]))  # T2* decay
+    assert _files(map_files, tmp_path / "comb", *flags, "--echoes", "combined") == 0
+    comb = np.asarray(nib.load(str(tmp_path / "comb" / "sim-001_MESPGR.nii.gz")).dataobj)
+    np.testing.assert_allclose(comb, np.mean(echoes, axis=0), rtol=1e-5, atol=1e-7)
+
+
+def test_artefacts_are_seeded_recorded_and_change_the_image(map_files, tmp_path):
+    base = ["--sequence", "SPGR", "--tr", "0.02", "--te", "0.005", "--fa", "25"]
+    assert _files(map_files, tmp_path / "clean", *base) == 0
+    for name in ("a", "b"):
+        assert _files(map_files, tmp_path / name, *base, "--b1", "0.2", "0.3", "--snr", "30", "--seed", "5") == 0
+    assert _files(map_files, tmp_path / "c", *base, "--b1", "0.2", "0.3", "--snr", "30", "--seed", "6") == 0
+    load = lambda d: np.asarray(nib.load(str(tmp_path / d / "sim-001_SPGR.nii.gz")).dataobj)  # noqa: E731
+    np.testing.assert_array_equal(load("a"), load("b"))  # same seed, same artefacts and noise
+    assert not np.array_equal(load("a"), load("c")) and not np.allclose(load("a"), load("clean"))
+    assert (load("a")[tiny_maps()[0] == 0] > 0).any()  # noise in the background (Rayleigh)
+    art = json.loads((tmp_path / "a" / "sim-001_SPGR.json").read_text())["physeg"]["Artefacts"]
+    assert 0.2 <= art["B1Amplitude"] <= 0.3 and art["SNR"] == pytest.approx(30)
+    assert art["ReceiveBiasAmplitude"] is None
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--sequence", "MP2RAGE", *MP2RAGE_FLAGS, "--te", "0.003"], ("MP2RAGE takes", "--te does not apply")),
+    (["--sequence", "MP2RAGE", *MP2RAGE_FLAGS[:-2]], ("missing NRO",)),
+    (["--sequence", "MP2RAGE", *MP2RAGE_FLAGS[:2], "--ti2", "1.0", *MP2RAGE_FLAGS[4:]], ("TI2", ">= TI1")),
+    (["--sequence", "MP2RAGE", *MP2RAGE_FLAGS[:-1], "0"], ("--readout-pulses", "positive integer")),
+    (["--sequence", "SPGR", "--tr", "0.02", "--te", "0.005", "--fa", "25", "--b1", "0.3", "0.2"], ("b1 range",)),
+    (["--sequence", "SPGR", "--tr", "0.02", "--te", "0.005", "--fa", "25", "--snr", "0"], ("snr must be > 0",)),
+    (["--sequence", "SPGR", "--tr", "0.02", "--te", "0.005", "--fa", "25", "--bias", "1", "2", "3"],
+     ("--bias takes one value or a range",)),
+    (["--sequence", "MESPGR", "--tr", "0.012", "--te1", "0.003", "--dte", "0.002", "--fa", "20"], ("TR", "TE1 + 5")),
+])
+def test_registry_and_artefact_usage_errors(map_files, tmp_path, capsys, extra, needles):
+    rc = _files(map_files, tmp_path / "o", *extra)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and all(n in err for n in needles), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fractional_readout_pulses_is_an_argparse_usage_error(map_files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _files(map_files, tmp_path / "o", "--sequence", "MP2RAGE", *MP2RAGE_FLAGS[:-1], "1.5")
+    assert exc.value.code == 2 and "--readout-pulses: invalid int value" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
