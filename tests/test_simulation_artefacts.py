@@ -128,3 +128,19 @@ def test_artefact_ranges_are_validated(kw, needle):
 def test_outputs_mode_is_validated(phantom):
     with pytest.raises(ValueError, match="outputs must be one of"):
         sim.simulate(phantom.maps, sequence="MPRAGE", params=sim.mprage_params([0.9]), outputs="every")
+
+
+def test_training_batches_take_physics_artefacts(phantom):
+    from physeg.training.batches import TrainingBatches, Volumes
+
+    vol = Volumes("s", phantom.maps.float(), phantom.mask, torch.zeros(phantom.mask.shape, dtype=torch.long))
+    kw = dict(sequence="MPRAGE", patch_size=8, batch_size=3, data="onthefly", batches="stratified", seed=2)
+    plain = TrainingBatches([vol], **kw).next_batch()
+    none = TrainingBatches([vol], artefacts=None, **kw).next_batch()
+    torch.testing.assert_close(plain["image"], none["image"], rtol=0, atol=0)
+    art = TrainingBatches([vol], artefacts=Artefacts(b1=(0.2, 0.3), snr=(20, 40)), **kw).next_batch()
+    torch.testing.assert_close(plain["params"], art["params"], rtol=0, atol=0)  # same θ, then the artefacts
+    assert torch.isfinite(art["image"]).all() and not torch.equal(plain["image"], art["image"])
+    pre = TrainingBatches([vol], **{**kw, "data": "pregenerated"}, n_pregenerated=4,
+                          artefacts=Artefacts(bias=(0.2, 0.2))).next_batch()
+    assert torch.isfinite(pre["image"]).all()

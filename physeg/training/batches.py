@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from physeg.conventions import IOD
+from physeg.simulation.artefacts import Artefacts
 from physeg.simulation.layer import SimulationLayer
 
 DATA_MODES: tuple[str, ...] = ("pregenerated", "onthefly")
@@ -99,15 +100,18 @@ class Realisations:
 
 
 def pregenerate(
-    subjects: list[Volumes], *, sequence: str, n: int, seed: int, distribution: str = IOD
+    subjects: list[Volumes], *, sequence: str, n: int, seed: int, distribution: str = IOD,
+    artefacts: Artefacts | None = None,
 ) -> list[Realisations]:
     """``n`` realisations per subject, all parameters drawn by one simulation layer seeded by ``seed``.
 
     Subjects are visited in order, so the draws of subject ``i`` depend on the
     number of subjects before it (as with one generator); images are percentile
     normalised inside each subject's mask (:func:`physeg.simulation.layer.simulate`).
+    ``artefacts``: physics artefacts drawn per realisation after its parameters
+    (:mod:`physeg.simulation.artefacts`; ``None``: the paper's noise-free images).
     """
-    layer = SimulationLayer(sequence, distribution=distribution, seed=int(seed))
+    layer = SimulationLayer(sequence, distribution=distribution, seed=int(seed), artefacts=artefacts)
     out = []
     for s in subjects:
         images, params = layer(s.maps, n, mask=s.mask)
@@ -129,7 +133,7 @@ class TrainingBatches:
     subjects
         Training subjects (:class:`Volumes`).
     sequence
-        ``"MPRAGE"`` or ``"SPGR"``.
+        A sequence of the registry (:mod:`physeg.simulation.sequences`), one output image.
     patch_size, batch_size
         Cubic patch edge (voxels) and items per batch.
     data, batches
@@ -142,6 +146,11 @@ class TrainingBatches:
         Where batches (and on-the-fly simulation) go.
     pregenerated
         Reuse an existing realisation set (e.g. shared between models).
+    artefacts
+        Physics artefacts (B1+ inside the equations, receive bias, Rician noise;
+        :class:`physeg.simulation.artefacts.Artefacts`) drawn from the sampler's
+        generator for every simulated realisation; ``None`` (default): none, and
+        the random stream is the one without this option.
     """
 
     def __init__(
@@ -158,6 +167,7 @@ class TrainingBatches:
         seed: int = 0,
         device: torch.device | str = "cpu",
         pregenerated: list[Realisations] | None = None,
+        artefacts: Artefacts | None = None,
     ) -> None:
         if data not in DATA_MODES:
             raise ValueError(f"data must be one of {DATA_MODES}")
@@ -178,14 +188,14 @@ class TrainingBatches:
         self.layer: SimulationLayer | None = None
         if data == "pregenerated":
             self.realisations = pregenerated if pregenerated is not None else pregenerate(
-                self.subjects, sequence=sequence, n=n_pregenerated, seed=pregenerated_seed
+                self.subjects, sequence=sequence, n=n_pregenerated, seed=pregenerated_seed, artefacts=artefacts
             )
             if len(self.realisations) != len(self.subjects):
                 raise ValueError("one realisation set per subject expected")
         else:
             # The layer draws θ from the sampler's own generator (shared, not copied): one random
             # stream for locations and parameters, one state to checkpoint and re-seed.
-            self.layer = SimulationLayer(sequence, distribution=IOD)
+            self.layer = SimulationLayer(sequence, distribution=IOD, artefacts=artefacts)
             self.layer.generator = self.generator
             self._maps = [s.maps.to(self.device) for s in self.subjects]
             self._masks = [s.mask.to(self.device) for s in self.subjects]
