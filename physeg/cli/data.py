@@ -19,7 +19,9 @@ examples:
   physeg data list                           datasets known to the manifest
 
 safety: `build` replaces only a folder physeg built (it carries .physeg-complete.json); an
-  existing folder without it is refused, never deleted. `fetch` refuses manifest file names
+  existing folder without it is refused, never deleted. A reused build is checked against the
+  record of its files (.physeg-files.json: size and mtime; every sha256 with --verify); one
+  process at a time builds a folder (the second waits). `fetch` refuses manifest file names
   with folders, '..' or absolute paths, and never leaves a partial file.
 exit codes: 0 ok, 2 usage error (profile, folder, manifest, dataset name), 1 failure
   (files differ from the manifest, download failed or did not verify).
@@ -56,7 +58,7 @@ def _build(args: argparse.Namespace) -> None:
 
     prof = _profile(args)
     root = _cohort_root(args, prof)
-    print(build_cohort(prof, root=root, force=args.force, progress=not args.quiet))
+    print(build_cohort(prof, root=root, force=args.force, progress=not args.quiet, verify_full=args.verify))
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -135,6 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _profile_arg(b)
     b.add_argument("--force", action="store_true", help="rebuild even if a complete physeg build exists there")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--verify", action="store_true",
+                   help="when reusing a build, hash every file (default: size and mtime, hashing only changed ones)")
     b.set_defaults(func=_command(_build, "build"))
 
     v = sub.add_parser("verify", help="check cohort files against data_manifest.yaml", **shared)

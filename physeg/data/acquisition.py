@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from physeg.cli.errors import UsageError
@@ -62,6 +63,8 @@ def check_value(name: str, value: float, source: str) -> list[str]:
     table in the module docstring) or are not positive; returns warnings.
     """
     unit = "degrees" if name == "FA" else "s"
+    if isinstance(value, (bool, np.bool_)):  # bool is an int in Python: true would read as 1 s
+        raise UsageError(f"{source}: {name} must be a number in {unit}; got {str(value).lower()}")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -180,7 +183,7 @@ def resolve_acquisition(
                     f"{side}: missing {key} ({name}) needed for {sequence}; add it (BIDS: "
                     f"{'degrees' if name == 'FA' else 'seconds'}) or pass --{name.lower()}"
                 )
-            value, where = meta[key], f"{side.name} {key}"
+            value, where = meta[key], f"{side} {key}"
             if isinstance(value, list):
                 if len(value) != 1:
                     raise UsageError(f"{side}: {key} has {len(value)} values (multi-echo?); pass --{name.lower()}")

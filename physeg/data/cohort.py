@@ -46,7 +46,9 @@ from physeg.data.synthetic import (
     warp_fractions,
     world_coords,
 )
+from physeg.data.manifest import check_file_record, write_file_record
 from physeg.data.templates import mni_fractions
+from physeg.io_safety import folder_lock
 from physeg.paths import cache_root
 from physeg.pgs import TISSUES
 from physeg.profiles import Profile
@@ -263,6 +265,7 @@ def build_cohort(
     subjects: Iterable[str] | None = None,
     force: bool = False,
     progress: bool = True,
+    verify_full: bool = False,
 ) -> Path:
     """Build (or reuse) the synthetic BIDS cohort for ``profile``; returns its root.
 
@@ -275,6 +278,11 @@ def build_cohort(
     ``force``) rebuilt in a temporary folder and swapped in. A ``root`` that
     exists without the marker is refused (:func:`check_cohort_root`), never
     deleted, even with ``force``.
+
+    One process at a time builds or reuses a root (:func:`physeg.io_safety.folder_lock`;
+    a second one waits). A reused build is checked against the record of its
+    own files (:func:`physeg.data.manifest.check_file_record`: size and mtime,
+    every sha256 with ``verify_full``); a changed file is a ``ValueError`` naming it.
     """
     prof = profile
     voxel = float(prof.voxel_size_mm)
@@ -288,10 +296,24 @@ def build_cohort(
     for s in wanted:
         split_of(s)
     config = {"generator_version": GENERATOR_VERSION, "seed": seed, "voxel_size_mm": voxel}
+    with folder_lock(root, what="cohort folder"):
+        return _build_or_reuse(root, config=config, wanted=wanted, force=force, progress=progress,
+                               verify_full=verify_full)
+
+
+def _build_or_reuse(root: Path, *, config: dict[str, Any], wanted: set[str], force: bool, progress: bool,
+                    verify_full: bool) -> Path:
+    """The locked part of :func:`build_cohort`: reuse ``root`` if it matches, else build and swap in."""
+    voxel, seed = config["voxel_size_mm"], config["seed"]
     marker = check_cohort_root(root)
     if marker is not None and not force:
         same = all(marker.get(k) == v for k, v in config.items())
         if same and wanted <= set(marker.get("subjects", [])):
+            problems = check_file_record(root, full=verify_full)
+            if problems:
+                raise ValueError(f"cohort {root} changed since physeg built it ({problems[0]}"
+                                 + (f"; {len(problems) - 1} more" if len(problems) > 1 else "")
+                                 + "); rebuild it with `physeg data build --force`")
             log.info("reusing synthetic cohort at %s", root)
             return root
         if same:
@@ -313,6 +335,7 @@ def build_cohort(
         for sub in order:  # PGS through the public loader, exactly as a user would get it
             load_subject(tmp, sub, compute_pgs=True, cache_pgs=True)
         write_json(tmp / MARKER, {**config, "subjects": order, "labels": list(LABELS)})
+        write_file_record(tmp)
         _install(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -96,6 +96,51 @@ def file_table(root: str | Path) -> dict[str, dict[str, Any]]:
     return table
 
 
+#: A cohort build's record of its own files (hidden, so not part of :func:`file_table`).
+FILE_RECORD: str = ".physeg-files.json"
+
+
+def write_file_record(root: str | Path) -> Path:
+    """Record size, mtime (ns) and sha256 of every non-hidden file of a finished build in ``root/FILE_RECORD``."""
+    import json
+
+    from physeg.io_safety import atomic_write_text
+
+    root = Path(root)
+    table = file_table(root)
+    for rel, entry in table.items():
+        entry["mtime_ns"] = (root / rel).stat().st_mtime_ns
+    return atomic_write_text(root / FILE_RECORD, json.dumps({"files": table}, indent=1, sort_keys=True) + "\n")
+
+
+def check_file_record(root: str | Path, *, full: bool = False) -> list[str]:
+    """Problems of a build against its own :data:`FILE_RECORD` (empty: unchanged; no record: nothing to check).
+
+    Fast path (``full=False``): a file whose size and mtime match the record is
+    taken as unchanged; any other is hashed. ``full=True`` hashes every file.
+    Each problem names the file (see :func:`verify_files`).
+    """
+    import json
+
+    root = Path(root)
+    path = root / FILE_RECORD
+    if not path.is_file():
+        return []
+    try:
+        files = json.loads(path.read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"unreadable record: {path} ({exc.__class__.__name__}: {exc})"]
+    suspect = {}
+    for rel, want in files.items():
+        p = root / safe_relative_path(rel, what=f"{path} entry")
+        st = p.stat() if p.is_file() else None
+        if full or st is None or st.st_size != want.get("size") or st.st_mtime_ns != want.get("mtime_ns"):
+            suspect[rel] = want
+    return verify_files(root, suspect)
+
+
 def verify_files(root: str | Path, expected: dict[str, dict[str, Any]]) -> list[str]:
     """Problems of ``root`` against ``expected`` (empty list: all good).
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from physeg.io_safety import atomic_write_json
 from physeg.paths import build_root, notebooks_dir
 from physeg.profiles import PROFILES, get_profile
 from physeg.reproduce import provenance
@@ -61,6 +61,15 @@ class NotebookFailed(RuntimeError):
         self.traceback = traceback
         where = f"cell {cell_index}" if cell_index is not None else "an unknown cell"
         super().__init__(f"notebook {notebook.name} failed in {where}")
+
+    @classmethod
+    def kernel_died(cls, notebook: Path, exc: BaseException) -> "NotebookFailed":
+        """The kernel died or could not run (not an error in a cell): the message names the notebook."""
+        first = (str(exc).strip().splitlines() or [""])[0]
+        failure = cls(notebook, None, "", f"{exc.__class__.__name__}: {first}")
+        failure.args = (f"notebook {notebook.name}: the kernel died or could not run "
+                        f"({exc.__class__.__name__}: {first or 'no message'})",)
+        return failure
 
     def report(self) -> str:
         """Multi-line message: notebook, cell, the cell's source and the traceback."""
@@ -162,6 +171,10 @@ def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: in
         )
     except papermill.PapermillExecutionError as exc:
         raise _failure_from(exc, source, executed) from exc
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001  (dead kernel, kernel that never started, timeout, ...)
+        raise NotebookFailed.kernel_died(source, exc) from exc
     return NotebookRun(source=source, executed=executed, seconds=time.perf_counter() - start)
 
 
@@ -222,7 +235,12 @@ def run_paper(
     """
     get_profile(profile)  # fail early on an unknown name
     out_dir = out_dir or build_root() / "notebooks"
-    notebooks = _select(discover_notebooks(notebooks_folder), only)
+    folder = notebooks_folder or notebooks_dir()
+    if not folder.is_dir():
+        raise ValueError(f"notebooks folder {folder} does not exist or is not a folder")
+    notebooks = _select(discover_notebooks(folder), only)
+    if not notebooks:  # before clearing anything: an empty folder never wipes earlier pages
+        raise ValueError(f"no numbered notebooks (NN_name.py or NN_name.md) in {folder}")
     if only is None and out_dir.exists():
         clear_executed(out_dir)
     runs: list[NotebookRun] = []
@@ -233,7 +251,7 @@ def run_paper(
             log.info("        done in %.1f s -> %s", run.seconds, run.executed)
             runs.append(run)
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
-    (out_dir.parent / "timings.json").write_text(json.dumps({"profile": profile, "seconds": timings}, indent=2))
+    atomic_write_json(out_dir.parent / "timings.json", {"profile": profile, "seconds": timings})
     if build_site:
         from physeg.reproduce.site import build_site as _build_site
 
@@ -263,7 +281,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(failure.report(), file=sys.stderr)
         print(f"physeg paper: {failure}", file=sys.stderr)
         return 1
-    except ForeignFiles as exc:
+    except ValueError as exc:  # ForeignFiles, an unknown profile, a missing or empty notebooks folder, --only
         print(f"physeg paper: error: {exc}", file=sys.stderr)
         return 2
     total = sum(r.seconds for r in runs)
