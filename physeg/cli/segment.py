@@ -111,6 +111,7 @@ def _images_of(inputs: list[str]) -> list[Path]:
 
 def _study(args: argparse.Namespace) -> int:
     from physeg.cli.errors import UsageError
+    from physeg.inference.shipped import locations_from_env
     from physeg.profiles import get_profile
     from physeg.study import segment_study
 
@@ -125,7 +126,8 @@ def _study(args: argparse.Namespace) -> int:
     run = segment_study(args.images[0], output=args.output, models=args.model,
                         participant_labels=args.participant_label, analysis_level=args.analysis_level,
                         n_samples=args.samples, seed=args.seed, device=args.device, calibration=args.calibration,
-                        card_profile=profile, wide_interval=args.wide_interval, progress=not args.no_progress)
+                        card_profile=profile, wide_interval=args.wide_interval, progress=not args.no_progress,
+                        shipped=locations_from_env())
     logging.getLogger("physeg.cli").info("%s; derivatives in %s", run.summary(), run.output)
     if run.failed:
         print(f"physeg segment: error: {run.summary()}", file=sys.stderr)

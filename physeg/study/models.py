@@ -19,7 +19,7 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from physeg.cli.errors import UsageError
 from physeg.inference.model_folder import ModelInfo, load_network, pick_device, read_model_info
@@ -58,14 +58,18 @@ def parse_model_specs(specs: list[str] | None) -> dict[str | None, Path]:
     return out
 
 
-def shipped_default(sequence: str) -> Path | None:
-    """The shipped model folder for ``sequence``, or ``None`` when no shipped-weights registry exists."""
+def shipped_default(sequence: str, *, locations: Mapping[str, Path] | None = None) -> Path | None:
+    """The shipped model folder for ``sequence``, or ``None`` when no shipped-weights registry exists.
+
+    ``locations``: the registry's ``root``/``manifest_path`` keywords, resolved at the CLI edge
+    (:func:`physeg.inference.shipped.locations_from_env`); ``None``: its defaults.
+    """
     try:
         shipped = importlib.import_module("physeg.inference.shipped")
     except ModuleNotFoundError:
         return None
     resolve = getattr(shipped, "resolve_default_model", None)
-    return Path(resolve(sequence)) if resolve is not None else None
+    return Path(resolve(sequence, **dict(locations or {}))) if resolve is not None else None
 
 
 @dataclass
@@ -107,8 +111,9 @@ def open_model(folder: str | Path, *, device: str = "auto", calibration: str | P
 class ModelChooser:
     """Model per sequence from ``--model`` specs (module docstring); folders are opened on first use."""
 
-    def __init__(self, specs: list[str] | None, *, device: str = "auto", calibration: str | Path | None = None):
-        self.folders = parse_model_specs(specs)
+    def __init__(self, specs: list[str] | None, *, device: str = "auto", calibration: str | Path | None = None,
+                 shipped: Mapping[str, Path] | None = None):
+        self.folders, self.shipped = parse_model_specs(specs), shipped
         if calibration is not None and len(self.folders) != 1:
             raise UsageError("--calibration needs exactly one --model (else put calibration.json in each model folder)")
         self.device, self.calibration = device, calibration
@@ -124,7 +129,7 @@ class ModelChooser:
     def for_sequence(self, sequence: str) -> StudyModel:
         """The model for ``sequence``: given, else shipped; :class:`UsageError` when there is none."""
         if sequence not in self.by_sequence:
-            folder = shipped_default(sequence)
+            folder = shipped_default(sequence, locations=self.shipped)
             if folder is None:
                 given = ", ".join(sorted(self.by_sequence)) or "none"
                 raise UsageError(f"no model for {sequence} scans (models given for: {given}); "

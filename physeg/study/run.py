@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from physeg.cli.errors import UsageError, message_of
 from physeg.conventions import LABEL_NAMES
@@ -156,12 +156,15 @@ def run_group(out: Path, *, wide_interval: float = WIDE_INTERVAL, card_profile=N
 def segment_study(bids_root: str | Path, *, output: str | Path | None = None, models: list[str] | None = None,
                   participant_labels: list[str] | None = None, analysis_level: str = "both",
                   n_samples: int = 50, seed: int = 0, device: str = "auto", calibration: str | Path | None = None,
-                  card_profile=None, wide_interval: float = WIDE_INTERVAL, progress: bool = True) -> StudyRun:
+                  card_profile=None, wide_interval: float = WIDE_INTERVAL, progress: bool = True,
+                  shipped: Mapping[str, Path] | None = None) -> StudyRun:
     """Segment the T1-weighted scans of the BIDS dataset at ``bids_root`` (module docstring).
 
     ``models``: ``--model`` specs (``SEQUENCE=FOLDER`` or one ``FOLDER``);
     ``card_profile``: a :class:`~physeg.profiles.Profile` whose cohort gives
-    the protocol cards (``None``: no cards). Everything the user gave is
+    the protocol cards (``None``: no cards); ``shipped``: where the shipped
+    weights are (:func:`physeg.inference.shipped.locations_from_env`), used for a
+    sequence without ``--model``. Everything the user gave is
     checked before anything is written. Failed scans are in the result's
     ``failed`` (the run does not raise for them).
     """
@@ -180,7 +183,7 @@ def segment_study(bids_root: str | Path, *, output: str | Path | None = None, mo
         scans = find_scans(bids_root, participant_labels=participant_labels)
         if not scans:
             raise UsageError(f"no T1-weighted images (sub-*/[ses-*/]anat/*_T1w.nii[.gz]) in {bids_root}")
-        chooser = ModelChooser(models, device=device, calibration=calibration)
+        chooser = ModelChooser(models, device=device, calibration=calibration, shipped=shipped)
     dv.init_output_root(out, bids_root=bids_root)
     if chooser is not None:
         run_participants(scans, out=out, models=chooser, n_samples=n_samples, seed=seed, progress=progress, run=run)
