@@ -203,3 +203,35 @@ if seqs:
 # %%
 cmp = pr.comparison(ours)
 cmp.dropna(subset=["mean_ours"]).groupby(["table", "model"])[["diff"]].agg(["mean", "min", "max"]).round(4)
+
+# %% [markdown]
+# ## Reference results
+#
+# The same tables from three sources side by side: this run (the profile
+# above), the committed reference run (`results/reference/`: a longer CPU run
+# with three training seeds, frozen by `physeg reference freeze` with its
+# provenance and checksums; `physeg.reference`) and the paper. Dice and
+# CoV × 10³; `sd_subjects` is the SD across test subjects (the paper's
+# brackets), `sd_seeds` the SD across training seeds (empty for one seed and
+# for the paper). The banner says where the reference numbers came from, and
+# that they are stale, with the reason, when the reference profile or the code
+# that produced them has changed since.
+
+# %% tags=["hide-input"]
+from physeg.profiles import PROFILES
+from physeg.reference import compare, records
+from physeg.reference import status as ref_status
+
+reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
+                                        versions=records.code_versions())
+display(Markdown(compare.banner(reference)))
+this_run = seeds.results_csv_frame(summary)
+run_label = f"{prof.name} (this run)"
+
+# %%
+compare.three_columns(this_run, reference.table("tables"), pr.paper_tables(), current_label=run_label,
+                      table="dice").round(3)
+
+# %%
+compare.three_columns(this_run, reference.table("tables"), pr.paper_tables(), current_label=run_label,
+                      table="cov_x1000").round(2)
