@@ -81,8 +81,8 @@ def icc1(long: pd.DataFrame) -> tuple[float, float, float, int]:
     data = long[long["subject"].isin(keep) & (long["scan"] < k)]
     if len(keep) < 2 or k < 2:
         return float("nan"), float("nan"), float("nan"), int(len(keep))
-    with warnings.catch_warnings(), np.errstate(all="ignore"):  # degenerate designs (zero variance): NaN/±inf
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # zero variance: NaN/±inf, no warning
+        warnings.simplefilter("ignore")  # and pingouin's deprecation notices of pandas features
         res = pg.intraclass_corr(data=data, targets="subject", raters="scan", ratings="value")
     row = res[res["Type"].isin(["ICC(1,1)", "ICC1"])].iloc[0]
     lo, hi = (float(v) for v in row["CI95"])

@@ -6,7 +6,8 @@ protocol, model, GM/WM/CSF volumes with their 50 % and 95 % intervals, the
 protocol card when computed, and its QC figure (a relative link: the page
 works from any copy of the derivatives folder, with no network). Clicking a
 column header sorts the table (a few lines of inline JavaScript, numeric
-where the cells are numbers).
+where the cells are numbers; a failed scan's row, whose error spans the
+volume columns, sorts as empty there).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ document.querySelectorAll('th').forEach(function (th, col) {
     var asc = th.dataset.order !== 'asc';
     th.dataset.order = asc ? 'asc' : 'desc';
     rows.sort(function (a, b) {
-      var x = a.cells[col].dataset.sort, y = b.cells[col].dataset.sort;
+      var key = function (r) { return r.cells[col] ? r.cells[col].dataset.sort : ''; };
+      var x = key(a), y = key(b);
       var nx = parseFloat(x), ny = parseFloat(y);
       var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
       return asc ? c : -c;
