@@ -142,3 +142,7 @@ def test_argparse_errors_exit_2(capsys):
         main(["pgs", "--pd", "x.nii.gz"])  # --output is required
     assert info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_train_negative_workers(capsys):
+    assert_usage_error(capsys, ["train", "--profile", "smoke", "--workers", "-1"], "train", "--workers must be >= 0")

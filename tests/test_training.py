@@ -96,7 +96,7 @@ def test_plans_record_the_typed_training_settings():
         "name": "smoke", "n_train": 3, "n_val": 1, "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 2,
         "steps_per_epoch": 2, "patience": 7, "n_pregenerated": 4, "n_val_realisations": 4, "aleatoric_passes": 3,
         "strat_weight": 1.0, "seed": 0, "dice_weight": 0.0, "lr_schedule": "constant", "warmup_fraction": 0.0,
-            "precision": "auto", "aleatoric_form": "kendall-gal", "val_mc_samples": 4}
+            "precision": "auto", "aleatoric_form": "kendall-gal", "val_mc_samples": 4, "val_every_epochs": 1}
     heavier = with_training(SMOKE, dice_weight=0.5)
     other = identity.make_plans(get_model_spec("Phys-Strat"), profile=heavier, sequence="SPGR")
     assert other.training["dice_weight"] == 0.5
@@ -139,6 +139,23 @@ def test_early_stopping(tmp_path, monkeypatch):
     s = training.train_model(get_model_spec("Baseline"), profile=prof, sequence="MPRAGE", folder=tmp_path,
                              train_subjects=tr, val_subjects=va, device="cpu", progress=False)
     assert s["epochs"] == 3 and s["best_epoch"] == 1 and s["early_stopped"]
+
+
+def test_validation_every_k_epochs_and_after_the_last(tmp_path, monkeypatch):
+    validated = []
+
+    def fake_validate(model, val_set, *, profile, use_physics):
+        validated.append(len(validated))
+        return {"score": float(len(validated)), "val_dice_mean": 0.0, "val_cov_mean": 0.0}
+
+    monkeypatch.setattr(training, "validate", fake_validate)
+    prof = with_training(TINY, max_epochs=5, val_every_epochs=2)
+    tr, va = subjects()
+    s = training.train_model(get_model_spec("Baseline"), profile=prof, sequence="MPRAGE", folder=tmp_path,
+                             train_subjects=tr, val_subjects=va, device="cpu", progress=False)
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [("score" in row) for row in history] == [False, True, False, True, True]  # epochs 2, 4 and the last
+    assert len(validated) == 3 and s["epochs"] == 5 and s["best_epoch"] == 5
 
 
 def test_train_all_caches(isolated_cache, monkeypatch):

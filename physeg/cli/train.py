@@ -13,6 +13,7 @@ examples:
   physeg train --profile smoke                          every model, both sequences
   physeg train --profile demo --models Baseline Phys-Strat-Aug --sequence MPRAGE
   physeg train --profile demo --resume                  continue interrupted runs from last.pt
+  physeg train --profile demo --workers 0               one training process per CPU core
   torchrun --nproc_per_node 2 -m physeg train --profile paper --models Phys-Strat-Aug   (DDP)
 
 Each model goes to <cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from last.pt")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=None, help="model seed (default: the profile's)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="models trained side by side on the CPU, one process (one thread) each; "
+                             "0 = one per available core (default 1)")
     parser.set_defaults(func=run)
 
 
@@ -53,6 +57,7 @@ def train_from_args(args: argparse.Namespace) -> None:
 
     from physeg.training.distributed import world
     from physeg.training.orchestrate import train_all
+    from physeg.training.parallel import resolve_workers
 
     try:
         profile = get_profile(args.profile)  # $PHYSEG_PROFILE may name an unknown profile
@@ -62,8 +67,11 @@ def train_from_args(args: argparse.Namespace) -> None:
         raise UsageError("--device cuda requested but CUDA is not available; use --device cpu or auto")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0; got {args.seed}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0 (0: one per core); got {args.workers}")
+    workers = resolve_workers(args.workers or None, device=args.device)
     result = train_all(profile, sequences=args.sequences, models=args.models,
-                       device=args.device, resume=args.resume, seed=args.seed)
+                       device=args.device, resume=args.resume, seed=args.seed, workers=workers)
     if world()[0] != 0:
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20):

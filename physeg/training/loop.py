@@ -157,7 +157,7 @@ def train_model(
         stop = False
         if run.rank == 0:
             stop = _close_epoch(run, state, row, t0=t0)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", score=f"{row['score']:.3f}")
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", score=f"{row.get('score', math.nan):.3f}")
         if broadcast_flag(stop, world_size=run.world_size):
             break
     return _finish(run, state)
@@ -253,14 +253,18 @@ def _train_epoch(run: _Run, net: torch.nn.Module, *, epoch: int) -> dict[str, An
 
 
 def _close_epoch(run: _Run, state: TrainState, row: dict[str, Any], *, t0: float) -> bool:
-    """Rank 0: validate, keep the best weights, count epochs without improvement, checkpoint; stop?"""
-    row.update(validate(run.model, run.val_set, profile=run.profile, use_physics=run.use_physics))
-    improved = row["score"] > state.best_score
-    if improved:
-        state.best_score, state.best_epoch, state.bad_epochs = row["score"], row["epoch"], 0
-        atomic_save(run.model.state_dict(), run.folder / BEST)
-    else:
-        state.bad_epochs += 1
+    """Rank 0: validate (every ``val_every_epochs`` and after the last), keep the best weights, count
+    validations without improvement, checkpoint; stop?"""
+    t = run.training
+    improved = False
+    if row["epoch"] % t.val_every_epochs == 0 or row["epoch"] >= t.max_epochs:
+        row.update(validate(run.model, run.val_set, profile=run.profile, use_physics=run.use_physics))
+        improved = row["score"] > state.best_score
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = row["score"], row["epoch"], 0
+            atomic_save(run.model.state_dict(), run.folder / BEST)
+        else:
+            state.bad_epochs += 1
     stop = state.bad_epochs >= run.training.patience
     state.elapsed_s += time.perf_counter() - t0
     row.update(improved=improved, best_score=state.best_score, epoch_time_s=time.perf_counter() - t0,
@@ -280,6 +284,7 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
     if run.rank == 0:
         summary = training_summary(run.spec, run.sequence, state, device=run.device, world_size=run.world_size)
         summary["precision"] = run.precision.describe()
+        summary["seed"] = run.seed
         if state.stopped or state.epoch >= run.training.max_epochs:
             write_finished(run.folder, summary)
     barrier(world_size=run.world_size)

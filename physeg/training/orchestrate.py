@@ -17,6 +17,7 @@ sequence are built once and shared by all models trained for it.
 from __future__ import annotations
 
 import logging
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,15 @@ from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
 from physeg.profiles import Profile
 from physeg.training.batches import Volumes, pregenerate
-from physeg.training.checkpoint import BEST, FINISHED, read_finished
+from physeg.training.checkpoint import BEST, FINISHED, model_lock, read_finished
 from physeg.training.identity import make_plans
 from physeg.training.loop import train_model
+from physeg.training.parallel import TrainingJob, run_jobs
 from physeg.training.validation import make_validation_set
 
 log = logging.getLogger(__name__)
 
-__all__ = ["model_folder", "load_volumes", "train_all", "summary_table", "find_models"]
+__all__ = ["model_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "train_jobs", "summary_table", "find_models"]
 
 
 def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
@@ -76,6 +78,39 @@ def _parent_weights(spec, *, profile: Profile, sequence: str, seed: int | None) 
     return parent / BEST
 
 
+def train_one(job: TrainingJob, *, profile: Profile, device: str = "auto", resume: bool = False,
+              progress: bool = False) -> dict[str, Any]:
+    """Train the model of ``job`` into its folder; returns its ``finished.json`` summary.
+
+    Module-level (and the profile a frozen dataclass) so that
+    :func:`physeg.training.parallel.run_jobs` can send it to a worker process.
+    The cohort and the shared sets of a sequence are built once per process.
+    """
+    folder = model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed)
+    volumes = _volumes(profile)
+    spec = get_model_spec(job.model)
+    init = _parent_weights(spec, profile=profile, sequence=job.sequence, seed=job.seed)
+    log.info("training %s %s seed %s -> %s", job.model, job.sequence, job.seed, folder)
+    with model_lock(folder):  # a second process training this folder waits, then reuses the result
+        if read_finished(folder) is None:
+            train_model(
+                spec, profile=profile, sequence=job.sequence, folder=folder,
+                train_subjects=volumes["train"], val_subjects=volumes["val"], seed=job.seed, device=device,
+                resume=resume, progress=progress, init_weights=init, **_shared(profile, job.sequence),
+            )
+    return read_finished(folder)
+
+
+@lru_cache(maxsize=1)
+def _volumes(profile: Profile) -> dict[str, list[Volumes]]:
+    return load_volumes(profile)
+
+
+@lru_cache(maxsize=2)
+def _shared(profile: Profile, sequence: str) -> dict[str, Any]:
+    return _shared_sets(_volumes(profile), profile=profile, sequence=sequence)
+
+
 def train_all(
     profile: Profile,
     *,
@@ -85,8 +120,9 @@ def train_all(
     resume: bool = False,
     seed: int | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Train (or reuse) every requested model.
+    """Train (or reuse) every requested model with one model seed.
 
     Parameters
     ----------
@@ -94,8 +130,13 @@ def train_all(
         The resolved profile (:func:`physeg.profiles.get_profile` at the edge).
     sequences, models
         Subsets (default: the profile's sequences and :func:`physeg.models.registry.profile_models`).
+    seed
+        Model seed (default: the profile's ``seed``).
     resume
         Continue unfinished folders from ``last.pt`` instead of restarting them.
+    workers
+        Processes training models side by side (:mod:`physeg.training.parallel`);
+        1 trains in this process, one model after the other.
 
     Returns
     -------
@@ -103,31 +144,43 @@ def train_all(
     summary row per model: wall time, epochs, best epoch, best val Dice per
     tissue, val CoV per tissue, score, whether it came from the cache.
     """
-    sequences = list(sequences or profile.sequences)
-    models = list(models or profile_models(profile))
-    folders: dict[tuple[str, str], Path] = {}
-    rows = []
-    volumes = None
-    for sequence in sequences:
-        shared: dict[str, Any] = {}
-        for name in models:
-            folder = model_folder(name, profile=profile, sequence=sequence, seed=seed)
-            folders[(name, sequence)] = folder
-            summary = read_finished(folder)
-            cached = summary is not None
-            if not cached:
-                volumes = volumes or load_volumes(profile)
-                shared = shared or _shared_sets(volumes, profile=profile, sequence=sequence)
-                spec = get_model_spec(name)
-                init = _parent_weights(spec, profile=profile, sequence=sequence, seed=seed)
-                log.info("training %s %s -> %s", name, sequence, folder)
-                train_model(
-                    spec, profile=profile, sequence=sequence, folder=folder,
-                    train_subjects=volumes["train"], val_subjects=volumes["val"], seed=seed, device=device,
-                    resume=resume, progress=progress, init_weights=init, **shared,
-                )
-                summary = read_finished(folder)
-            rows.append({**summary, "cached": cached, "folder": str(folder)})
+    seed = profile.seed if seed is None else seed
+    jobs = [TrainingJob(name, sequence, seed) for sequence in (sequences or profile.sequences)
+            for name in (models or profile_models(profile))]
+    out = train_jobs(profile, jobs, device=device, resume=resume, progress=progress, workers=workers)
+    return {"folders": {(job.model, job.sequence): f for job, f in out["folders"].items()}, "summary": out["summary"]}
+
+
+def profile_jobs(profile: Profile) -> list[TrainingJob]:
+    """Every model a profile's pages use: all models with the first training seed, the ablations with the others.
+
+    The uncertainty variants (§4.1) are trained once, with ``profile.seeds[0]``;
+    the seed-to-seed spread is measured on the ablations (§4), which the claims
+    about invariance compare.
+    """
+    first, *others = profile.seeds
+    return ([TrainingJob(name, sequence, first) for sequence in profile.sequences for name in profile_models(profile)]
+            + [TrainingJob(name, sequence, s) for s in others for sequence in profile.sequences
+               for name in profile.ablations])
+
+
+def train_jobs(profile: Profile, jobs: list[TrainingJob], *, device: str = "auto", resume: bool = False,
+               progress: bool = True, workers: int = 1) -> dict[str, Any]:
+    """Train (or reuse) ``jobs``; returns ``{"folders": {job: Path}, "summary": DataFrame}`` (see :func:`train_all`)."""
+    folders = {job: model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed) for job in jobs}
+    cached = {job for job in jobs if read_finished(folders[job]) is not None}
+    todo = [job for job in jobs if job not in cached]
+    if todo and workers > 1:
+        build_cohort(profile)  # once, here: workers that each found it missing would build it side by side
+    try:
+        run_jobs(todo, workers=min(workers, max(1, len(todo))), done=lambda job: read_finished(model_folder(job.model, profile=profile, sequence=job.sequence,
+                                                                        seed=job.seed)) is not None,
+                 train=partial(train_one, profile=profile, device=device, resume=resume,
+                               progress=progress and workers == 1))
+    finally:
+        _volumes.cache_clear()
+        _shared.cache_clear()
+    rows = [{**read_finished(folders[job]), "cached": job in cached, "folder": str(folders[job])} for job in jobs]
     return {"folders": folders, "summary": summary_table(rows)}
 
 
