@@ -182,7 +182,8 @@ def output_names(stems: Iterable[str]) -> list[str]:
     return [f"{s}_{kind}.nii.gz" for s in stems for kind in ("dseg", "probseg")] + list(TABLE_FILES)
 
 
-def prepare_output(output: str | Path, *, force: bool, images: Iterable[Path], model_folder: Path) -> Path:
+def prepare_output(output: str | Path, *, force: bool, images: Iterable[Path], model_folder: Path,
+                   create: bool = True) -> Path:
     """Check and create the output folder (module docstring, "Output folder"); nothing is deleted.
 
     Refused (:class:`UsageError`): a model folder, a folder holding an input
@@ -201,7 +202,8 @@ def prepare_output(output: str | Path, *, force: bool, images: Iterable[Path], m
         if any(p.parent == real for p in inputs) or any(f.resolve() in inputs for f in files):
             raise UsageError(f"output folder {output} holds an input image; choose another output folder")
     check_outputs(output, files, force=force)
-    output.mkdir(parents=True, exist_ok=True)
+    if create:
+        output.mkdir(parents=True, exist_ok=True)
     return output
 
 
@@ -262,8 +264,9 @@ def segment_images(
             )
         checked.append((path, data, img, acq))
 
-    out = prepare_output(output, force=force, images=images, model_folder=info.folder)
+    prepare_output(output, force=force, images=images, model_folder=info.folder, create=False)  # check only
     predictor = Predictor.from_plans(load_network(info, device=dev), info.plans)
+    out = prepare_output(output, force=force, images=images, model_folder=info.folder)  # after the model loaded
     if predictor.uncertainty == "none" and n_samples > 1:
         log.info("model %s has no uncertainty variant: one deterministic pass, interval of zero width", info.name)
     if info.calibration is None:
