@@ -41,6 +41,8 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from physeg.evaluation import runs as ev
+from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.evaluation import ceiling
 from physeg.evaluation import paper_tables as pr
 from physeg.evaluation import seeds
 from physeg.evaluation import statistics as st
@@ -67,6 +69,29 @@ print(f"profile {prof.name}: {res.results['subject'].nunique()} test subjects, "
 
 # %%
 res.grid
+
+# %% [markdown]
+# ## What each ablation saw in training: same steps, not the same patches
+#
+# Every ablation gets the same optimiser steps with the same batch size. A mixed
+# batch holds `batch_size` patches of different subjects and places; a stratified
+# batch (Phys-Strat, Phys-Strat-Aug, §2.2) holds `batch_size` realisations of
+# *one* patch of one subject. In the same steps the stratified models therefore
+# see `batch_size` times fewer distinct anatomical patches, and Phys-Strat-Aug
+# sees a new simulated contrast in each of them. The comparison here is at equal
+# steps (equal compute), as in the paper; with a budget this short it favours the
+# mixed models on Dice, which is a confound of short runs, not a property of the
+# method.
+
+# %% tags=["hide-input"]
+T = prof.training
+steps = T.max_epochs * T.steps_per_epoch
+display(pd.DataFrame([
+    {"batches": "mixed (Baseline, Phys-Base)", "optimiser steps": steps, "distinct patches": steps * T.batch_size,
+     "realisations per patch": 1},
+    {"batches": "stratified (Phys-Strat, Phys-Strat-Aug)", "optimiser steps": steps, "distinct patches": steps,
+     "realisations per patch": T.batch_size},
+]).set_index("batches"))
 
 # %% [markdown]
 # ## Statistics: what a paired unit is
@@ -111,6 +136,38 @@ dice_best = st.mark_best(ours[ours.table == "dice"], dice_img, higher_is_better=
 pr.side_by_side(ours, "dice", best=dice_best)
 
 # %% [markdown]
+# ### The ceiling: PGS against the cohort's ground truth
+#
+# The models learn, and are scored against, the PGS labels. On the synthetic
+# cohort the PGS can itself be scored against the tissue fractions the maps
+# were generated from (`physeg.evaluation.ceiling`). The PGS-vs-truth Dice is
+# the scale against which to read the model Dice: where the PGS itself departs
+# from the truth (at coarse voxels, mostly the CSF/GM rim of the brain) the
+# target is ambiguous, and a model's CSF Dice against the PGS is bounded by how
+# consistently the maps define that rim.
+
+# %% tags=["hide-input"]
+test_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["test"]]
+pgs_ceiling = ceiling.ceiling_summary(ceiling.pgs_vs_truth(test_subjects))
+best_model = ours[(ours.table == "dice") & (ours.distribution == "IoD")].groupby("tissue", sort=False)["mean"].max()
+display(pgs_ceiling.assign(best_model_dice_vs_pgs_IoD=pgs_ceiling["tissue"].map(best_model)).round(3))
+
+# %% [markdown]
+# Is the Phys-Strat-Aug model converged enough for its comparisons to mean
+# something? Our own bar, on in-distribution test images: GM and WM Dice ≥ 0.92,
+# and CSF Dice ≥ 0.75 or within 0.05 of the PGS ceiling above.
+
+# %% tags=["hide-input"]
+psa = ours[(ours.table == "dice") & (ours.distribution == "IoD") & (ours.model == "Phys-Strat-Aug")]
+ceil_by_tissue = pgs_ceiling.set_index("tissue")["mean"]
+bar = psa[["sequence", "tissue", "mean"]].rename(columns={"mean": "dice"}).assign(
+    target=lambda d: d["tissue"].map({"GM": 0.92, "WM": 0.92}).fillna(
+        d["tissue"].map(lambda t: min(0.75, ceil_by_tissue.get(t, 1.0) - 0.05))))
+bar = bar.assign(met=bar["dice"] >= bar["target"])
+print(f"{int(bar.met.sum())} of {len(bar)} tissue × sequence cells reach the bar (first training seed)")
+bar.round(3)
+
+# %% [markdown]
 # ## Table 2 — CoV × 10³
 #
 # Marks from the pooled test would not be per cell and the per-cell test is
@@ -141,7 +198,7 @@ seeds.spread_table(summary, models=prof.ablations).round(3)
 results_dir = build_root() / "results" / prof.name
 per_image = pd.concat([r.results.assign(seed=s) for s, r in seed_runs.items()], ignore_index=True)
 written = seeds.write_csv_tables({"tables": seeds.results_csv_frame(summary), "per_image": per_image,
-                                  "per_seed_tables": per_seed}, results_dir)
+                                  "per_seed_tables": per_seed, "pgs_ceiling": pgs_ceiling}, results_dir)
 print("tables as CSV (long format: model, sequence, tissue, distribution, metric, mean, sd, n_seeds):")
 for name, path in written.items():
     print(f"  {name}: {path}")

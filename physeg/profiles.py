@@ -119,7 +119,8 @@ class Profile:
     seeds: tuple[int, ...] = (0,)
     #: Test-grid images per subject, sequence and distribution that get the
     #: 50 + 50 uncertainty samples (evenly spaced over the grid, always the
-    #: first, which for SPGR OoD has FA < 10°); ``None`` = every image (paper).
+    #: centre of equal strata of TI (MPRAGE) or FA (SPGR), never only an extreme:
+    #: :func:`physeg.evaluation.grid.uncertainty_subset`); ``None`` = every image (paper).
     n_uncertainty_images: int | None = None
     notes: str = ""
 
