@@ -58,6 +58,17 @@ class LockBusy(RuntimeError):
     """Another process holds the lock of a folder longer than the caller waits."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of every file physeg writes: what ``open()`` would give (0o666 less the umask at import);
+#: ``mkstemp`` alone would leave 0o600, readable by the owner only.
+FILE_MODE: int = 0o666 & ~_umask()
+
+
 def _fsync_dir(folder: Path) -> None:
     """Flush a folder's entry table (the rename) to disk; best effort where unsupported."""
     try:
@@ -99,6 +110,7 @@ def atomic_path(path: str | Path, *, keep_suffix: bool = True) -> Iterator[Path]
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

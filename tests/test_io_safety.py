@@ -18,6 +18,16 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
+def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    target = io.atomic_write_text(tmp_path / "v.json", "{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert stat.S_IMODE(os.stat(target).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
 def test_failed_write_keeps_old_file_and_removes_temp(tmp_path):
     target = tmp_path / "w.pt"
     target.write_bytes(b"old")
