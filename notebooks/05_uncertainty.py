@@ -108,13 +108,25 @@ if not cov.empty:
 
 # %% [markdown]
 # ## IQR and empirical coverage of the calibrated 50 % interval
+#
+# A calibrated 50 % interval should hold the PGS volume on about half of the
+# test images. With the handful of test images of a CPU profile, a coverage
+# between 35 % and 65 % on in-distribution images is what we accept as
+# "calibrated here"; the raw (uncalibrated) coverage is shown beside it.
 
 # %%
 iqr_col = "iqr_cal" if "iqr_cal" in per else "iqr_raw"
 cover_col = "covered50_cal" if "covered50_cal" in per else "covered50_raw"
-per.groupby(["model", "sequence", "tissue", "distribution"]).agg(
-    iqr_ml=(iqr_col, "mean"), coverage50=(cover_col, "mean"), abs_error_ml=("abs_error", "mean"),
-    n=("param_index", "size")).round(3)
+coverage50 = per.groupby(["model", "sequence", "tissue", "distribution"]).agg(
+    iqr_ml=(iqr_col, "mean"), coverage50=(cover_col, "mean"), coverage50_raw=("covered50_raw", "mean"),
+    abs_error_ml=("abs_error", "mean"), n=("param_index", "size"))
+coverage50.assign(within_35_65=coverage50["coverage50"].between(0.35, 0.65)).round(3)
+
+# %% tags=["hide-input"]
+iod = coverage50.xs("IoD", level="distribution")
+print(f"calibrated 50 % coverage, IoD: {int(iod.coverage50.between(0.35, 0.65).sum())} of {len(iod)} "
+      f"model × sequence × tissue cells within 35-65 % (pooled over cells: {iod.coverage50.mean():.2f}, "
+      f"raw {iod.coverage50_raw.mean():.2f}; {int(iod.n.sum())} image × tissue volumes)")
 
 # %% [markdown]
 # ## Figure 3 analogue — WM volume, one test subject
