@@ -59,24 +59,42 @@ class SmoothField:
 
     def values(self, index: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
         """Field ``(N, V')`` at the flat voxel indices ``index`` (V',) of a volume of shape ``spatial``."""
-        dtype, device = self.coef.dtype, index.device
-        coords = []
-        rest = index
-        for size in reversed(spatial):
-            coords.append(rest % size)
-            rest = torch.div(rest, size, rounding_mode="floor")
-        coords = [(2.0 * c.to(dtype) / max(s - 1, 1) - 1.0) for c, s in zip(reversed(coords), spatial)]
-        x, y, z = coords
-        powers = [[torch.ones_like(v)] for v in (x, y, z)]
-        for p, v in zip(powers, (x, y, z)):
-            for _ in range(self.order):
-                p.append(p[-1] * v)
-        basis = torch.stack([powers[0][a] * powers[1][b] * powers[2][c]
-                             for a, b, c in monomial_exponents(self.order)])  # (K, V')
-        f = self.coef.to(device) @ basis
-        peak = f.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny) if f.shape[1] else 1.0
-        f = f / peak * self.amplitude.to(device)[:, None]
+        basis = monomial_basis(index, spatial, order=self.order, dtype=self.coef.dtype)
+        f = self.coef.to(index.device) @ basis
+        peak = f.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(f.dtype).tiny) if f.shape[1] else 1.0
+        f = f.div_(peak).mul_(self.amplitude.to(index.device)[:, None])
         return f.add_(1.0) if self.kind == "b1" else f.exp_()
+
+
+#: Bases of the last few voxel sets (exact match of the indices; a subject is simulated again and again in
+#: training, and the monomials cost more than the fields themselves). Entries: (key, index, basis).
+_BASIS_CACHE: list[tuple[tuple, torch.Tensor, torch.Tensor]] = []
+_BASIS_CACHE_SIZE: int = 2
+
+
+def monomial_basis(index: torch.Tensor, spatial: tuple[int, ...], *, order: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(K, V')`` monomials :math:`x^a y^b z^c` (:func:`monomial_exponents`) at flat indices ``index``.
+
+    Coordinates are scaled to [-1, 1] per axis. The last :data:`_BASIS_CACHE_SIZE`
+    results are kept and reused when ``index`` is equal element for element.
+    """
+    key = (tuple(spatial), order, dtype, index.device, index.numel())
+    for k, idx, basis in _BASIS_CACHE:
+        if k == key and torch.equal(idx, index):
+            return basis
+    coords, rest = [], index
+    for size in reversed(spatial):
+        coords.append(rest % size)
+        rest = torch.div(rest, size, rounding_mode="floor")
+    x, y, z = (2.0 * c.to(dtype) / max(s - 1, 1) - 1.0 for c, s in zip(reversed(coords), spatial))
+    powers = [[torch.ones_like(v)] for v in (x, y, z)]
+    for p, v in zip(powers, (x, y, z)):
+        for _ in range(order):
+            p.append(p[-1] * v)
+    basis = torch.stack([powers[0][a] * powers[1][b] * powers[2][c] for a, b, c in monomial_exponents(order)])
+    _BASIS_CACHE.insert(0, (key, index.clone(), basis))
+    del _BASIS_CACHE[_BASIS_CACHE_SIZE:]
+    return basis
 
 
 def field_values(field, index: torch.Tensor, spatial: tuple[int, ...], *, n: int, dtype) -> torch.Tensor | None:

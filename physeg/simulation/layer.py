@@ -79,7 +79,7 @@ from physeg.conventions import IOD, distribution_name
 
 from .artefacts import ArtefactDraw, Artefacts
 from .maps import MAP_CHANNELS, _check_mask, check_maps, maps_from_subject
-from .generic import simulate_registry
+from .generic import simulate_fused, simulate_registry
 from .parameters import Ranges, check_sequence, sample_parameters, validate_parameters
 from .sequences import OUTPUT_MODES, get_sequence
 
@@ -177,6 +177,11 @@ def simulate(
     support, gathered, dense = _support(flat, v=v)
     if sequence not in ("MPRAGE", "SPGR") or (artefacts is not None and artefacts.active):
         gathered = gathered if gathered.shape[0] == 3 else flat.index_select(1, support)
+        if sequence in ("MPRAGE", "SPGR"):
+            out = simulate_fused(gathered, support, sequence=sequence, params=params, spatial=spatial, mask=mask,
+                                 sign=sign, artefacts=artefacts, percentile=percentile, clip_range=job.clip_range,
+                                 block=job.block)
+            return out.view(n, 1, *spatial)
         out = simulate_registry(gathered, support, sequence=sequence, params=params, spatial=spatial, mask=mask,
                                 outputs=outputs, sign=sign, artefacts=artefacts, percentile=percentile,
                                 clip_range=job.clip_range)
