@@ -201,6 +201,56 @@ PROFILES: dict[str, Profile] = {
             "2 of the 4 validation subjects with 3 realisations each to keep validation cheap."
         ),
     ),
+    # reference: the largest run estimated to fit about 2-2.5 h on 2 idle CPU cores, every claim testable.
+    # Estimate (CPU seconds of one thread, measured 2026-11-25 at demo size, 4 mm, channels 8-16-32-64:
+    # 0.65 s per training step (benchmarks/convergence.py: 95 s for 144 steps, and a direct CPU-time
+    # measurement), 0.56 s per whole-volume forward pass, 0.77 s per MC-dropout sample, 1.1 s for 50
+    # aleatoric samples):
+    #   training   32 models (4 ablations x 2 sequences x 3 seeds + 4 uncertainty variants x 2 sequences)
+    #              x 144 steps x 0.65 s = 3000 s, + validation every 2nd epoch ~ 625 s        ->  3625 s
+    #   Tables 1-2 3 seeds x 5 subjects x 2 sequences x 20 images x 4 models x 0.56 s        ->  1350 s
+    #   intervals  (5 test subjects x 2 sequences x 2 distributions x 5 images + 2 val subjects x 3
+    #              x 2 sequences) x 2 models x (50 x 0.77 + 1.1) s                            ->  8870 s
+    #   cohort, PGS, pages                                                                    ->   600 s
+    #   total ~ 14 500 CPU s; two worker processes of one thread each (physeg.training.parallel) ~ 2 h wall.
+    # 10 images per cell (the wish) would add ~7900 CPU s (~1.3 h); 5 is the smallest number for which
+    # claim 5(c) (Spearman rho on 50 images per sequence x tissue) can detect |rho| = 0.5 at power 0.8.
+    "reference": Profile(
+        name="reference",
+        voxel_size_mm=4.0,
+        n_train=18,
+        n_val=2,
+        n_test=5,
+        patch_size=32,
+        channels=(8, 16, 32, 64),
+        training=TrainingConfig(
+            batch_size=4,
+            learning_rate=3e-3,
+            max_epochs=8,
+            steps_per_epoch=18,
+            patience=7,
+            n_pregenerated=8,
+            aleatoric_passes=10,
+            strat_weight=1.0,
+            lr_schedule="poly",
+            warmup_fraction=0.05,
+            dice_weight=1.0,
+            val_every_epochs=2,
+        ),
+        n_val_realisations=3,
+        n_test_iod=10,
+        n_test_ood=10,
+        n_uncertainty_samples=50,
+        sw_overlap=0.25,
+        seeds=(0, 1, 2),
+        n_uncertainty_images=5,
+        notes=(
+            "CPU reference between demo and paper: the demo's network and recipe (4 mm, 144 steps), three training "
+            "seeds (claims 1-3 testable), 50 aleatoric + 50 epistemic samples on 5 grid images per subject, "
+            "sequence and distribution (claim 5(c) powered); estimated 2.5 h on 2 idle CPU cores "
+            "(see the comment above this entry in physeg/profiles.py)."
+        ),
+    ),
     "paper": Profile(
         name="paper",
         voxel_size_mm=1.0,
