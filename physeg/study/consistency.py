@@ -28,7 +28,6 @@ Outputs: ``consistency.tsv`` (one row per tissue), ``consistency_subjects.tsv``
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,10 +131,15 @@ def consistency(table: pd.DataFrame) -> Consistency:
 
 
 def bland_altman_figure(result: Consistency, path: str | Path | None = None):
-    """One Bland–Altman panel per tissue (difference vs mean, bias and 95 % limits); saved when ``path``."""
-    import matplotlib.pyplot as plt
+    """One Bland–Altman panel per tissue (difference vs mean, bias and 95 % limits); saved when ``path``.
 
-    fig, axes = plt.subplots(1, len(TISSUES), figsize=(4 * len(TISSUES), 3.6))
+    A :class:`matplotlib.figure.Figure` made without pyplot (the caller's
+    backend is left alone; a notebook shows it by displaying the returned figure).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(TISSUES), 3.6))
+    axes = fig.subplots(1, len(TISSUES))
     for ax, t in zip(np.atleast_1d(axes), TISSUES):
         p = result.pairs[result.pairs["tissue"] == t]
         s = result.summary.set_index("tissue").loc[t]
@@ -148,11 +152,9 @@ def bland_altman_figure(result: Consistency, path: str | Path | None = None):
         ax.set_ylabel("second − first (ml)")
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
-        plt.close(fig)
+        from physeg.io_safety import atomic_write
+
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     return fig
 
 

@@ -27,13 +27,13 @@ physeg derivatives dataset (its ``dataset_description.json`` says
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from physeg import __version__
 from physeg.cli.errors import UsageError
 from physeg.conventions import LABEL_NAMES
+from physeg.io_safety import atomic_write_json, atomic_write_text
 from physeg.study.discovery import DESCRIPTION_FILE, Scan
 from physeg.study.models import sha256_of
 
@@ -46,16 +46,13 @@ RECORD_VERSION: int = 1
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary name in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` to ``path`` through a temporary name beside it and a rename (:mod:`physeg.io_safety`)."""
+    return atomic_write_text(path, text)
 
 
 def write_json_atomic(path: Path, doc: Any) -> Path:
-    return write_text_atomic(path, json.dumps(doc, indent=2, default=str) + "\n")
+    """JSON through a temporary name and a rename (:func:`physeg.io_safety.atomic_write_json`)."""
+    return atomic_write_json(path, doc)
 
 
 def default_output(bids_root: str | Path) -> Path:

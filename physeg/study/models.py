@@ -14,7 +14,6 @@ weights file (``best.pt``): a scan segmented with other weights is not
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -28,16 +27,13 @@ log = logging.getLogger(__name__)
 
 #: The weights file of a trained model folder (:data:`physeg.training.checkpoint.BEST`).
 WEIGHTS_FILE: str = "best.pt"
-SEQUENCES: tuple[str, ...] = ("MPRAGE", "SPGR")
 
 
-def sha256_of(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (:func:`physeg.io_safety.sha256_file`)."""
+    from physeg.io_safety import sha256_file
+
+    return sha256_file(path)
 
 
 def parse_model_specs(specs: list[str] | None) -> dict[str | None, Path]:
@@ -46,6 +42,8 @@ def parse_model_specs(specs: list[str] | None) -> dict[str | None, Path]:
     :class:`UsageError` for an unknown sequence, a sequence named twice, or
     more than one folder without a sequence.
     """
+    from physeg.simulation.parameters import SEQUENCES
+
     out: dict[str | None, Path] = {}
     for spec in specs or []:
         key, sep, value = spec.partition("=")

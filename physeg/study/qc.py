@@ -8,13 +8,13 @@ reorientation). Colours: GM red, WM blue, CSF green, 50 % opaque.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from physeg.conventions import TISSUES
+from physeg.io_safety import atomic_write
 
 #: RGBA per label: background transparent, GM, WM, CSF.
 LABEL_COLOURS: tuple[tuple[float, float, float, float], ...] = (
@@ -42,20 +42,17 @@ def volumes_title(volumes: Mapping[str, Mapping[str, Any]]) -> str:
 def qc_figure(path: str | Path, *, image: np.ndarray, labels: np.ndarray, title: str,
               volumes: Mapping[str, Mapping[str, Any]]) -> Path:
     """Write the QC PNG of one scan at ``path`` (temporary name, then rename); returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cmap = ListedColormap(LABEL_COLOURS)
     c = slice_centre(labels)
     views = [(image[c[0]], labels[c[0]], "sagittal"), (image[:, c[1]], labels[:, c[1]], "coronal"),
              (image[:, :, c[2]], labels[:, :, c[2]], "axial")]
     vmax = float(np.percentile(image, 99.5)) if image.size else 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
+    axes = fig.subplots(1, 3)
     for ax, (img, lab, name) in zip(axes, views):
         ax.imshow(img.T, cmap="gray", origin="lower", vmin=0, vmax=vmax or 1.0)
         ax.imshow(lab.T, cmap=cmap, vmin=0, vmax=3, origin="lower", interpolation="nearest")
@@ -63,8 +60,4 @@ def qc_figure(path: str | Path, *, image: np.ndarray, labels: np.ndarray, title:
         ax.axis("off")
     fig.suptitle(f"{title}\n{volumes_title(volumes)}", fontsize=8, family="monospace")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))

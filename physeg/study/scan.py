@@ -38,7 +38,8 @@ import torch
 from physeg.cli.errors import RuntimeFailure
 from physeg.conventions import TISSUES
 from physeg.data.acquisition import Acquisition, resolve_acquisition, sequence_from_sidecar
-from physeg.data.nifti import model_grid, read_volume, resample_to_grid, sidecar_path, voxel_volume_ml
+from physeg.data.nifti import (from_canonical, model_grid, read_volume, resample_to_grid, sidecar_path,
+                               to_canonical, voxel_volume_ml)
 from physeg.study.models import ModelChooser, StudyModel
 
 #: Interval levels of the study table.
@@ -124,10 +125,12 @@ def segment_scan(path: str | Path, *, hint: str | None, models: ModelChooser, n_
     acq = scan_acquisition(path, hint=hint)
     model = models.for_sequence(acq.sequence)
     inside, warnings = _range_warnings(path, acq=acq, info=model.info)
-    affine_in = np.asarray(img.affine, float)
+    native_ml = voxel_volume_ml(np.asarray(img.affine, float))
+    # flipped/permuted storage: the closest RAS+ frame, as physeg.inference.segment does (same labels either way)
+    canon, affine_in, ornt = to_canonical(data, np.asarray(img.affine, float))
     aff_m, shape_m = model_grid(affine_in, data.shape, model.info.plans.voxel_size_mm)
-    same = shape_m == tuple(data.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
-    x = intensity_normalise(data if same else resample_to_grid(data, affine_in, aff_m, shape_m, order=1))
+    same = shape_m == tuple(canon.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
+    x = intensity_normalise(canon if same else resample_to_grid(canon, affine_in, aff_m, shape_m, order=1))
     predictor = model.predictor()
     try:
         samples = predictor.sample(torch.from_numpy(x)[None], acq.tensor().float(), n=n_samples, seed=seed,
@@ -138,13 +141,13 @@ def segment_scan(path: str | Path, *, hint: str | None, models: ModelChooser, n_
     if same:
         labels = samples.labels.numpy()
     else:
-        probs = resample_to_grid(probs, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL)
-        labels = resample_to_grid(votes, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL).argmax(0)
-    labels = labels.astype(np.uint8)
-    native_ml = voxel_volume_ml(affine_in)
+        probs = resample_to_grid(probs, aff_m, affine_in, canon.shape, order=1, cval=BACKGROUND_FILL)
+        labels = resample_to_grid(votes, aff_m, affine_in, canon.shape, order=1, cval=BACKGROUND_FILL).argmax(0)
+    labels = from_canonical(labels.astype(np.uint8), ornt)  # back to the input's storage order
+    probs = from_canonical(np.moveaxis(probs, 0, -1), ornt)
     volumes = volume_summary(samples.volumes_ml(voxel_volume_ml(aff_m)), calibration=model.info.calibration,
                              kind=model.kind,
                              label_map_ml={t: float((labels == v).sum()) * native_ml for t, v in TISSUES.items()})
-    return ScanResult(image=data, img=img, labels=labels, probabilities=np.moveaxis(probs, 0, -1).astype(np.float32),
+    return ScanResult(image=data, img=img, labels=labels, probabilities=probs.astype(np.float32),
                       acquisition=acq, model=model, in_distribution=inside, warnings=warnings, volumes=volumes,
                       n_samples=samples.n, seconds=time.perf_counter() - t0)

@@ -26,6 +26,7 @@ import numpy as np
 
 from physeg.cli.errors import UsageError
 from physeg.data.acquisition import SIDECAR_KEYS, Acquisition
+from physeg.io_safety import atomic_write
 from physeg.study.derivatives import write_json_atomic, write_text_atomic
 
 #: Multiplies the normalised simulated signal (values ≈ 0–2) in the written images.
@@ -70,10 +71,8 @@ def simulated_study(root: str | Path, *, subjects: Sequence[Any], protocols: Seq
             image = simulate(torch.as_tensor(subject.maps), sequence=proto.sequence, params=params,
                              mask=subject.mask)[0, 0].numpy() * INTENSITY_SCALE
             path = scan_path(root, subject_id=subject.subject_id, protocol=proto)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp_{path.name}")
-            nib.save(nib.Nifti1Image(image.astype(np.float32), np.asarray(subject.affine, float)), str(tmp))
-            tmp.replace(path)
+            out = nib.Nifti1Image(image.astype(np.float32), np.asarray(subject.affine, float))
+            atomic_write(path, lambda tmp, out=out: nib.save(out, str(tmp)))
             write_json_atomic(path.with_name(path.name.replace(".nii.gz", ".json")), proto.sidecar())
             paths.append(path)
     write_json_atomic(root / "dataset_description.json",
