@@ -207,3 +207,24 @@ def test_folder_of_images(study, tmp_path):
     rc = main(["segment", str(folder), "--model", str(study["models"]["MPRAGE"]), "-o", str(tmp_path / "o"), "-n", "2",
                "--no-progress"])
     assert rc == 0 and len(pd.read_csv(tmp_path / "o" / "volumes.tsv", sep="\t")) == 2 * 3
+
+
+def test_flipped_storage_gives_the_same_labels(study, tmp_path):
+    """A scan stored with its first axis flipped (affine to match) is segmented to the same labels, flipped."""
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids, ignore=shutil.ignore_patterns("derivatives", "sub-02", "sub-03", "sub-04",
+                                                                       "ses-2", "ses-3"))
+    src = bids / "sub-01/ses-1/anat/sub-01_ses-1_acq-MPRAGE_T1w.nii.gz"
+    img = nib.load(str(src))
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = img.shape[0] - 1
+    dst = bids / "sub-05/ses-1/anat/sub-05_ses-1_acq-MPRAGE_T1w.nii.gz"
+    dst.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine @ flip), str(dst))
+    shutil.copy(src.with_name(src.name.replace(".nii.gz", ".json")), dst.with_name(dst.name.replace(".nii.gz", ".json")))
+    run = segment_study(bids, models=[f"MPRAGE={study['models']['MPRAGE']}"], n_samples=2, device="cpu",
+                        progress=False, output=tmp_path / "d")
+    assert len(run.segmented) == 2
+    a = np.asarray(nib.load(str(tmp_path / "d/sub-01/ses-1/anat/sub-01_ses-1_acq-MPRAGE_dseg.nii.gz")).dataobj)
+    b = np.asarray(nib.load(str(tmp_path / "d/sub-05/ses-1/anat/sub-05_ses-1_acq-MPRAGE_dseg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(a, b[::-1])
