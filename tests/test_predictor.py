@@ -74,18 +74,27 @@ def test_deterministic_sample_is_the_argmax_of_the_logits():
     assert torch.equal(pred.labels(_image(), THETA)[0], logits[0].argmax(0))
 
 
-def test_aleatoric_samples_are_one_forward_pass_and_the_majority_of_their_label_maps():
+def test_aleatoric_samples_are_one_forward_pass_and_the_majority_of_their_label_maps(monkeypatch):
+    from physeg.inference import aleatoric
+
     net = StubAleatoric()
     pred = Predictor(net, patch_size=SHAPE, overlap=0.25)
     x, n = _image(), 9
     f, sigma = pred.logits(x, sigma=True)
     calls_one_pass = net.calls
     net.calls = 0
+    monkeypatch.setattr(aleatoric, "BLOCK_ELEMENTS", n * 500)  # blocks of 500 voxels: 500, 500, 320
     s = pred.sample(x, n=n, generator=torch.Generator().manual_seed(3))
     assert net.calls == calls_one_pass == 1
-    # the same draws by hand: per class, (n, V) standard normals (physeg.models.sampling.logit_noise)
-    g = torch.Generator().manual_seed(3)
-    eps = torch.stack([torch.randn((n, f[0, 0].numel()), generator=g) for _ in range(4)], 1)
+    # the same draws by hand: block j's generator is seeded by the j-th integer drawn from the caller's
+    # generator, and draws per class (n, block) standard normals (physeg.models.sampling.logit_noise)
+    V = f[0, 0].numel()
+    seeds = torch.randint(0, 2 ** 62, (3,), generator=torch.Generator().manual_seed(3)).tolist()
+    eps = []
+    for a, seed in zip(range(0, V, 500), seeds):
+        g = torch.Generator().manual_seed(seed)
+        eps.append(torch.stack([torch.randn((n, min(V, a + 500) - a), generator=g) for _ in range(4)], 1))
+    eps = torch.cat(eps, 2)
     noisy = f.reshape(1, 4, -1) + sigma.reshape(1, 4, -1) * eps  # (n, C, V)
     labels = noisy.argmax(1)
     assert s.counts.tolist() == [[int((lab == c).sum()) for c in (1, 2, 3)] for lab in labels]
@@ -93,6 +102,20 @@ def test_aleatoric_samples_are_one_forward_pass_and_the_majority_of_their_label_
     majority = one_hot.argmax(0)  # first maximum: lowest class wins ties, as class_argmax
     assert torch.equal(s.labels.long().reshape(-1), majority)
     assert torch.allclose(s.probabilities.reshape(4, -1), torch.softmax(noisy, 1).mean(0), atol=1e-6)
+
+
+def test_aleatoric_samples_do_not_depend_on_the_threads():
+    pred = Predictor(StubAleatoric(), patch_size=SHAPE, overlap=0.25)
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out.append(pred.sample(_image(), n=40, generator=torch.Generator().manual_seed(5)))
+    finally:
+        torch.set_num_threads(before)
+    for s in out[1:]:
+        assert np.array_equal(s.counts, out[0].counts) and torch.equal(s.probabilities, out[0].probabilities)
 
 
 def test_aleatoric_counts_follow_the_sample_logits_distribution():
@@ -106,23 +129,25 @@ def test_aleatoric_counts_follow_the_sample_logits_distribution():
     np.testing.assert_allclose(fused, ref, rtol=0.03)
 
 
-def _fixed_mask(x, p):
-    """A dropout mask that is the same for every sample and window: keep the even channels."""
-    return (torch.arange(x.shape[1]) % 2 == 0).reshape(1, -1, *([1] * (x.ndim - 2))).expand_as(x)
+def _fixed_multiplier(x, p):
+    """Dropout factors that are the same for every sample and window: keep the even channels."""
+    keep = (torch.arange(x.shape[1]) % 2 == 0).reshape(1, -1, *([1] * (x.ndim - 2))).expand_as(x)
+    return keep.to(x.dtype) / (1 - p)
 
 
 def test_epistemic_batched_equals_sequential_given_the_same_masks(monkeypatch):
     from physeg.models import sampling
 
-    monkeypatch.setattr(sampling, "dropout_keep_mask", _fixed_mask)
+    monkeypatch.setattr(sampling, "dropout_multiplier", _fixed_multiplier)
     net = _net("epistemic")
     x, n = _image(), 5
     s = Predictor(net, patch_size=8, overlap=0.25, copies=2, sw_batch_size=3).sample(x, THETA, n=n, seed=0)
-    # the old loop: one sliding-window pass at a time, softmax accumulated per pass
+    # the old loop: one sliding-window pass at a time, softmax accumulated per pass (same CPU layout)
+    from physeg.inference.layout import inference_layout
     from physeg.models.sampling import mc_dropout
 
     probs, counts = 0, []
-    with torch.no_grad(), mc_dropout(net):
+    with torch.no_grad(), mc_dropout(net), inference_layout(net, device=torch.device("cpu")):
         for _ in range(n):
             lg = sliding_window_inference(x[None], (8, 8, 8), 8, lambda w: net.heads(w, THETA[None])["logits"],
                                           overlap=0.25, mode="gaussian")
@@ -173,12 +198,68 @@ def test_mc_dropout_masks_are_bernoulli(p):
     assert torch.equal(drop(x), x)
 
 
+def test_dropout_multiplier_bits_are_independent_fair_coins_in_any_layout():
+    from physeg.models.sampling import dropout_multiplier
+
+    torch.manual_seed(0)
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        x = torch.randn(4, 8, 20, 20, 20).contiguous(memory_format=fmt)
+        m = dropout_multiplier(x, 0.5)
+        assert m.shape == x.shape and m.is_contiguous(memory_format=fmt)
+        assert set(torch.unique(m).tolist()) == {0.0, 2.0}
+        keep = (m > 0).permute(0, 2, 3, 4, 1).reshape(-1) if fmt is torch.channels_last_3d else (m > 0).reshape(-1)
+        n = keep.numel()  # in memory order: element i is bit i % 8 of byte i // 8
+        assert abs(keep.double().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
+        for lag in (1, 7, 8):  # neighbouring bits of one byte, and the same bit of the next byte
+            both = (keep[:-lag] & keep[lag:]).double().mean().item()
+            assert abs(both - 0.25) < 4 * (0.1875 / n) ** 0.5
+        for bit in range(8):  # every bit position of the byte is a fair coin
+            assert abs(keep[bit::8].double().mean().item() - 0.5) < 4 * (0.25 / (n / 8)) ** 0.5
+    y = x[:, :, 1:]  # neither contiguous nor channels-last: factors laid out as the shape
+    assert dropout_multiplier(y, 0.5).shape == y.shape
+    odd = torch.ones(13)  # not a multiple of 8 elements
+    assert dropout_multiplier(odd, 0.5).shape == (13,)
+    # the module under mc_dropout computes x * factors
+    drop = nn.Dropout(0.5).eval()
+    from physeg.models.sampling import mc_dropout
+
+    with mc_dropout(drop):
+        torch.manual_seed(1)
+        y = drop(x)
+    torch.manual_seed(1)
+    assert torch.equal(y, x * dropout_multiplier(x, 0.5))
+
+
 def test_windows_per_call_change_speed_not_logits():
+    # the channels-last group norm (physeg.inference.layout) accumulates per channel in float32: the batch
+    # composition moves the logits by float32 rounding (~1e-6 relative), nothing more
     net = _net()
     ref = Predictor(net, patch_size=8, overlap=0.25).logits(_image(), THETA)
     for sw in (1, 3, 100):
         out = Predictor(net, patch_size=8, overlap=0.25, sw_batch_size=sw).logits(_image(), THETA)
-        assert torch.allclose(out, ref, atol=1e-6)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_layout_is_the_same_network_function():
+    from physeg.inference.layout import inference_layout
+
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(channels=(8, 16), physics="early+late", sequence="MPRAGE",
+                                      uncertainty="aleatoric")).eval()
+    x, p = torch.rand(3, 1, 16, 16, 16), THETA[None].expand(3, 1)
+    with torch.no_grad():
+        ref = net.heads(x, p)
+        ref64 = {k: v.double() for k, v in ref.items()}
+        with inference_layout(net, device=torch.device("cpu")):
+            fast = net.heads(x, p)
+            assert fast["logits"].is_contiguous(memory_format=torch.channels_last_3d)
+        for k in ("logits", "sigma", "features"):
+            torch.testing.assert_close(fast[k].double(), ref64[k], rtol=1e-4, atol=1e-4)
+        # on exit the modules are as they were: the plain forward again, bit for bit
+        assert torch.equal(net.heads(x, p)["logits"], ref["logits"])
+        assert not any("forward" in vars(m) for m in net.modules())
+        with inference_layout(net, device=torch.device("meta")):  # other devices: untouched
+            assert not any("forward" in vars(m) for m in net.modules())
 
 
 def test_class_argmax_matches_argmax_first_maximum():

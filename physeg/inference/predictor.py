@@ -15,9 +15,9 @@ Monte-Carlo samples (paper §2.4), :meth:`Predictor.sample`
     * **aleatoric** models: ONE forward pass gives the logits :math:`f` and
       :math:`\sigma`; sample :math:`t` is :math:`\hat y_t = \arg\max_c (f_c + \sigma_c
       \varepsilon_{t,c})`, :math:`\varepsilon \sim N(0, 1)` drawn by
-      :func:`physeg.models.sampling.logit_noise`. The argmax is fused per
-      class (a running maximum over the classes), so the ``(n, C, *S)`` tensor
-      of noisy logits is never built when only volumes are wanted;
+      :func:`physeg.models.sampling.logit_noise`, in voxel blocks that each
+      take all :math:`n` samples (:mod:`physeg.inference.aleatoric`: cache-sized
+      buffers, blocks on several threads, results independent of the threads);
     * **epistemic** models: :math:`n` passes with Monte-Carlo dropout
       (:func:`physeg.models.sampling.mc_dropout`), batched: ``copies``
       copies of the image go through the sliding window together (each copy
@@ -28,9 +28,14 @@ Monte-Carlo samples (paper §2.4), :meth:`Predictor.sample`
     map, and (``maps=True``) the mean class probabilities
     :math:`\bar p_c = \frac1n\sum_t \mathrm{softmax}(\hat x_t)_c`.
 
+CPU layout
+    Every network call runs inside :func:`physeg.inference.layout.inference_layout`
+    (on CPU: instance norms as channels-last group norms, so the convolutions
+    run channels-last; the same function up to float32 rounding).
+
 Random numbers
-    Aleatoric noise comes from ``generator`` (CPU generator: the same numbers
-    on any device). Dropout masks come from torch's default generator of the
+    Aleatoric noise comes from ``generator`` (through per-block seeds drawn
+    from it; a CPU generator gives the same numbers on any device). Dropout masks come from torch's default generator of the
     model's device; ``seed`` seeds it inside :func:`torch.random.fork_rng`, so
     the caller's random stream is left as it was.
 
@@ -50,8 +55,10 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from physeg.inference.samples import SampleTally, Samples, class_argmax  # noqa: F401  (re-exported)
-from physeg.models.sampling import logit_noise, mc_dropout
+from physeg.inference.aleatoric import aleatoric_tallies
+from physeg.inference.layout import inference_layout
+from physeg.inference.samples import SampleTally, Samples, class_argmax, reduce_tallies  # noqa: F401  (re-exported)
+from physeg.models.sampling import mc_dropout
 
 #: Bytes of float32 work buffers per voxel and aleatoric sample that a chunk of samples may use in all.
 CHUNK_BUDGET_BYTES: float = 2.5e8
@@ -187,7 +194,7 @@ class Predictor:
 
         def window(w: torch.Tensor):
             p = None if params is None else params.expand(w.shape[0], -1)
-            with amp:
+            with amp, inference_layout(self.net, device=device):
                 out = self.net.heads(w, p)
             return (out["logits"].float(), out["sigma"].float()) if sigma else out["logits"].float()
 
@@ -256,35 +263,12 @@ class Predictor:
 
     def _aleatoric(self, x: torch.Tensor, params, *, n: int, generator: torch.Generator | None,
                    maps: bool) -> Samples:
-        """One forward pass, ``n`` noisy logit maps ``f + σ ε`` reduced per class (module docstring)."""
+        """One forward pass, ``n`` noisy logit maps ``f + σ ε`` in voxel blocks (:mod:`physeg.inference.aleatoric`)."""
         logits, sigma = self.logits(x, params, sigma=True)
-        C, shape = logits.shape[1], logits.shape[2:]
-        f, sd = logits[0].reshape(C, 1, -1), sigma[0].reshape(C, 1, -1)
-        V = f.shape[-1]
-        size = min(n, aleatoric_chunk(V))
-        # maps: every class's noisy logits stay for the softmax; volumes only: one reused buffer
-        z = torch.empty((C if maps else 1, size, V), dtype=f.dtype, device=f.device)
-        best = torch.empty((size, V), dtype=f.dtype, device=f.device)
-        idx = torch.empty((size, V), dtype=torch.uint8, device=f.device)
-        tally = SampleTally(n_classes=C, voxels=V, device=f.device, maps=maps)
-        for a, b in _chunks(n, size):
-            k = b - a
-            idx[:k].zero_()
-            for c in range(C):
-                buf = z[c if maps else 0, :k]
-                logit_noise((k, V), generator=generator, like=f, out=buf)
-                buf.mul_(sd[c]).add_(f[c])
-                if c == 0:
-                    best[:k].copy_(buf)
-                else:
-                    idx[:k].masked_fill_(buf > best[:k], c)
-                    torch.maximum(best[:k], buf, out=best[:k])
-            prob_sum = None
-            if maps:  # softmax over classes, stabilised by the running maximum
-                e = z[:, :k].sub_(best[:k]).exp_()
-                prob_sum = (e / e.sum(0)).sum(1)
-            tally.add(idx[:k], prob_sum)
-        return tally.result("aleatoric", shape)
+        C = logits.shape[1]
+        counts, votes, prob_sum = aleatoric_tallies(logits[0].reshape(C, -1), sigma[0].reshape(C, -1), n=n,
+                                                    generator=generator, maps=maps)
+        return reduce_tallies("aleatoric", counts, votes, prob_sum, logits.shape[2:])
 
     def _cpu_call_windows(self) -> int:
         """Windows whose first-level feature map (float32) fits :data:`CPU_CALL_BYTES` (at least 1)."""

@@ -85,11 +85,18 @@ class SampleTally:
             self.prob_sum += prob_sum
 
     def result(self, kind: str, shape: Sequence[int]) -> Samples:
-        counts = torch.cat(self.counts).numpy().astype(np.int64)
-        if not self.maps:
-            return Samples(kind=kind, counts=counts)
-        n = counts.shape[0]
-        votes = (self.votes.float() / n).reshape(-1, *shape)
-        labels = class_argmax(votes[None])[0].to(torch.uint8)
-        probs = (self.prob_sum / n).reshape(-1, *shape)
-        return Samples(kind=kind, counts=counts, votes=votes.cpu(), labels=labels.cpu(), probabilities=probs.cpu())
+        return reduce_tallies(kind, torch.cat(self.counts), self.votes if self.maps else None, self.prob_sum, shape)
+
+
+def reduce_tallies(kind: str, counts: torch.Tensor, votes: torch.Tensor | None, prob_sum: torch.Tensor | None,
+                   shape: Sequence[int]) -> Samples:
+    """:class:`Samples` from tissue counts ``(n, 3)``, and vote counts and summed probabilities ``(C, V)``
+    (``None``: volumes only): vote fractions, their argmax (majority vote) and mean probabilities."""
+    counts = counts.cpu().numpy().astype(np.int64)
+    if votes is None:
+        return Samples(kind=kind, counts=counts)
+    n = counts.shape[0]
+    fractions = (votes.float() / n).reshape(-1, *shape)
+    labels = class_argmax(fractions[None])[0].to(torch.uint8)
+    probs = (prob_sum / n).reshape(-1, *shape)
+    return Samples(kind=kind, counts=counts, votes=fractions.cpu(), labels=labels.cpu(), probabilities=probs.cpu())
