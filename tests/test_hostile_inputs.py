@@ -403,3 +403,46 @@ def test_dying_kernel_names_the_notebook(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert rc == 1 and last.startswith("physeg paper: error: ") and "01_dies.py" in last, err
+
+
+#: Another process "training" a model folder: holds the folder's lock (what model_lock takes on rank 0,
+#: through physeg.io_safety alone, so the child starts fast), then marks the folder finished.
+HOLDER = """
+import json, sys, time
+from pathlib import Path
+from physeg.io_safety import folder_lock
+folder = Path(sys.argv[1])
+with folder_lock(folder, what="model folder"):
+    print("locked", flush=True)
+    time.sleep(2.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "finished.json").write_text(json.dumps({"model": "Baseline", "by": "the first process"}))
+"""
+
+
+def test_second_training_of_one_model_waits_and_reuses(tmp_path, monkeypatch, caplog):
+    import os
+    import subprocess
+    import sys
+
+    from physeg.profiles import get_profile
+    from physeg.training import orchestrate
+    from physeg.training.parallel import TrainingJob
+
+    monkeypatch.setenv("PHYSEG_CACHE", str(tmp_path / "cache"))
+    smoke = get_profile("smoke")
+    job = TrainingJob("Baseline", "MPRAGE", None)
+    folder = orchestrate.model_folder("Baseline", profile=smoke, sequence="MPRAGE")
+    monkeypatch.setattr(orchestrate, "_volumes", lambda profile: {"train": [], "val": []})
+    monkeypatch.setattr(orchestrate, "_shared", lambda profile, sequence: {})
+    monkeypatch.setattr(orchestrate, "train_model", lambda *a, **k: pytest.fail("trained the folder twice"))
+    other = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PHYSEG_CACHE": str(tmp_path / "cache")})
+    try:
+        assert other.stdout.readline().strip() == "locked"
+        with caplog.at_level("WARNING"):
+            summary = orchestrate.train_one(job, profile=smoke)
+    finally:
+        other.wait(60)
+    assert summary == {"model": "Baseline", "by": "the first process"}
+    assert "another physeg run holds the model folder" in caplog.text
