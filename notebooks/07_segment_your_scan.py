@@ -11,37 +11,48 @@
 # ---
 
 # %% [markdown]
-# # 07 — Segment your own scan
+# # 07 — Segment your own scans: a BIDS study
 #
 # The models of notebook 03 are usable on any MPRAGE or SPGR brain image whose
-# acquisition parameters are known. This page goes through the two commands a
-# user needs, on a held-out test subject of the cohort so that we can compare
-# with its Physics Gold Standard (PGS):
+# acquisition parameters are known. People who segment scans usually have many
+# of them, from several sites and protocols, in a BIDS dataset. This page is the
+# walk-through of that case, on simulated scans of the cohort's held-out test
+# subjects so that every volume can be compared with the subject's Physics Gold
+# Standard (PGS):
 #
-# 1. `physeg simulate` turns quantitative maps into an image, with the
-#    parameters in a BIDS JSON sidecar (`InversionTime` in seconds);
-# 2. `physeg segment` reads the image and its sidecar, checks units and the
-#    sequence, resamples to the model's voxel size, runs the model with
-#    Monte-Carlo samples and resamples the result back to the input grid.
-#
-# What each command logs (on stderr in a terminal) is printed under its cell.
+# 1. a small BIDS dataset: every test subject "scanned" in four sessions with
+#    mixed protocols (MPRAGE and SPGR, inside and outside the training range),
+#    each image with its JSON sidecar;
+# 2. **one command** segments the whole study and writes a BIDS derivatives
+#    dataset: label maps, probabilities, a per-scan record, a QC figure per scan,
+#    the study table `volumes.tsv`, `failures.tsv` and an offline HTML report;
+#    with `--protocol-card`, the model's expected bias and CoV at each protocol;
+# 3. `physeg consistency` compares the scans of the same subject: per-tissue
+#    CoV, ICC and Bland–Altman plots.
 #
 # On the command line this page is
 #
 # ```bash
-# physeg simulate --bids COHORT --subject sub-23 --sequence MPRAGE --ti 0.9 0.3 -o sims/
-# physeg segment sims/sim-001_MPRAGE.nii.gz sims/sim-002_MPRAGE.nii.gz \
-#     --model MODEL_FOLDER --calibration calibration.json -o seg/
+# physeg segment BIDS_ROOT --model MPRAGE=MPRAGE_MODEL --model SPGR=SPGR_MODEL --protocol-card --profile demo
+# physeg consistency BIDS_ROOT/derivatives/physeg
 # ```
 #
-# The tissue volume of each Monte-Carlo sample $s$ is
-# $V_s = N_s \, v$ with $N_s$ the voxel count of the tissue and $v$ the voxel
-# volume; the table reports the interquartile range of the $V_s$, recalibrated
-# on the validation subjects (Eaton-Rosen et al. 2018) when notebook 05 has
-# fitted a calibration:
+# (single images and folders of images go through the same command, see the README).
 #
-# $$ \mathrm{IQR} = \left[\hat F^{-1}(p_\mathrm{lo}),\ \hat F^{-1}(p_\mathrm{hi})\right],
-#    \qquad \text{raw: } p_\mathrm{lo} = 0.25,\ p_\mathrm{hi} = 0.75 . $$
+# **Volumes and intervals.** For each Monte-Carlo sample $s$ of a scan the tissue
+# volume is $V_s = N_s\,v$, with $N_s$ the voxel count of the tissue and $v$ the
+# voxel volume. The reported volume (`GM_ml` in `volumes.tsv`; `volume_ml` for
+# single images) is the **sample median**; the 50 % and 95 % intervals come from
+# the same samples, **recalibrated** on the validation subjects (Eaton-Rosen et
+# al. 2018) when notebook 05 has fitted a calibration, so that they cover the
+# truth at their nominal rate:
+#
+# $$ I_c = \left[\hat F^{-1}(p^{\mathrm{lo}}_c),\ \hat F^{-1}(p^{\mathrm{hi}}_c)\right],
+#    \qquad \text{raw: } p^{\mathrm{lo}}_c = \tfrac{1-c}{2},\ p^{\mathrm{hi}}_c = \tfrac{1+c}{2}. $$
+#
+# `label_map_ml` is the volume of the written label map (the majority vote of the
+# same samples, on the input grid): it is *not* the median of the sample volumes,
+# and is kept for reference.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -49,118 +60,167 @@ profile = "smoke"
 # %% tags=["hide-input"]
 import json
 import logging
+import shutil
 import sys
 
-import matplotlib.pyplot as plt
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from IPython.display import display
+from IPython.display import Image, display
 
-from physeg.evaluation import runs as ev
 from physeg.cli import main as physeg
 from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.evaluation import runs as ev
 from physeg.evaluation.metrics import volumes_ml
-from physeg.training.orchestrate import train_all
-from physeg.paths import cache_root
-from physeg.profiles import get_profile
 from physeg.inference.calibration_io import calibration_to_json
+from physeg.paths import hashed_dir
+from physeg.profiles import get_profile
+from physeg.study.simulated import Protocol, simulated_study
+from physeg.training.orchestrate import train_all
 
 # The commands' log messages (stderr in a terminal) are part of this page's story: print them with the outputs.
 logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 prof = get_profile(profile)
-MODEL, SEQUENCE = "Phys-Strat-Aug-Epistemic", "MPRAGE"
-work = cache_root() / "segment_your_scan" / prof.name
-bids = build_cohort(prof, progress=False)
-subject_id = cohort_split(prof)["test"][0]
+MODEL = "Phys-Strat-Aug-Epistemic"
+PROTOCOLS = (
+    Protocol("1", "MPRAGE", {"TI": 0.9}),                          # inside the training range
+    Protocol("2", "MPRAGE", {"TI": 0.3}),                          # outside (TI < 0.6 s)
+    Protocol("3", "SPGR", {"TR": 0.030, "TE": 0.005, "FA": 25.0}),  # inside
+    Protocol("4", "SPGR", {"TR": 0.030, "TE": 0.005, "FA": 8.0}),   # outside (FA < 15°)
+)
+cohort = build_cohort(prof, progress=False)
+subjects = [load_subject(cohort, sid) for sid in cohort_split(prof)["test"]]
 folders = ev.model_folders(train_all(prof, progress=False))  # cached by notebook 03
-model_dir = folders[(MODEL, SEQUENCE)]
-print(f"test subject {subject_id}; model {model_dir}")
+work = hashed_dir("study_walkthrough", {"profile": prof.to_dict(), "model": MODEL,
+                                        "models": sorted(str(folders[(MODEL, s)]) for s in ("MPRAGE", "SPGR")),
+                                        "protocols": [(p.session, p.sequence, dict(p.values)) for p in PROTOCOLS]})
+print(f"test subjects {[s.subject_id for s in subjects]}; work folder {work}")
 
 # %% [markdown]
-# ## 1. Simulate two MPRAGE scans of a held-out subject
+# ## 1. The models, with their interval calibration
 #
-# TI = 0.9 s lies inside the training range (0.6–1.2 s); TI = 0.3 s lies
-# outside it, so `physeg segment` will flag that image as out of distribution.
+# One model per sequence. The calibration comes from the uncertainty evaluation
+# (notebook 05, cached) and is stored as `calibration.json` in a copy of each
+# model folder, where `physeg segment` finds it (the trained folders in the
+# cache are left as notebook 03 wrote them).
 
 # %%
-sims = work / "sims"
-rc = physeg(["simulate", "--bids", str(bids), "--subject", subject_id, "--sequence", SEQUENCE,
-             "--ti", "0.9", "0.3", "--output", str(sims), "--force"])
+cal = ev.run_uncertainty(prof, folders=folders).calibration
+models = {}
+for seq in ("MPRAGE", "SPGR"):
+    src, dst = folders[(MODEL, seq)], work / "models" / seq
+    if not (dst / "best.pt").is_file():
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("plans.json", "best.pt", "integrity.json"):  # integrity.json: sha256 checked before use
+            if (src / name).is_file():
+                shutil.copy2(src / name, dst / name)
+    for key in (MODEL, MODEL.removesuffix("-Epistemic")):  # rows are keyed by the base model name
+        if not cal.empty and ((cal.model == key) & (cal.sequence == seq)).any():
+            calibration_to_json(cal, dst / "calibration.json", model=key, sequence=seq)
+            break
+    models[seq] = dst
+    print(f"{seq}: {src.name}, calibration: {'yes' if (dst / 'calibration.json').is_file() else 'none'}")
+
+# %% [markdown]
+# ## 2. A BIDS dataset of simulated scans
+#
+# Every test subject at every protocol: `sub-XX/ses-N/anat/sub-XX_ses-N_acq-SEQ_T1w.nii.gz`
+# with a sidecar holding the parameters in BIDS units (seconds, degrees). Built
+# once; a re-run of this page reuses it.
+
+# %%
+bids = work / "bids"
+if not (bids / "dataset_description.json").is_file():
+    simulated_study(bids, subjects=subjects, protocols=PROTOCOLS)
+scans = sorted(bids.glob("sub-*/ses-*/anat/*_T1w.nii.gz"))
+print(f"{len(scans)} scans, e.g. {scans[-1].relative_to(bids)}")
+print(json.dumps(json.loads(scans[-1].with_name(scans[-1].name.replace(".nii.gz", ".json")).read_text())))
+
+# %% [markdown]
+# ## 3. Segment the study: one command
+#
+# The scans' sequences and parameters come from their sidecars; each scan goes to
+# the model of its sequence. A scan outside the model's training range is
+# segmented anyway and flagged (`OoD`). A scan that fails (a damaged file, a
+# missing sidecar) would be listed in `failures.tsv` and the report while the
+# others go on; scans whose outputs are current are skipped, so re-running this
+# cell does no work.
+
+# %%
+rc = physeg(["segment", str(bids), "--model", f"MPRAGE={models['MPRAGE']}", "--model", f"SPGR={models['SPGR']}",
+             "--samples", str(prof.n_uncertainty_samples), "--protocol-card", "--profile", prof.name,
+             "--no-progress"])
 assert rc == 0, f"physeg exited with {rc} (message above)"
-images = sorted(sims.glob(f"sim-*_{SEQUENCE}.nii.gz"))
-print(json.dumps(json.loads(images[0].with_name(images[0].name.replace(".nii.gz", ".json")).read_text()), indent=1))
+deriv = bids / "derivatives" / "physeg"
+print(sorted(p.name for p in deriv.iterdir()))
 
 # %% [markdown]
-# ## 2. Segment them
+# ## 4. The study table and the report
 #
-# The calibration comes from the uncertainty evaluation (notebook 05, cached);
-# it is written to a JSON file that `physeg segment --calibration` reads.
+# One row per scan. The volumes are sample medians with their 50 % and 95 %
+# intervals; `*_sd_epistemic_ml` is the spread of the Monte-Carlo dropout samples
+# (this model samples epistemic uncertainty only: the aleatoric column is empty).
+# The protocol card gives, for the scan's protocol, the model's mean volume error
+# against the PGS on the simulated test subjects (`card_bias_pct`) and the CoV of
+# the volume when each parameter moves by ±10 % (`card_cov_pct`). The same table,
+# flagged scans first, with the QC figures, is `report.html` in the derivatives
+# folder (static, offline).
 
 # %%
-unc = ev.run_uncertainty(prof, folders=folders)
-cal_args = []
-cal = unc.calibration
-for key in (MODEL, MODEL.removesuffix("-Epistemic")):  # rows are keyed by the base model name
-    if not cal.empty and ((cal.model == key) & (cal.sequence == SEQUENCE)).any():
-        cal_file = calibration_to_json(cal, work / "calibration.json", model=key, sequence=SEQUENCE)
-        cal_args = ["--calibration", str(cal_file)]
-        break
-print("calibration:", cal_args or "none (uncalibrated intervals)")
-
-out = work / "segmentation"
-rc = physeg(["segment", *map(str, images), "--model", str(model_dir), "--output", str(out),
-             "--samples", str(prof.n_uncertainty_samples), "--force", "--no-progress", *cal_args])
-assert rc == 0, f"physeg exited with {rc} (message above)"
-doc = json.loads((out / "volumes.json").read_text())
-for im in doc["images"]:
-    print(f"{im['image'].split('/')[-1]}: {im['parameters']}  in distribution: {im['in_distribution']}")
-    for w in im["warnings"]:
-        print("  WARNING:", w)
+table = pd.read_csv(deriv / "volumes.tsv", sep="\t")
+cols = ["participant_id", "session_id", "protocol", "flags", "GM_ml", "GM_p50_low_ml", "GM_p50_high_ml",
+        "GM_p95_low_ml", "GM_p95_high_ml", "GM_sd_epistemic_ml", "GM_card_bias_pct", "GM_card_cov_pct",
+        "calibrated_50"]
+display(table[cols].round(2))
 
 # %% [markdown]
-# ## 3. Volumes with intervals, beside the PGS
-#
-# `volume_ml` is counted on the output label map; `median_ml` and the IQR come
-# from the Monte-Carlo samples. The PGS volume is the reference the models were
-# trained against.
-
-# %%
-subject = load_subject(bids, subject_id)
-pgs = volumes_ml(subject.pgs, subject.voxel_volume_ml)
-table = pd.read_csv(out / "volumes.tsv", sep="\t")
-table["pgs_ml"] = table["tissue"].map(pgs)
-table["inside_iqr"] = (table.pgs_ml >= table.iqr_low_ml) & (table.pgs_ml <= table.iqr_high_ml)
-display(table.round(2))
-
-# %% [markdown]
-# ## 4. Overlay
-#
-# Middle axial slice: the simulated image, the label map of `physeg segment`
-# and the PGS (GM red, WM blue, CSF green).
+# Each scan's QC figure: three orthogonal slices through the brain with the
+# labels (GM red, WM blue, CSF green), its volumes and intervals in the title.
+# Here the out-of-distribution MPRAGE of the first subject:
 
 # %% tags=["hide-input"]
-cmap = plt.matplotlib.colors.ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.6), (0.2, 0.4, 0.9, 0.6),
-                                             (0.2, 0.8, 0.3, 0.6)])
-z = subject.pgs.shape[2] // 2
-fig, axes = plt.subplots(1, len(images) + 1, figsize=(4 * (len(images) + 1), 4))
-for ax, img in zip(axes, images):
-    data = np.asarray(nib.load(str(img)).dataobj)
-    labels = np.asarray(nib.load(str(out / img.name.replace(".nii.gz", "_dseg.nii.gz"))).dataobj)
-    ax.imshow(data[:, :, z].T, cmap="gray", origin="lower")
-    ax.imshow(labels[:, :, z].T, cmap=cmap, vmin=0, vmax=3, origin="lower", interpolation="nearest")
-    ti = json.loads(img.with_name(img.name.replace(".nii.gz", ".json")).read_text())["InversionTime"]
-    ax.set_title(f"physeg segment, TI = {ti:g} s")
-axes[-1].imshow(np.asarray(nib.load(str(images[0])).dataobj)[:, :, z].T, cmap="gray", origin="lower")
-axes[-1].imshow(subject.pgs[:, :, z].numpy().T, cmap=cmap, vmin=0, vmax=3, origin="lower", interpolation="nearest")
-axes[-1].set_title("PGS")
-for ax in axes:
-    ax.axis("off")
-plt.tight_layout()
-plt.show()
+first_ood = table[~table.in_distribution].iloc[0]
+record = json.loads((deriv / first_ood.scan.replace("_T1w.nii.gz", "_dseg.json")).read_text())
+display(Image(filename=str(deriv / record["qc"])))
 
 # %% [markdown]
-# On the `smoke` profile the model is barely trained, so the labels are rough;
-# the point here is the chain: files in, files and an honest table out. With the
-# `demo` or `paper` profile the out-of-distribution image gets a visibly wider
-# interval.
+# ## 5. Against the Physics Gold Standard
+#
+# The simulated scans have a reference: the subject's PGS volume. Does it lie in
+# the scan's 95 % interval?
+
+# %%
+pgs = {s.subject_id: volumes_ml(s.pgs, s.voxel_volume_ml) for s in subjects}
+rows = []
+for r in table.itertuples():
+    for t in ("GM", "WM", "CSF"):
+        ref = pgs[r.participant_id][t]
+        lo, hi = getattr(r, f"{t}_p95_low_ml"), getattr(r, f"{t}_p95_high_ml")
+        rows.append({"protocol": r.protocol, "tissue": t, "pgs_ml": ref, "median_ml": getattr(r, f"{t}_ml"),
+                     "inside_95": lo <= ref <= hi})
+check = pd.DataFrame(rows)
+display(check.groupby(["protocol", "tissue"], sort=False)
+        .agg(pgs_ml=("pgs_ml", "mean"), median_ml=("median_ml", "mean"), inside_95=("inside_95", "mean")).round(2))
+
+# %% [markdown]
+# ## 6. Consistency of repeated scans
+#
+# Every subject was scanned four times, with four protocols. An
+# acquisition-invariant segmenter gives the same volumes each time: low CoV,
+# ICC close to 1, Bland–Altman differences close to 0 (here between each
+# subject's first two sessions, both MPRAGE).
+
+# %%
+rc = physeg(["consistency", str(deriv), "--force"])
+assert rc == 0, f"physeg exited with {rc} (message above)"
+display(pd.read_csv(deriv / "consistency" / "consistency.tsv", sep="\t").round(3))
+
+# %% tags=["hide-input"]
+display(Image(filename=str(deriv / "consistency" / "bland_altman.png")))
+
+# %% [markdown]
+# On the `smoke` profile the models are barely trained, so labels and volumes are
+# rough and with two test subjects the ICC says little; the point here is the
+# chain: a BIDS dataset in, BIDS derivatives, a study table with calibrated
+# intervals and a report out. With the `demo` or `paper` profile the
+# out-of-distribution scans get visibly wider intervals and the protocol cards
+# show where the model's volumes drift.
