@@ -24,7 +24,8 @@ from .equations import EPS_S, MPRAGE_TAU_S, MPRAGE_TD_S
 from .layer import NORMALISATION_CLIP, NORMALISATION_PERCENTILE, simulate
 from .parameters import check_sequence, sample_parameters
 
-__all__ = ["naive_simulate", "time_call", "benchmark_simulation", "format_results"]
+__all__ = ["naive_simulate", "time_call", "benchmark_simulation", "format_results", "benchmark_artefacts",
+           "format_artefact_results", "ARTEFACT_CASES"]
 
 
 def naive_simulate(maps: np.ndarray, *, sequence: str, params: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -132,4 +133,63 @@ def format_results(results: list[dict]) -> str:
             f"{1e3 * r['copy_s']:8.1f} {1e3 * r['naive_s']:9.1f} {r['copy_ratio']:10.2f} {r['signal_copy_ratio']:11.2f} "
             f"{r['naive_speedup']:11.1f} {r['max_abs_diff']:9.2e}"
         )
+    return "\n".join(lines)
+
+
+#: Artefact settings timed by :func:`benchmark_artefacts` (ranges as in :class:`~physeg.simulation.Artefacts`).
+ARTEFACT_CASES: dict[str, dict] = {
+    "b1": {"b1": (0.2, 0.3)},
+    "noise": {"snr": (20.0, 40.0)},
+    "b1+noise": {"b1": (0.2, 0.3), "snr": (20.0, 40.0)},
+}
+
+
+def benchmark_artefacts(
+    maps: torch.Tensor, mask: torch.Tensor, *, n: int = 4, sequences: Sequence[str] = ("MPRAGE", "SPGR"),
+    rounds: int = 7, seed: int = 0,
+) -> list[dict]:
+    """Layer with physics artefacts vs without, and without vs a memory copy, interleaved per round (CPU).
+
+    Each round times, back to back, the copy (``torch.clone`` of the maps and of
+    an output-sized tensor), the layer without artefacts and the layer with each
+    case of :data:`ARTEFACT_CASES` (fixed draws); the ratios are taken *within*
+    a round and their median over ``rounds`` is reported, so that the load of a
+    shared machine cancels. One dict per sequence and case: ``on_off`` (with /
+    without artefacts), ``off_copy`` (layer / copy) and the median times in s.
+    """
+    from .artefacts import Artefacts
+    from .layer import simulate
+
+    out_like = torch.empty((n, 1, *maps.shape[1:]), dtype=maps.dtype)
+    rows = []
+    for seq in sequences:
+        params = sample_parameters(seq, n, generator=torch.Generator().manual_seed(seed), dtype=maps.dtype)
+        draws = {k: Artefacts(**v).draw(n, generator=torch.Generator().manual_seed(seed + 1), dtype=maps.dtype)
+                 for k, v in ARTEFACT_CASES.items()}
+        times: dict[str, list[float]] = {k: [] for k in ("copy", "off", *draws)}
+        for r in range(rounds + 1):  # round 0 warms up (and fills the field-basis cache)
+            t = {"copy": time_call(lambda: (maps.clone(), out_like.clone()), repeats=1)}
+            t["off"] = time_call(lambda: simulate(maps, sequence=seq, params=params, mask=mask), repeats=1)
+            for k, d in draws.items():
+                t[k] = time_call(lambda: simulate(maps, sequence=seq, params=params, mask=mask, artefacts=d), repeats=1)
+            if r:
+                for k, v in t.items():
+                    times[k].append(v)
+        off_copy = statistics.median(o / c for o, c in zip(times["off"], times["copy"]))
+        for k in draws:
+            rows.append(dict(sequence=seq, case=k, threads=torch.get_num_threads(), n=n,
+                             shape=tuple(maps.shape[1:]), rounds=rounds,
+                             on_off=statistics.median(a / o for a, o in zip(times[k], times["off"])),
+                             off_copy=off_copy, on_s=statistics.median(times[k]),
+                             off_s=statistics.median(times["off"]), copy_s=statistics.median(times["copy"])))
+    return rows
+
+
+def format_artefact_results(rows: list[dict]) -> str:
+    """Plain-text table of :func:`benchmark_artefacts` rows."""
+    lines = [f"{'sequence':8s} {'threads':>7s} {'case':9s} {'off ms':>8s} {'on ms':>8s} {'copy ms':>8s} "
+             f"{'on/off':>7s} {'off/copy':>8s}"]
+    for r in rows:
+        lines.append(f"{r['sequence']:8s} {r['threads']:7d} {r['case']:9s} {1e3 * r['off_s']:8.1f} "
+                     f"{1e3 * r['on_s']:8.1f} {1e3 * r['copy_s']:8.1f} {r['on_off']:7.2f} {r['off_copy']:8.2f}")
     return "\n".join(lines)
