@@ -153,8 +153,6 @@ def simulate(
     -------
     torch.Tensor
         ``(N, C, X, Y, Z)`` (C = 1 for ``"default"``), dtype and device of ``maps``, finite.
-    MPRAGE and SPGR without artefacts take the fused kernels below; the rest the
-    registry path (:mod:`physeg.simulation.generic`).
     """
     sequence = check_sequence(sequence)
     _check_sign(sign)
@@ -177,17 +175,23 @@ def simulate(
     support, gathered, dense = _support(flat, v=v)
     if sequence not in ("MPRAGE", "SPGR") or (artefacts is not None and artefacts.active):
         gathered = gathered if gathered.shape[0] == 3 else flat.index_select(1, support)
-        if sequence in ("MPRAGE", "SPGR"):
-            out = simulate_fused(gathered, support, sequence=sequence, params=params, spatial=spatial, mask=mask,
-                                 sign=sign, artefacts=artefacts, percentile=percentile, clip_range=job.clip_range,
-                                 block=job.block)
-            return out.view(n, 1, *spatial)
-        out = simulate_registry(gathered, support, sequence=sequence, params=params, spatial=spatial, mask=mask,
-                                outputs=outputs, sign=sign, artefacts=artefacts, percentile=percentile,
-                                clip_range=job.clip_range)
-        return out.view(n, -1, *spatial)
+        return _physics_path(gathered, support, mask, job, spatial=spatial, outputs=outputs,
+                             artefacts=artefacts).view(n, -1, *spatial)
     out = _simulate_dense(flat, support, mask, job) if dense else _simulate_sparse(gathered, support, mask, job, v=v)
     return out.view(n, 1, *spatial)
+
+
+def _physics_path(gathered: torch.Tensor, support: torch.Tensor, mask: torch.Tensor | None, job: "_Job", *,
+                  spatial: tuple[int, ...], outputs: str, artefacts: ArtefactDraw | None) -> torch.Tensor:
+    """MPRAGE/SPGR with artefacts: fused kernels; anything else: the registry equations
+    (:mod:`physeg.simulation.generic`). ``(N, C, V)``. MPRAGE and SPGR without artefacts never come here."""
+    if job.sequence in ("MPRAGE", "SPGR"):
+        return simulate_fused(gathered, support, sequence=job.sequence, params=job.params, spatial=spatial,
+                              mask=mask, sign=job.sign, artefacts=artefacts, percentile=job.percentile,
+                              clip_range=job.clip_range, block=job.block)
+    return simulate_registry(gathered, support, sequence=job.sequence, params=job.params, spatial=spatial, mask=mask,
+                             outputs=outputs, sign=job.sign, artefacts=artefacts, percentile=job.percentile,
+                             clip_range=job.clip_range)
 
 
 @dataclass(frozen=True)
