@@ -219,6 +219,8 @@ def provenance_record(profile: Any, *, inputs: FreezeInputs, files: list[str]) -
                 "devices": sorted({h.get("device", "?") for h in inputs.notebooks.values()}),
                 "dates_utc": sorted({h.get("date_utc", "?") for h in inputs.notebooks.values()})},
         "machine": records.machine(), "precision": precision,
+        "machine_note": "machine is recorded at the freeze (the same machine when frozen right after the run); "
+                        "run.devices are the executed notebooks' own device lines",
         "wall_time": stage_times(inputs), "frozen_utc": utc_now(), "files": files,
     }
 
