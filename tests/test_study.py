@@ -228,3 +228,18 @@ def test_flipped_storage_gives_the_same_labels(study, tmp_path):
     a = np.asarray(nib.load(str(tmp_path / "d/sub-01/ses-1/anat/sub-01_ses-1_acq-MPRAGE_dseg.nii.gz")).dataobj)
     b = np.asarray(nib.load(str(tmp_path / "d/sub-05/ses-1/anat/sub-05_ses-1_acq-MPRAGE_dseg.nii.gz")).dataobj)
     np.testing.assert_array_equal(a, b[::-1])
+
+
+def test_group_level_leaves_out_scans_no_longer_in_the_dataset(study, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids, ignore=shutil.ignore_patterns("derivatives", "sub-02", "sub-04", "ses-3"))
+    kw = dict(models=[f"MPRAGE={study['models']['MPRAGE']}"], n_samples=1, device="cpu", progress=False,
+              output=tmp_path / "d")
+    assert len(segment_study(bids, **kw).failed) == 1  # sub-03's corrupt scan
+    shutil.rmtree(bids / "sub-01" / "ses-2")
+    shutil.rmtree(bids / "sub-03")
+    segment_study(bids, analysis_level="group", **kw)
+    table = pd.read_csv(tmp_path / "d" / "volumes.tsv", sep="\t")
+    assert list(table["session_id"]) == ["ses-1"]
+    assert pd.read_csv(tmp_path / "d" / "failures.tsv", sep="\t").empty
+    assert (tmp_path / "d/sub-01/ses-2/anat/sub-01_ses-2_acq-MPRAGE_dseg.nii.gz").is_file()  # files stay

@@ -132,13 +132,21 @@ def run_participants(scans: list[Scan], *, out: Path, models: ModelChooser, n_sa
         log.info("%s %s", scan.relative, "current: skipped" if skipped else "segmented")
 
 
-def run_group(out: Path, *, wide_interval: float = WIDE_INTERVAL, card_profile=None, device: str = "auto",
-              progress: bool = False) -> dict[str, Path]:
-    """The group level: ``volumes.tsv``, ``failures.tsv``, ``report.html`` from the records in ``out``."""
+def run_group(out: Path, *, bids_root: Path, wide_interval: float = WIDE_INTERVAL, card_profile=None,
+              device: str = "auto", progress: bool = False) -> dict[str, Path]:
+    """The group level: ``volumes.tsv``, ``failures.tsv``, ``report.html`` from the records in ``out``.
+
+    Records and failures of scans no longer in the BIDS dataset are left out (their files stay).
+    """
     from physeg.study.report import write_report
     from physeg.study.table import study_table, write_study_tables
 
-    records, failures = dv.read_records(out), dv.read_failures(out)
+    recs = dv.read_records(out)
+    records = [r for r in recs if (bids_root / str(r.get("scan"))).is_file()]
+    failures = [f for f in dv.read_failures(out) if (bids_root / str(f.get("scan"))).is_file()]
+    if len(records) < len(recs):
+        log.warning("%d records in %s are of scans no longer in %s: left out of the table", len(recs) - len(records),
+                    out, bids_root)
     cards = None
     if card_profile is not None:
         from physeg.study.protocol_card import protocol_cards
@@ -188,6 +196,6 @@ def segment_study(bids_root: str | Path, *, output: str | Path | None = None, mo
     if chooser is not None:
         run_participants(scans, out=out, models=chooser, n_samples=n_samples, seed=seed, progress=progress, run=run)
     if analysis_level != "participant":
-        run.files = run_group(out, wide_interval=wide_interval, card_profile=card_profile, device=device,
-                              progress=progress)
+        run.files = run_group(out, bids_root=bids_root, wide_interval=wide_interval, card_profile=card_profile,
+                              device=device, progress=progress)
     return run
