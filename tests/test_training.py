@@ -77,16 +77,32 @@ def test_dice_per_tissue():
 def test_validation_cov_edge_cases_and_score():
     assert validation.validation_cov([10.0, 12.0, 14.0]) == pytest.approx(2.0 / 12.0)  # sample SD / mean
     assert validation.validation_cov([5.0]) == validation.COV_SINGLE_REALISATION == 0.0
-    assert validation.validation_cov([0.0, 0.0]) == validation.COV_TISSUE_NEVER_SEGMENTED == 1.0
+    assert validation.validation_cov([0.0, 0.0]) == validation.COV_TISSUE_NEVER_SEGMENTED == 0.0
     # two realisations of one subject: GM stable, WM changes, CSF never segmented
     segs = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 0]])
     truth = torch.tensor([1, 1, 2, 2])
     dices, covs = validation._subject_scores(segs, truth)
     assert dices["GM"] == [1.0, 1.0] and dices["WM"] == [1.0, pytest.approx(2 / 3)] and dices["CSF"] == [1.0, 1.0]
-    assert covs["GM"] == 0.0 and covs["WM"] == pytest.approx(0.7071067811865476 / 1.5) and covs["CSF"] == 1.0
+    assert covs["GM"] == 0.0 and covs["WM"] == pytest.approx(0.7071067811865476 / 1.5) and covs["CSF"] == 0.0
     s = validation.summarise_validation({k: v for k, v in dices.items()}, {k: [v] for k, v in covs.items()})
     assert s["score"] == pytest.approx(s["val_dice_mean"] - s["val_cov_mean"])
-    assert s["val_cov_mean"] == pytest.approx((0.0 + 0.7071067811865476 / 1.5 + 1.0) / 3)
+    assert s["val_cov_mean"] == pytest.approx((0.0 + 0.7071067811865476 / 1.5 + 0.0) / 3)
+
+
+def test_dropping_a_tissue_is_not_scored_worse_than_a_few_consistent_voxels_of_it():
+    truth = torch.tensor([[1] * 6 + [2] * 6 + [3] * 6] * 2)
+    few = truth.clone()
+    few[:, 12:] = 1
+    few[:, 12] = 3  # one CSF voxel in every realisation, the rest of the CSF called GM
+    none = truth.clone()
+    none[:, 12:] = 1
+    none[:, :1] = 2  # and slightly better GM/WM elsewhere: the better map overall
+    scores = {}
+    for name, segs in {"few": few, "none": none}.items():
+        dices, covs = zip(*[validation._subject_scores(s[None], t) for s, t in zip(segs, truth)])
+        merged = {k: sum((d[k] for d in dices), []) for k in dices[0]}
+        scores[name] = validation.summarise_validation(merged, {k: [c[k] for c in covs] for k in covs[0]})["score"]
+    assert abs(scores["few"] - scores["none"]) < 0.2  # no jump of 1/3 between one CSF voxel and none
 
 
 def test_plans_record_the_typed_training_settings():
