@@ -68,3 +68,29 @@ display(Markdown(cl.summary_prose(claims)))
 # %% tags=["hide-input"]
 written = seeds.write_csv_tables({"claims": claims}, build_root() / "results" / prof.name)
 print(f"written {written['claims']}")
+
+# %% [markdown]
+# ## Reference results
+#
+# The verdicts of this run beside those of the committed reference run
+# (`results/reference/claims.csv`, frozen by `physeg reference freeze`) and the
+# same criteria applied to the paper's own Tables 1–2 (claims 1–3; "n/a"
+# where the paper gives no table). The banner says where the reference came
+# from and whether it is stale.
+
+# %% tags=["hide-input"]
+from physeg.profiles import PROFILES
+from physeg.reference import compare, records
+from physeg.reference import status as ref_status
+
+reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
+                                        versions=records.code_versions())
+display(Markdown(compare.banner(reference)))
+compare.claims_three_columns(claims, reference.table("claims"), current_label=f"{prof.name} (this run)")
+
+# %% tags=["hide-input"]
+reference_claims = reference.table("claims")
+if reference_claims is not None:
+    display(Markdown("**The reference run's claims, with their evidence:**\n\n" + cl.summary_prose(reference_claims)))
+else:
+    display(Markdown("No reference claims to show (see the banner above)."))

@@ -181,6 +181,7 @@ def test_three_columns_this_run_reference_paper(frozen, isolated_cache):
     both = compare.claims_three_columns(claims_now, st.table("claims"), current_label="now")
     assert list(both.columns) == ["claim", "statement", "now", "reference", "paper"]
     assert list(both["claim"]) == [1, 2, 3, 4, 5] and (both["reference"] != "–").all()
+    assert (both["paper"].iloc[3:] == "n/a").all()  # no paper table for claims 4-5, also when read back from CSV
     assert list(compare.claims_three_columns(claims_now, None, current_label="now")["reference"]) == ["–"] * 5
 
 

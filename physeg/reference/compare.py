@@ -84,7 +84,7 @@ def claims_three_columns(current: pd.DataFrame | None, reference: pd.DataFrame |
     for label, d in ((current_label, current), (REFERENCE_LABEL, reference)):
         verdicts = d.set_index("claim")["verdict"] if d is not None and not d.empty else pd.Series(dtype=object)
         rows[label] = verdicts.reindex(rows.index).fillna("–")
-    rows = rows.rename(columns={"paper_numbers": PAPER_LABEL})
+    rows = rows.rename(columns={"paper_numbers": PAPER_LABEL}).fillna({PAPER_LABEL: "n/a"})  # CSV reads "n/a" as NaN
     return rows[["statement", current_label, REFERENCE_LABEL, PAPER_LABEL]].sort_index().reset_index()
 
 
@@ -94,11 +94,12 @@ def _provenance_line(prov: dict) -> str:
     total = wall.get("notebooks_total_s")
     dirty = " (dirty checkout)" if prov.get("dirty") else ""
     run_commits = ", ".join(prov.get("run", {}).get("commits", [])) or "?"
+    precision = ", ".join(sorted({p.split(":")[0] for p in prov.get("precision") or []})) or "?"
     return (f"profile `{prov.get('profile')}` (settings hash `{prov.get('profile_hash')}`), run at commit(s) "
             f"`{run_commits}`, frozen at `{prov.get('commit')}`{dirty} on {prov.get('frozen_utc')}; "
             f"machine {machine.get('cpu_model')}, {machine.get('cpu_cores')} cores"
             + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
-            + f", torch {machine.get('torch')}, precision {', '.join(prov.get('precision') or ['?'])}"
+            + f", torch {machine.get('torch')}, precision {precision}"
             + (f"; notebooks' wall time {total / 3600:.2f} h" if total else ""))
 
 
