@@ -135,6 +135,47 @@ class Profile:
         return {**d, **{f"training.{k}": v for k, v in training.items()}}
 
 
+_DEMO = Profile(
+    name="demo",
+    voxel_size_mm=4.0,
+    n_train=18,
+    n_val=2,
+    n_test=5,
+    patch_size=32,
+    channels=(8, 16, 32, 64),
+    training=TrainingConfig(
+        batch_size=4,
+        learning_rate=3e-3,
+        max_epochs=8,
+        steps_per_epoch=18,
+        patience=7,
+        n_pregenerated=8,
+        aleatoric_passes=10,
+        strat_weight=1.0,
+        lr_schedule="poly",
+        warmup_fraction=0.05,
+        dice_weight=1.0,
+        val_every_epochs=2,
+    ),
+    n_val_realisations=3,
+    n_test_iod=10,
+    n_test_ood=10,
+    n_uncertainty_samples=10,
+    sw_overlap=0.25,
+    n_uncertainty_images=1,
+    seeds=(0, 1),
+    notes=(
+        "Laptop CPU; two training seeds (the seed-to-seed spread is measured, not assumed); models trained "
+        "side by side, one process per core; uncertainty on 1 grid image per subject/sequence/distribution with "
+        "10 samples each (MC dropout over whole volumes is the CPU bottleneck); 144 steps at lr 3e-3 with 5 % "
+        "warm-up and poly decay instead of the paper's constant 1e-4, plus a soft-Dice term (weight 1) beside the "
+        "cross-entropy for the rare CSF; validation every 2 epochs. This budget does NOT converge: "
+        "benchmarks/convergence.py (Phys-Strat-Aug MPRAGE, one seed) gives validation Dice GM/WM/CSF "
+        "0.82/0.86/0.39 after 144 steps and 0.92/0.91/0.67 only after 600, about 4x the demo's training time; "
+        "2 of the 4 validation subjects with 3 realisations each to keep validation cheap."
+    ),
+)
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
@@ -161,46 +202,7 @@ PROFILES: dict[str, Profile] = {
         sw_overlap=0.25,
         notes="CI: checks that everything runs, not the science.",
     ),
-    "demo": Profile(
-        name="demo",
-        voxel_size_mm=4.0,
-        n_train=18,
-        n_val=2,
-        n_test=5,
-        patch_size=32,
-        channels=(8, 16, 32, 64),
-        training=TrainingConfig(
-            batch_size=4,
-            learning_rate=3e-3,
-            max_epochs=8,
-            steps_per_epoch=18,
-            patience=7,
-            n_pregenerated=8,
-            aleatoric_passes=10,
-            strat_weight=1.0,
-            lr_schedule="poly",
-            warmup_fraction=0.05,
-            dice_weight=1.0,
-            val_every_epochs=2,
-        ),
-        n_val_realisations=3,
-        n_test_iod=10,
-        n_test_ood=10,
-        n_uncertainty_samples=10,
-        sw_overlap=0.25,
-        n_uncertainty_images=1,
-        seeds=(0, 1),
-        notes=(
-            "Laptop CPU; two training seeds (the seed-to-seed spread is measured, not assumed); models trained "
-            "side by side, one process per core; uncertainty on 1 grid image per subject/sequence/distribution with "
-            "10 samples each (MC dropout over whole volumes is the CPU bottleneck); 144 steps at lr 3e-3 with 5 % "
-            "warm-up and poly decay instead of the paper's constant 1e-4, plus a soft-Dice term (weight 1) beside the "
-            "cross-entropy for the rare CSF; validation every 2 epochs. This budget does NOT converge: "
-            "benchmarks/convergence.py (Phys-Strat-Aug MPRAGE, one seed) gives validation Dice GM/WM/CSF "
-            "0.82/0.86/0.39 after 144 steps and 0.92/0.91/0.67 only after 600, about 4x the demo's training time; "
-            "2 of the 4 validation subjects with 3 realisations each to keep validation cheap."
-        ),
-    ),
+    "demo": _DEMO,
     # reference: the largest run estimated to fit about 2-2.5 h on 2 idle CPU cores, every claim testable.
     # Estimate (CPU seconds of one thread, measured 2026-11-25 at demo size, 4 mm, channels 8-16-32-64:
     # 0.65 s per training step (benchmarks/convergence.py: 95 s for 144 steps, and a direct CPU-time
@@ -215,39 +217,16 @@ PROFILES: dict[str, Profile] = {
     #   total ~ 14 500 CPU s; two worker processes of one thread each (physeg.training.parallel) ~ 2 h wall.
     # 10 images per cell (the wish) would add ~7900 CPU s (~1.3 h); 5 is the smallest number for which
     # claim 5(c) (Spearman rho on 50 images per sequence x tissue) can detect |rho| = 0.5 at power 0.8.
-    "reference": Profile(
+    "reference": dataclasses.replace(
+        _DEMO,
         name="reference",
-        voxel_size_mm=4.0,
-        n_train=18,
-        n_val=2,
-        n_test=5,
-        patch_size=32,
-        channels=(8, 16, 32, 64),
-        training=TrainingConfig(
-            batch_size=4,
-            learning_rate=3e-3,
-            max_epochs=8,
-            steps_per_epoch=18,
-            patience=7,
-            n_pregenerated=8,
-            aleatoric_passes=10,
-            strat_weight=1.0,
-            lr_schedule="poly",
-            warmup_fraction=0.05,
-            dice_weight=1.0,
-            val_every_epochs=2,
-        ),
-        n_val_realisations=3,
-        n_test_iod=10,
-        n_test_ood=10,
         n_uncertainty_samples=50,
-        sw_overlap=0.25,
         seeds=(0, 1, 2),
         n_uncertainty_images=5,
         notes=(
             "CPU reference between demo and paper: the demo's network and recipe (4 mm, 144 steps), three training "
             "seeds (claims 1-3 testable), 50 aleatoric + 50 epistemic samples on 5 grid images per subject, "
-            "sequence and distribution (claim 5(c) powered); estimated 2.5 h on 2 idle CPU cores "
+            "sequence and distribution (claim 5(c) powered); estimated 2 h on 2 idle CPU cores "
             "(see the comment above this entry in physeg/profiles.py)."
         ),
     ),
