@@ -17,7 +17,10 @@ Untrained networks with the profile's widths on a volume of the profile's
 grid size (timing does not depend on the weights). After a warm-up, each of
 ``--repeats`` rounds times every variant back to back; times are the minimum
 over the rounds, ratios the median of the per-round ratios (a shared machine's
-load changes between rounds, much less within one).
+load changes between rounds, much less within one). Wall and process CPU time
+(all threads) are both reported: on a loaded machine the CPU-time ratio is
+the steadier one, but it counts the aleatoric noise threads' work that the
+wall time overlaps.
 
     python benchmarks/uncertainty.py [--profile demo] [--device cpu|cuda] [--n 50] [--repeats 3] [--threads 2]
 
@@ -41,15 +44,15 @@ from physeg.profiles import get_profile
 MNI_BOX_MM = (197, 233, 189)
 
 
-def _timed(fn, repeats: int, sync) -> float:
-    """Minimum wall time of ``repeats`` calls of ``fn``."""
+def _timed(fn, repeats: int, sync) -> tuple[float, float]:
+    """Minimum wall time and minimum process CPU time (all threads) of ``repeats`` calls of ``fn``."""
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    return min(t[0] for t in times), min(t[1] for t in times)
 
 
 def run(profile_name: str, device: str, n: int, repeats: int) -> dict:
@@ -85,10 +88,12 @@ def run(profile_name: str, device: str, n: int, repeats: int) -> dict:
     rounds = [{k: _timed(fn, r, sync) for k, (fn, r) in variants.items()} for _ in range(repeats)]
     out = {"profile": profile_name, "device": str(dev), "threads": torch.get_num_threads(), "grid": shape,
            "n_samples": n, "repeats": repeats}
-    out.update({f"{k}_s": min(r[k] for r in rounds) for k in variants})
+    out.update({f"{k}_s": min(r[k][0] for r in rounds) for k in variants})
+    out.update({f"{k}_cpu_s": min(r[k][1] for r in rounds) for k in variants})
     for k, ref in (("aleatoric_samples", "forward"), ("aleatoric_samples", "forward_aleatoric_model"),
                    ("aleatoric_samples_with_maps", "forward"), ("epistemic_samples", "forward")):
-        out[f"{k}_per_{ref}"] = float(np.median([r[k] / r[ref] for r in rounds]))
+        out[f"{k}_per_{ref}"] = float(np.median([r[k][0] / r[ref][0] for r in rounds]))
+        out[f"{k}_per_{ref}_cpu"] = float(np.median([r[k][1] / r[ref][1] for r in rounds]))
     out["epistemic_s_per_sample"] = out["epistemic_samples_s"] / n
     return out
 
@@ -111,12 +116,14 @@ def main(argv=None) -> int:
               f"aleatoric model (logits + sigma): {r['forward_aleatoric_model_s']:.3f} s")
         print(f"  {r['n_samples']} aleatoric samples, volumes: {r['aleatoric_samples_s']:.3f} s "
               f"= {r['aleatoric_samples_per_forward']:.2f}x forward (goal <= 1.5x; "
-              f"{r['aleatoric_samples_per_forward_aleatoric_model']:.2f}x the aleatoric model's own forward)")
+              f"{r['aleatoric_samples_per_forward_aleatoric_model']:.2f}x the aleatoric model's own forward; "
+              f"CPU time {r['aleatoric_samples_per_forward_cpu']:.2f}x)")
         print(f"  {r['n_samples']} aleatoric samples + label map + probabilities: "
               f"{r['aleatoric_samples_with_maps_s']:.3f} s "
               f"= {r['aleatoric_samples_with_maps_per_forward']:.2f}x forward")
         print(f"  {r['n_samples']} epistemic samples (MC dropout): {r['epistemic_samples_s']:.3f} s "
-              f"= {r['epistemic_samples_per_forward']:.1f}x forward (goal <= 50x), "
+              f"= {r['epistemic_samples_per_forward']:.1f}x forward (goal <= 50x; CPU time "
+              f"{r['epistemic_samples_per_forward_cpu']:.1f}x), "
               f"{r['epistemic_s_per_sample']:.3f} s/sample")
         print(json.dumps(r))
     return 0

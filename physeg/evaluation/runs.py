@@ -66,7 +66,8 @@ from physeg.profiles import Profile
 #:    (Predictor) and the MC-dropout masks come from sampling.dropout_keep_mask: other draws of
 #:    the same distribution, so the epistemic samples change (segmentation and aleatoric do not).
 #: 5: the cache is CSV/JSON/npz (:mod:`physeg.evaluation.cache_io`), never a pickle.
-EVALUATION_VERSION = "5"
+#: 6: predictor CPU layout (group norms, channels-last: logits move by float32 rounding), aleatoric noise per voxel block.
+EVALUATION_VERSION = "6"
 RESULT_COLUMNS: tuple[str, ...] = (
     "subject", "sequence", "model", "distribution", "param_index", "params", "tissue",
     "dice", "volume_ml", "pgs_volume_ml",
