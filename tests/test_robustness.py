@@ -23,7 +23,9 @@ def test_conditions_are_one_artefact_at_a_time():
 
 
 def test_config_sizes_per_profile():
-    assert rb.config_for(get_profile("smoke")) == rb.RobustnessConfig(1, 2, 2)
+    smoke = rb.config_for(get_profile("smoke"))
+    assert (smoke.n_subjects, smoke.n_images) == (1, 2)
+    assert [c[1] for c in rb.conditions(smoke)] == [0.0, 0.3, 0.6, 10.0]  # the largest level of each
     paper = get_profile("paper")
     assert rb.config_for(paper).n_subjects == paper.n_test
 

@@ -24,7 +24,7 @@ profile seed, the sequence, the condition and the subject (``seed`` column).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -47,25 +47,30 @@ LEVELS: Mapping[str, tuple[float, ...]] = {
 
 @dataclass(frozen=True)
 class RobustnessConfig:
-    """Size of the study: test subjects, images per condition (IoD θ of the test grid), MP2RAGE images."""
+    """Size of the study: test subjects, images per condition (IoD θ of the test grid), MP2RAGE images, levels."""
 
     n_subjects: int
     n_images: int
     n_mp2rage: int
+    levels: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(LEVELS))
 
 
 def config_for(profile) -> RobustnessConfig:
-    """Smoke: 1 subject × 2 images; demo: 2 × 3; paper: every test subject × 5."""
-    sizes = {"smoke": (1, 2, 2), "demo": (2, 3, 3)}.get(profile.name, (profile.n_test, 5, 5))
-    return RobustnessConfig(*sizes)
+    """Smoke: 1 subject × 2 images, the largest level of each artefact; demo: 2 × 2, two levels;
+    paper: every test subject × 5, every level of :data:`LEVELS`."""
+    if profile.name == "smoke":
+        return RobustnessConfig(1, 2, 2, {k: v[-1:] for k, v in LEVELS.items()})
+    if profile.name == "demo":
+        return RobustnessConfig(2, 2, 2, {k: v[1:] for k, v in LEVELS.items()})
+    return RobustnessConfig(profile.n_test, 5, 5)
 
 
-def conditions() -> list[tuple[str, float, Any]]:
+def conditions(config: RobustnessConfig | None = None) -> list[tuple[str, float, Any]]:
     """``(kind, level, Artefacts | None)``: the clean images, then each artefact at each level."""
     from physeg.simulation import Artefacts
 
     out: list[tuple[str, float, Any]] = [("clean", 0.0, None)]
-    for kind, levels in LEVELS.items():
+    for kind, levels in (config.levels if config is not None else LEVELS).items():
         for a in levels:
             if kind.startswith("B1"):
                 out.append((kind, a, Artefacts(b1=(a, a))))
@@ -96,7 +101,7 @@ def evaluate_artefacts(profile, models: Mapping[tuple[str, str], Any], subjects:
             continue
         params = test_parameters(profile, sequence, IOD)[: config.n_images]
         for subject in subjects[: config.n_subjects]:
-            for kind, level, art in conditions():
+            for kind, level, art in conditions(config):
                 seed = stable_seed(profile.seed, "robustness", sequence, kind, level, subject.subject_id)
                 g = torch.Generator().manual_seed(seed)
                 draw = None if art is None else art.draw(params.shape[0], generator=g)
