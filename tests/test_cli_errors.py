@@ -141,7 +141,18 @@ def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["pgs", "--pd", "x.nii.gz"])  # --output is required
     assert info.value.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == ["physeg pgs: error: the following arguments are required: --output/-o "
+                                        "(see physeg pgs --help)"]
+
+
+def test_an_invalid_choice_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--models", "Nope"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1
+    assert lines[0].startswith("physeg train: error: argument --models: invalid choice: 'Nope'")
 
 
 def test_train_negative_workers(capsys):

@@ -279,3 +279,18 @@ def test_epistemic_validation_uses_monte_carlo_votes(monkeypatch):
     det = build_network(identity.network_config(get_model_spec("Baseline"), profile=TINY, sequence="MPRAGE"))
     validation.validate(det, vset, profile=TINY, use_physics=False)
     assert calls == []
+
+
+def test_a_tampered_parent_is_refused_before_fine_tuning(tmp_path):
+    from physeg.io_safety import IntegrityError
+
+    tr, va = subjects()
+    train(tmp_path / "parent", name="Phys-Strat-Aug")
+    best = tmp_path / "parent" / "best.pt"
+    weights = torch.load(best, weights_only=True)
+    weights["out.conv.conv.weight"] += 1.0
+    torch.save(weights, best)
+    with pytest.raises(IntegrityError, match="best.pt"):
+        training.train_model(get_model_spec("Phys-Strat-Aug-Epistemic"), profile=TINY, sequence="MPRAGE",
+                             folder=tmp_path / "child", train_subjects=tr, val_subjects=va, device="cpu",
+                             progress=False, max_epochs=1, init_weights=best)

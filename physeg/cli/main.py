@@ -25,9 +25,21 @@ examples:
 """
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit 2), like every physeg error.
+
+    argparse prints the whole usage block before the message; the usage is one
+    ``--help`` away, so the line says that instead. Sub-command parsers inherit
+    the class (``add_subparsers`` builds them with the parent's class).
+    """
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="physeg",
         description=(
             "Acquisition-invariant brain MRI segmentation with informative "

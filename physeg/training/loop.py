@@ -53,7 +53,8 @@ from physeg.models.registry import ModelSpec
 from physeg.profiles import Profile, TrainingConfig
 from physeg.training.batches import Realisations, TrainingBatches, Volumes
 from physeg.training.checkpoint import (
-    BEST, TrainState, atomic_save, load_checkpoint, restore_checkpoint, save_checkpoint, write_finished,
+    BEST, TrainState, atomic_save, load_checkpoint, load_checkpoint_weights, restore_checkpoint, save_checkpoint,
+    write_finished,
     write_metrics,
 )
 from physeg.training.distributed import (
@@ -142,7 +143,8 @@ def train_model(
                      train_subjects=train_subjects, val_subjects=val_subjects, pregenerated=pregenerated,
                      val_set=val_set)
     if init_weights is not None:
-        run.model.load_state_dict(torch.load(init_weights, map_location=run.device, weights_only=True))
+        # the parent's best.pt, verified against the sha256 its training recorded
+        run.model.load_state_dict(load_checkpoint_weights(Path(init_weights).parent, map_location=run.device))
     state = _resume(run) if resume else TrainState()
     # DDP broadcasts rank 0's weights when wrapping: wrap after the resumed weights are loaded
     net = wrap_model(run.model, device=run.device, world_size=run.world_size)
