@@ -21,7 +21,33 @@ Usage::
     python benchmarks/simulation.py [--repeats 5] [--n 4] [--voxel-size 1] [--threads T]
     python benchmarks/simulation.py --artefacts [--rounds 7] [--voxel-size 1]
 
-Measured (artefacts) -- see ARTEFACT_RESULTS below.
+Measured (artefacts), ``--artefacts --voxel-size 1 --rounds 3``, 2026-11-25 19:56 UTC, on 2 CPU cores
+shared with about six other jobs (load average 12.1 at the start); times are medians, ratios medians of
+per-round ratios::
+
+    sequence threads case        off ms    on ms  copy ms  on/off off/copy
+    MPRAGE         1 b1          3898.9   6652.3   4599.5    2.12     0.91
+    MPRAGE         1 noise       3898.9  10193.5   4599.5    3.50     0.91
+    MPRAGE         1 b1+noise    3898.9  11554.1   4599.5    3.74     0.91
+    SPGR           1 b1          1117.2   2315.2    136.8    2.00     8.16
+    SPGR           1 noise       1117.2   3153.3    136.8    2.77     8.16
+    SPGR           1 b1+noise    1117.2   4401.6    136.8    3.94     8.16
+    MPRAGE         2 b1         14156.0  21737.3   1335.1    1.83    10.60
+    MPRAGE         2 noise      14156.0   7657.3   1335.1    0.91    10.60
+    MPRAGE         2 b1+noise   14156.0  20191.2   1335.1    1.00    10.60
+    SPGR           2 b1         19009.8  45002.2   1755.1    2.61     8.22
+    SPGR           2 noise      19009.8  39092.1   1755.1    2.12     8.22
+    SPGR           2 b1+noise   19009.8  39908.0   1755.1    4.29     8.22
+
+These numbers are dominated by the load (the copy alone varies 30x between rows) and do not
+measure the layer; they are kept because they are what the run gave. The goals (on/off ≤ 1.5 with
+B1+ and noise, off/copy ≤ 1.2) are NOT shown to be met. What is known from the structure of the
+code: B1+ adds one cos (MPRAGE) or a sin and a cos (SPGR) per head voxel and realisation inside the
+cache-blocked kernels (B1+ alone: 2.0-2.6x above); noise needs two Gaussian draws per head voxel and
+one uniform per background voxel and realisation, and the CPU generators (torch's Mersenne Twister,
+NumPy's SFC64 used for the background) cost several times an ``exp`` per value, so noise over the
+whole volume is bounded below by the random-number throughput, not by the equations.
+Rerun on an idle machine before quoting a ratio.
 """
 
 from __future__ import annotations
