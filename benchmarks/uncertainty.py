@@ -25,6 +25,27 @@ wall time overlaps.
     python benchmarks/uncertainty.py [--profile demo] [--device cpu|cuda] [--n 50] [--repeats 3] [--threads 2]
 
 Prints a table and one JSON line per device.
+
+Measured state (2026-11-25, 2-core AMD EPYC VM shared with ~6 sessions, load
+average 11–13 throughout): a ``--repeats 2`` run of this benchmark started at
+19:58 UTC had not finished at 20:47 (it got 5–8% of a core), so no full
+figures from it are recorded here. A shorter check on the same code (commit
+1bef99d plus benchmark edits), through the same predictor calls, 2 threads,
+min of 2 calls, 20:40–20:47 UTC, load ~12::
+
+    one forward (deterministic model):     1.17 s CPU (17.5 s wall)
+    aleatoric model's forward (logits, σ): 1.55 s CPU
+    50 aleatoric samples, volumes only:    1.85 s CPU = 1.58x forward CPU (1.50x wall; goal <= 1.5x)
+
+The aleatoric model's own forward is already 1.33x the deterministic one (its
+σ block runs two more full-resolution convolutions); the 50 draws add about
+0.25x. Their floor is torch's sequential normal generator: 27 M normals
+(50 × 4 classes × 133,574 voxels) at ~4.3 ns each ≈ 115 ms of one core,
+which the voxel blocks spread over the threads. Epistemic (single-thread
+CPU time, earlier the same evening, load ~8): one forward 0.27–0.33 s, one
+MC sample 0.31–0.35 s, i.e. about 55–60x for 50 samples (goal <= 50x): the
+per-sample work is a full forward (the input dropout precedes the first
+convolution, so nothing is shared) plus the dropout factors (~20%).
 """
 
 from __future__ import annotations
