@@ -39,7 +39,24 @@ per-round ratios::
     SPGR           2 noise      19009.8  39092.1   1755.1    2.12     8.22
     SPGR           2 b1+noise   19009.8  39908.0   1755.1    4.29     8.22
 
-These numbers are dominated by the load (the copy alone varies 30x between rows) and do not
+The same at ``--voxel-size 1.5 --rounds 3`` (132 x 156 x 127), 2026-11-25 20:33 UTC, load average 10.0::
+
+    sequence threads case        off ms    on ms  copy ms  on/off off/copy
+    MPRAGE         1 b1           114.0    152.8    103.2    1.34     0.93
+    MPRAGE         1 noise        114.0    395.1    103.2    3.47     0.93
+    MPRAGE         1 b1+noise     114.0    443.6    103.2    3.90     0.93
+    SPGR           1 b1           741.4   1605.7    294.8    1.79     2.52
+    SPGR           1 noise        741.4   2127.5    294.8    2.51     2.52
+    SPGR           1 b1+noise     741.4   2556.3    294.8    3.45     2.52
+    MPRAGE         2 b1          4192.8   5086.8    384.2    0.69    11.95
+    MPRAGE         2 noise       4192.8   4540.1    384.2    0.86    11.95
+    MPRAGE         2 b1+noise    4192.8   8552.0    384.2    1.23    11.95
+    SPGR           2 b1         13980.0  18852.0    456.1    1.30    36.56
+    SPGR           2 noise      13980.0  16312.1    456.1    1.19    36.56
+    SPGR           2 b1+noise   13980.0  14069.1    456.1    1.17    36.56
+
+Only the first rows (MPRAGE, 1 thread, off 114 ms against a 103 ms copy) look like an undisturbed
+measurement: B1+ 1.34x, noise 3.5x, both 3.9x. These numbers are dominated by the load (the copy alone varies 30x between rows) and do not
 measure the layer; they are kept because they are what the run gave. The goals (on/off ≤ 1.5 with
 B1+ and noise, off/copy ≤ 1.2) are NOT shown to be met. What is known from the structure of the
 code: B1+ adds one cos (MPRAGE) or a sin and a cos (SPGR) per head voxel and realisation inside the
