@@ -30,6 +30,8 @@ profile = "smoke"
 import pandas as pd
 from IPython.display import Markdown, display
 
+from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.evaluation import ceiling, diagnosis
 from physeg.evaluation import claims as cl
 from physeg.evaluation import runs as ev
 from physeg.evaluation import seeds
@@ -58,6 +60,21 @@ claims[["claim", "statement", "verdict", "paper_numbers", "profile"]]
 # %% tags=["hide-input"]
 for r in claims.itertuples():
     display(Markdown(f"**Claim {r.claim} — {r.verdict}.** *Criterion:* {r.criterion}.\n\n*Evidence:* {r.evidence}."))
+
+# %% [markdown]
+# ## Why a claim may not reproduce here: what this run can measure
+#
+# A "not reproduced" from under-trained models, or from a difference smaller
+# than retraining noise, says nothing about the paper. Three causes are
+# measured from this run's own tables (`physeg.evaluation.diagnosis`): how far
+# Phys-Strat-Aug still is from the PGS-vs-truth ceiling, how large the
+# seed-to-seed spread is against the steps between ablations, and how many
+# fewer distinct patches the stratified models saw in the same steps.
+
+# %% tags=["hide-input"]
+test_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["test"]]
+pgs_ceiling = ceiling.ceiling_summary(ceiling.pgs_vs_truth(test_subjects))
+display(Markdown(diagnosis.diagnose(per_seed, ceiling=pgs_ceiling, batch_size=prof.training.batch_size)))
 
 # %% [markdown]
 # ## Summary (generated from the table)
