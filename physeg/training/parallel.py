@@ -1,10 +1,11 @@
 """Train independent models side by side: one worker process per core, one thread each.
 
-A small U-Net on a 2-core CPU does not use two threads well: one 32³ step of
-the demo network runs about 1.3× faster on two threads than on one, and many
-times *slower* when another process already occupies a core (the threads wait
-on each other). Two models trained at once, one thread each, keep both cores
-busy and cost each model nothing. The models of a profile are independent,
+A small U-Net gives a second thread little to share, and its threads wait on
+each other when another process holds a core: one 32³ step of the demo network
+took 0.64 s on one thread and 8.1 s on two threads on this project's 2-core
+machine while other jobs loaded it (not the same moment, so an illustration,
+not a ratio). Two models trained at once, one thread each, keep both cores busy
+without either model waiting for the other. The models of a profile are independent,
 except that an epistemic variant starts from its trained deterministic parent
 (:attr:`physeg.models.registry.ModelSpec.init_from`), so a job is submitted
 only once its parent has finished.
