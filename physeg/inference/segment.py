@@ -91,17 +91,8 @@ import torch
 from physeg.cli.errors import RuntimeFailure, UsageError, check_outputs
 from physeg.conventions import LABEL_NAMES, TISSUES
 from physeg.data.acquisition import Acquisition, describe_values, resolve_acquisition
-from physeg.data.nifti import (
-    GeometryLimits,
-    from_canonical,
-    model_grid,
-    nifti_stem,
-    read_volume,
-    resample_to_grid,
-    to_canonical,
-    voxel_volume_ml,
-    write_like,
-)
+from physeg.data.nifti import (GeometryLimits, from_canonical, model_grid, nifti_stem, read_volume, resample_to_grid,
+                               to_canonical, voxel_volume_ml, write_like)
 from physeg.inference.calibration_io import CALIBRATION_FILE, IQR_LEVEL
 from physeg.inference.model_folder import ModelInfo, load_network, pick_device, read_model_info
 from physeg.inference.predictor import Predictor, Samples
@@ -282,7 +273,7 @@ def segment_images(
     return results
 
 
-def _range_warnings(path: Path, *, acq: Acquisition, info: ModelInfo) -> tuple[bool, list[str]]:
+def range_warnings(path: Path, *, acq: Acquisition, info: ModelInfo) -> tuple[bool, list[str]]:
     """Whether θ lies in the model's training box, and the warnings of ``acq`` plus an OoD one."""
     from physeg import simulation
 
@@ -298,13 +289,29 @@ def _range_warnings(path: Path, *, acq: Acquisition, info: ModelInfo) -> tuple[b
     return inside, warnings
 
 
-def _segment_one(path: Path, *, data: np.ndarray, img: nib.Nifti1Image, acq: Acquisition, info: ModelInfo,
-                 predictor: Predictor, n: int, seed: int, out: Path) -> SegmentResult:
-    """Steps 4–8 of the module docstring for one validated image."""
-    inside, warnings = _range_warnings(path, acq=acq, info=info)
-    native_ml = voxel_volume_ml(np.asarray(img.affine, float))
-    data, affine_in, ornt = to_canonical(data, np.asarray(img.affine, float))  # flipped/permuted storage: same array
-    aff_m, shape_m = model_grid(affine_in, data.shape, info.plans.voxel_size_mm)
+@dataclass(frozen=True)
+class InputGridPrediction:
+    """The Monte-Carlo samples of one image, and their label map and probabilities back on the input's grid."""
+
+    samples: Samples
+    #: (X, Y, Z) uint8 labels in the input's storage order (majority vote of the samples).
+    labels: np.ndarray
+    #: (X, Y, Z, classes) mean soft-max probabilities in the input's storage order.
+    probabilities: np.ndarray
+    #: Volume (ml) of one voxel of the model grid (the samples' volumes) and of the label map per tissue.
+    model_voxel_ml: float
+    label_map_ml: dict[str, float]
+
+
+def predict_on_input_grid(path: Path, *, data: np.ndarray, affine: np.ndarray, acq: Acquisition,
+                          predictor: Predictor, voxel_size_mm: float, n: int, seed: int) -> InputGridPrediction:
+    """Steps 4–6 of the module docstring: canonical frame, model grid, samples, and back to the input grid.
+
+    Raises :class:`~physeg.cli.errors.RuntimeFailure` naming ``path`` when inference fails.
+    """
+    native_ml = voxel_volume_ml(np.asarray(affine, float))
+    data, affine_in, ornt = to_canonical(data, np.asarray(affine, float))  # flipped/permuted storage: same array
+    aff_m, shape_m = model_grid(affine_in, data.shape, voxel_size_mm)
     same = shape_m == tuple(data.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
     x = intensity_normalise(data if same else resample_to_grid(data, affine_in, aff_m, shape_m, order=1))
     try:
@@ -322,13 +329,24 @@ def _segment_one(path: Path, *, data: np.ndarray, img: nib.Nifti1Image, acq: Acq
         votes = resample_to_grid(votes, aff_m, affine_in, data.shape, order=1, cval=BACKGROUND_FILL)
         labels = votes.argmax(0)
     labels = from_canonical(labels.astype(np.uint8), ornt)  # back to the input's storage order
+    return InputGridPrediction(
+        samples=samples, labels=labels, probabilities=from_canonical(np.moveaxis(probs, 0, -1), ornt),
+        model_voxel_ml=voxel_volume_ml(aff_m),
+        label_map_ml={t: float((labels == v).sum()) * native_ml for t, v in TISSUES.items()},
+    )
+
+
+def _segment_one(path: Path, *, data: np.ndarray, img: nib.Nifti1Image, acq: Acquisition, info: ModelInfo,
+                 predictor: Predictor, n: int, seed: int, out: Path) -> SegmentResult:
+    """Steps 4–8 of the module docstring for one validated image."""
+    inside, warnings = range_warnings(path, acq=acq, info=info)
+    pred = predict_on_input_grid(path, data=data, affine=img.affine, acq=acq, predictor=predictor,
+                                 voxel_size_mm=info.plans.voxel_size_mm, n=n, seed=seed)
     stem = nifti_stem(path)
-    dseg = write_like(out / f"{stem}_dseg.nii.gz", labels, img, dtype=np.uint8)
-    probseg = write_like(out / f"{stem}_probseg.nii.gz", from_canonical(np.moveaxis(probs, 0, -1), ornt), img,
-                         dtype=np.float32)
-    rows = volume_rows(image_name=path.name, samples_ml=samples.volumes_ml(voxel_volume_ml(aff_m)),
-                       label_map_ml={t: float((labels == v).sum()) * native_ml for t, v in TISSUES.items()},
-                       calibration=info.calibration)
+    dseg = write_like(out / f"{stem}_dseg.nii.gz", pred.labels, img, dtype=np.uint8)
+    probseg = write_like(out / f"{stem}_probseg.nii.gz", pred.probabilities, img, dtype=np.float32)
+    rows = volume_rows(image_name=path.name, samples_ml=pred.samples.volumes_ml(pred.model_voxel_ml),
+                       label_map_ml=pred.label_map_ml, calibration=info.calibration)
     for r in rows:
         r["in_distribution"] = inside
     log.info("%s -> %s, %s", path, dseg, probseg)

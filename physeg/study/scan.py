@@ -33,13 +33,10 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
 
-from physeg.cli.errors import RuntimeFailure
 from physeg.conventions import TISSUES
 from physeg.data.acquisition import Acquisition, resolve_acquisition, sequence_from_sidecar
-from physeg.data.nifti import (from_canonical, model_grid, read_volume, resample_to_grid, sidecar_path,
-                               to_canonical, voxel_volume_ml)
+from physeg.data.nifti import read_volume, sidecar_path
 from physeg.study.models import ModelChooser, StudyModel
 
 #: Interval levels of the study table.
@@ -117,37 +114,18 @@ def segment_scan(path: str | Path, *, hint: str | None, models: ModelChooser, n_
     Raises :class:`~physeg.cli.errors.UsageError` for a bad image, sidecar or
     missing model, :class:`~physeg.cli.errors.RuntimeFailure` when inference fails.
     """
-    from physeg.inference.segment import BACKGROUND_FILL, _range_warnings, intensity_normalise
+    from physeg.inference.segment import predict_on_input_grid, range_warnings
 
     t0 = time.perf_counter()
     path = Path(path)
     data, img = read_volume(path)
     acq = scan_acquisition(path, hint=hint)
     model = models.for_sequence(acq.sequence)
-    inside, warnings = _range_warnings(path, acq=acq, info=model.info)
-    native_ml = voxel_volume_ml(np.asarray(img.affine, float))
-    # flipped/permuted storage: the closest RAS+ frame, as physeg.inference.segment does (same labels either way)
-    canon, affine_in, ornt = to_canonical(data, np.asarray(img.affine, float))
-    aff_m, shape_m = model_grid(affine_in, data.shape, model.info.plans.voxel_size_mm)
-    same = shape_m == tuple(canon.shape) and np.allclose(aff_m, affine_in, atol=1e-4)
-    x = intensity_normalise(canon if same else resample_to_grid(canon, affine_in, aff_m, shape_m, order=1))
-    predictor = model.predictor()
-    try:
-        samples = predictor.sample(torch.from_numpy(x)[None], acq.tensor().float(), n=n_samples, seed=seed,
-                                   generator=torch.Generator().manual_seed(seed))
-    except Exception as exc:  # noqa: BLE001  (inputs were checked: what fails now is a runtime failure)
-        raise RuntimeFailure(f"inference failed on {path} ({exc.__class__.__name__}: {exc})") from exc
-    probs, votes = samples.probabilities.numpy(), samples.votes.numpy()
-    if same:
-        labels = samples.labels.numpy()
-    else:
-        probs = resample_to_grid(probs, aff_m, affine_in, canon.shape, order=1, cval=BACKGROUND_FILL)
-        labels = resample_to_grid(votes, aff_m, affine_in, canon.shape, order=1, cval=BACKGROUND_FILL).argmax(0)
-    labels = from_canonical(labels.astype(np.uint8), ornt)  # back to the input's storage order
-    probs = from_canonical(np.moveaxis(probs, 0, -1), ornt)
-    volumes = volume_summary(samples.volumes_ml(voxel_volume_ml(aff_m)), calibration=model.info.calibration,
-                             kind=model.kind,
-                             label_map_ml={t: float((labels == v).sum()) * native_ml for t, v in TISSUES.items()})
-    return ScanResult(image=data, img=img, labels=labels, probabilities=probs.astype(np.float32),
+    inside, warnings = range_warnings(path, acq=acq, info=model.info)
+    pred = predict_on_input_grid(path, data=data, affine=img.affine, acq=acq, predictor=model.predictor(),
+                                 voxel_size_mm=model.info.plans.voxel_size_mm, n=n_samples, seed=seed)
+    volumes = volume_summary(pred.samples.volumes_ml(pred.model_voxel_ml), calibration=model.info.calibration,
+                             kind=model.kind, label_map_ml=pred.label_map_ml)
+    return ScanResult(image=data, img=img, labels=pred.labels, probabilities=pred.probabilities.astype(np.float32),
                       acquisition=acq, model=model, in_distribution=inside, warnings=warnings, volumes=volumes,
-                      n_samples=samples.n, seconds=time.perf_counter() - t0)
+                      n_samples=pred.samples.n, seconds=time.perf_counter() - t0)
