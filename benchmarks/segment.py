@@ -14,7 +14,7 @@ the per-sample tissue volumes and (now) the majority-vote label map.
   network calls, label maps reduced on the fly, dropout factors from
   :func:`physeg.models.sampling.dropout_multiplier` (one random byte per 8
   elements), network calls inside
-  :func:`physeg.inference.layout.inference_layout` (channels-last
+  :func:`physeg.models.layout.cpu_layout` (channels-last
   convolutions, instance norms as group norms)).
 
 BEFORE calls the network's own forward (``model.heads``), as the old code did;

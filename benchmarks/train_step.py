@@ -5,16 +5,23 @@ batch, L = CE + λ·L_strat) is timed against the Baseline U-Net (no physics, CE
 only) with the same channel widths, patch and batch, in one run, CPU and CUDA
 when available. Goal: ≤ 10 % overhead. Prints one line per device and the ratio.
 
+With ``--layout`` it times instead the training loop's CPU layout
+(:func:`physeg.models.layout.cpu_layout`: instance norms as channels-last group
+norms) against the plain network, Phys-Strat-Aug's network and loss, in one run.
+
     python benchmarks/train_step.py --profile smoke [--steps 10] [--device cpu cuda]
+    python benchmarks/train_step.py --profile demo --layout --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
 
+from physeg.models.layout import cpu_layout
 from physeg.models.losses import segmentation_loss
 from physeg.models.registry import get_model_spec
 from physeg.models.network import build_network, count_parameters
@@ -25,7 +32,7 @@ from physeg.training.identity import network_config
 
 
 def step_time(name: str, *, profile: Profile, device: torch.device, steps: int, warmup: int = 2,
-              patch: int | None = None) -> tuple[float, int]:
+              patch: int | None = None, layout: bool = False) -> tuple[float, int]:
     """Median seconds per optimiser step and parameter count."""
     spec = get_model_spec(name)
     torch.manual_seed(0)
@@ -39,6 +46,14 @@ def step_time(name: str, *, profile: Profile, device: torch.device, steps: int, 
     phys = theta.to(device) if spec.physics != "none" else None
     lam = profile.training.strat_weight if spec.strat_loss else 0.0
     times = []
+    with cpu_layout(model, device=device) if layout else contextlib.nullcontext():
+        _timed_steps(model, opt, x, y, phys, lam=lam, device=device, steps=steps, warmup=warmup, times=times)
+    times.sort()
+    return times[len(times) // 2], count_parameters(model)
+
+
+def _timed_steps(model, opt, x, y, phys, *, lam: float, device: torch.device, steps: int, warmup: int,
+                 times: list[float]) -> None:
     for i in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -52,8 +67,6 @@ def step_time(name: str, *, profile: Profile, device: torch.device, steps: int, 
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2], count_parameters(model)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--patch", type=int, default=None, help="override the profile's patch edge")
     parser.add_argument("--device", nargs="+", default=None, help="default: cpu, and cuda if available")
+    parser.add_argument("--layout", action="store_true", help="time the CPU layout against the plain network")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"profile={profile.name} channels={profile.channels} patch={args.patch or profile.patch_size} "
           f"batch={profile.training.batch_size} threads={torch.get_num_threads()}")
+    if args.layout:
+        return layout_comparison(profile=profile, steps=args.steps, patch=args.patch)
     for dev in devices:
         device = torch.device(dev)
         # interleave the two models to share any drift in machine load
@@ -79,6 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         b, s = min(base), min(phys)
         print(f"{dev}: baseline {b * 1e3:.1f} ms/step ({nb:,} params) | physics+strat {s * 1e3:.1f} ms/step "
               f"({ns:,} params) | ratio {s / b:.3f} (overhead {100 * (s / b - 1):+.1f} %)")
+    return 0
+
+
+def layout_comparison(*, profile: Profile, steps: int, patch: int | None) -> int:
+    """Phys-Strat-Aug training step on CPU, plain vs :func:`cpu_layout`, interleaved, best of 3 medians."""
+    cpu = torch.device("cpu")
+    plain, fast = [], []
+    for _ in range(3):
+        plain.append(step_time("Phys-Strat-Aug", profile=profile, device=cpu, steps=steps, patch=patch)[0])
+        fast.append(step_time("Phys-Strat-Aug", profile=profile, device=cpu, steps=steps, patch=patch,
+                              layout=True)[0])
+    p, f = min(plain), min(fast)
+    print(f"cpu: plain {p * 1e3:.1f} ms/step | cpu_layout {f * 1e3:.1f} ms/step | speed-up {p / f:.2f}x")
     return 0
 
 

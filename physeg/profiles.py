@@ -203,31 +203,36 @@ PROFILES: dict[str, Profile] = {
         notes="CI: checks that everything runs, not the science.",
     ),
     "demo": _DEMO,
-    # reference: the largest run estimated to fit about 2-2.5 h on 2 idle CPU cores, every claim testable.
-    # Estimate (CPU seconds of one thread, measured 2026-11-25 at demo size, 4 mm, channels 8-16-32-64:
-    # 0.65 s per training step (benchmarks/convergence.py: 95 s for 144 steps, and a direct CPU-time
-    # measurement), 0.56 s per whole-volume forward pass, 0.77 s per MC-dropout sample, 1.1 s for 50
+    # reference: the largest run estimated to fit about 2 h on 2 idle CPU cores, every claim testable.
+    # Estimate (CPU seconds of one thread at demo size, 4 mm, channels 8-16-32-64, measured 2026-11-25 on
+    # the 2-core AVX2 EPYC: 0.40 s per training step with the CPU layout (benchmarks/train_step.py
+    # --layout), 0.56 s per whole-volume forward pass, 0.77 s per MC-dropout sample, 1.1 s for 50
     # aleatoric samples):
     #   training   32 models (4 ablations x 2 sequences x 3 seeds + 4 uncertainty variants x 2 sequences)
-    #              x 144 steps x 0.65 s = 3000 s, + validation every 2nd epoch ~ 625 s        ->  3625 s
+    #              x 360 steps x 0.40 s = 4600 s, + 5 validations per model ~ 400 s          ->  5000 s
     #   Tables 1-2 3 seeds x 5 subjects x 2 sequences x 20 images x 4 models x 0.56 s        ->  1350 s
-    #   intervals  (5 test subjects x 2 sequences x 2 distributions x 5 images + 2 val subjects x 3
-    #              x 2 sequences) x 2 models x (50 x 0.77 + 1.1) s                            ->  8870 s
-    #   cohort, PGS, pages                                                                    ->   600 s
-    #   total ~ 14 500 CPU s; two worker processes of one thread each (physeg.training.parallel) ~ 2 h wall.
-    # 10 images per cell (the wish) would add ~7900 CPU s (~1.3 h); 5 is the smallest number for which
-    # claim 5(c) (Spearman rho on 50 images per sequence x tissue) can detect |rho| = 0.5 at power 0.8.
+    #   intervals  (5 test subjects x 2 sequences x 2 distributions x 2 images + 2 val subjects x 3
+    #              x 2 sequences) x 2 models x (50 x 0.77 + 1.1) s                            ->  4100 s
+    #   cohort, PGS, robustness, pages                                                       ->   900 s
+    #   total ~ 11 400 CPU s on two cores ~ 1.7-2 h wall.
+    # 360 steps (2.5x demo): benchmarks/convergence.py gives validation Dice GM/WM/CSF 0.82/0.86/0.39 at
+    # 144 steps and 0.92/0.91/0.67 at 600 (Phys-Strat-Aug MPRAGE, one seed); 600 for all 32 models would
+    # not fit. 2 uncertainty images per cell give claim 5(c) 20 images per sequence x tissue x distribution:
+    # power about 0.6 for |rho| = 0.5 (the claims page states it).
     "reference": dataclasses.replace(
         _DEMO,
         name="reference",
+        training=dataclasses.replace(_DEMO.training, max_epochs=20, val_every_epochs=4),
         n_uncertainty_samples=50,
         seeds=(0, 1, 2),
-        n_uncertainty_images=5,
+        n_uncertainty_images=2,
         notes=(
-            "CPU reference between demo and paper: the demo's network and recipe (4 mm, 144 steps), three training "
-            "seeds (claims 1-3 testable), 50 aleatoric + 50 epistemic samples on 5 grid images per subject, "
-            "sequence and distribution (claim 5(c) powered); estimated 2 h on 2 idle CPU cores "
-            "(see the comment above this entry in physeg/profiles.py)."
+            "CPU reference between demo and paper: the demo's network and recipe at 4 mm, trained 2.5x longer "
+            "(360 steps: lr 3e-3, 5 % warm-up, poly decay, CE + soft Dice), three training seeds (claims 1-3 "
+            "against the seed spread), 50 aleatoric + 50 epistemic samples on 2 grid images per subject, "
+            "sequence and distribution; estimated 2 h on 2 idle CPU cores (see the comment above this entry "
+            "in physeg/profiles.py). Still short of convergence (600 steps reach GM/WM 0.92/0.91 in "
+            "benchmarks/convergence.py)."
         ),
     ),
     "paper": Profile(

@@ -143,11 +143,11 @@ def test_epistemic_batched_equals_sequential_given_the_same_masks(monkeypatch):
     x, n = _image(), 5
     s = Predictor(net, patch_size=8, overlap=0.25, copies=2, sw_batch_size=3).sample(x, THETA, n=n, seed=0)
     # the old loop: one sliding-window pass at a time, softmax accumulated per pass (same CPU layout)
-    from physeg.inference.layout import inference_layout
+    from physeg.models.layout import cpu_layout
     from physeg.models.sampling import mc_dropout
 
     probs, counts = 0, []
-    with torch.no_grad(), mc_dropout(net), inference_layout(net, device=torch.device("cpu")):
+    with torch.no_grad(), mc_dropout(net), cpu_layout(net, device=torch.device("cpu")):
         for _ in range(n):
             lg = sliding_window_inference(x[None], (8, 8, 8), 8, lambda w: net.heads(w, THETA[None])["logits"],
                                           overlap=0.25, mode="gaussian")
@@ -231,7 +231,7 @@ def test_dropout_multiplier_bits_are_independent_fair_coins_in_any_layout():
 
 
 def test_windows_per_call_change_speed_not_logits():
-    # the channels-last group norm (physeg.inference.layout) accumulates per channel in float32: the batch
+    # the channels-last group norm (physeg.models.layout) accumulates per channel in float32: the batch
     # composition moves the logits by float32 rounding (~1e-6 relative), nothing more
     net = _net()
     ref = Predictor(net, patch_size=8, overlap=0.25).logits(_image(), THETA)
@@ -240,8 +240,8 @@ def test_windows_per_call_change_speed_not_logits():
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_inference_layout_is_the_same_network_function():
-    from physeg.inference.layout import inference_layout
+def test_cpu_layout_is_the_same_network_function():
+    from physeg.models.layout import cpu_layout
 
     torch.manual_seed(0)
     net = build_network(NetworkConfig(channels=(8, 16), physics="early+late", sequence="MPRAGE",
@@ -250,14 +250,14 @@ def test_inference_layout_is_the_same_network_function():
     with torch.no_grad():
         ref = net.heads(x, p)
         ref64 = {k: v.double() for k, v in ref.items()}
-        with inference_layout(net, device=torch.device("cpu")):
+        with cpu_layout(net, device=torch.device("cpu")):
             fast = net.heads(x, p)  # (the memory format convolutions choose depends on global backend flags)
         for k in ("logits", "sigma", "features"):
             torch.testing.assert_close(fast[k].double(), ref64[k], rtol=1e-4, atol=1e-4)
         # on exit the modules are as they were: the plain forward again, bit for bit
         assert torch.equal(net.heads(x, p)["logits"], ref["logits"])
         assert not any("forward" in vars(m) for m in net.modules())
-        with inference_layout(net, device=torch.device("meta")):  # other devices: untouched
+        with cpu_layout(net, device=torch.device("meta")):  # other devices: untouched
             assert not any("forward" in vars(m) for m in net.modules())
 
 

@@ -29,7 +29,7 @@ Monte-Carlo samples (paper §2.4), :meth:`Predictor.sample`
     :math:`\bar p_c = \frac1n\sum_t \mathrm{softmax}(\hat x_t)_c`.
 
 CPU layout
-    Every network call runs inside :func:`physeg.inference.layout.inference_layout`
+    Every network call runs inside :func:`physeg.models.layout.cpu_layout`
     (on CPU: instance norms as channels-last group norms, so the convolutions
     run channels-last; the same function up to float32 rounding).
 
@@ -56,7 +56,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from physeg.inference.aleatoric import aleatoric_tallies
-from physeg.inference.layout import inference_layout
+from physeg.models.layout import cpu_layout
 from physeg.inference.samples import SampleTally, Samples, class_argmax, reduce_tallies  # noqa: F401  (re-exported)
 from physeg.models.sampling import mc_dropout
 
@@ -194,7 +194,7 @@ class Predictor:
 
         def window(w: torch.Tensor):
             p = None if params is None else params.expand(w.shape[0], -1)
-            with amp, inference_layout(self.net, device=device):
+            with amp, cpu_layout(self.net, device=device):
                 out = self.net.heads(w, p)
             return (out["logits"].float(), out["sigma"].float()) if sigma else out["logits"].float()
 

@@ -116,8 +116,11 @@ def stratification_loss(features: torch.Tensor) -> torch.Tensor:
     """
     if features.shape[0] < 2:
         return features.sum() * 0
-    flat = features.float().reshape(features.shape[0], -1)
-    return 2 * flat.var(dim=0, unbiased=True).mean()
+    # the unbiased variance over n written out: Tensor.var over dim 0 of a channels-last
+    # (strided) feature map is about 10x slower than these element-wise passes on CPU
+    f = features.float()
+    dev = f - f.mean(dim=0, keepdim=True)
+    return 2 * (dev * dev).sum(dim=0).mean() / (features.shape[0] - 1)
 
 
 #: Per-voxel forms of the aleatoric loss (module docstring); the first is the default.

@@ -26,7 +26,7 @@ from physeg.reproduce.provenance import git_commit
 from physeg.simulation.parameters import IOD_RANGES
 
 #: Bump when a change to the training code should invalidate cached models.
-TRAINING_VERSION = "5"
+TRAINING_VERSION = "6"
 #: Profile fields outside :class:`~physeg.profiles.TrainingConfig` that shape the weights.
 PROFILE_TRAINING_FIELDS: tuple[str, ...] = ("name", "n_train", "n_val", "n_val_realisations", "seed")
 

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from physeg.conventions import TISSUE_NAMES, stable_seed
 from physeg.training.precision import Precision, choose_precision
 from physeg.training.schedule import lr_factor
+from physeg.models.layout import cpu_layout
 from physeg.models.losses import segmentation_loss
 from physeg.models.network import build_network
 from physeg.models.registry import ModelSpec
@@ -155,7 +156,8 @@ def train_model(
         if state.stopped:
             break
         t0 = time.perf_counter()
-        row = _train_epoch(run, net, epoch=epoch)
+        with cpu_layout(run.model, device=run.device):  # channels-last on CPU: the same function, faster
+            row = _train_epoch(run, net, epoch=epoch)
         stop = False
         if run.rank == 0:
             stop = _close_epoch(run, state, row, t0=t0)

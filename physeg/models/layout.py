@@ -1,6 +1,6 @@
-r"""CPU inference layout of the network: the same function, computed faster (paper §2.1's network).
+r"""CPU layout of the network: the same function, computed faster (paper §2.1's network).
 
-Inside :func:`inference_layout`, on CPU:
+Inside :func:`cpu_layout`, on CPU:
 
 * every instance normalisation (no running statistics) is computed as a
   group normalisation with one group per channel: per sample :math:`b` and
@@ -18,7 +18,10 @@ Inside :func:`inference_layout`, on CPU:
 Weights, state dict and train/eval flags are untouched; the patched forwards
 are removed on exit. On other devices it changes nothing (not measured there).
 The predictor (:mod:`physeg.inference.predictor`) runs every network call of
-inference inside it; training does not.
+inference inside it, and the training loop (:mod:`physeg.training.loop`) every
+optimiser step: gradients flow through ``group_norm`` and channels-last
+convolutions as through the originals (a demo-size training step, one thread:
+``benchmarks/train_step.py --layout``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _patchable(m: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def inference_layout(net: nn.Module, *, device: torch.device) -> Iterator[nn.Module]:
+def cpu_layout(net: nn.Module, *, device: torch.device) -> Iterator[nn.Module]:
     """Instance norms as channels-last group norms while inside (module docstring); CPU only."""
     patched = [m for m in net.modules() if _patchable(m)] if device.type == "cpu" else []
     for m in patched:
