@@ -159,3 +159,50 @@ def test_full_run_clears_only_its_own_executed_notebooks(tmp_path):
     assert (out / "01_old.ipynb").exists() and (out / "my_notes.txt").read_text() == "keep"  # nothing deleted
     with pytest.raises(ForeignFiles, match="not a folder"):
         clear_executed(out / "my_notes.txt")
+
+
+# --------------------------------------------------------------------------- progress and time left
+def _timings(path, profile, seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"profile": profile, "seconds": seconds}))
+
+
+def test_time_left_is_weighted_by_the_last_run_and_scaled_by_this_runs_pace(tmp_path):
+    from physeg.reproduce.progress import RunProgress, load_estimate
+
+    build = tmp_path / "build"
+    _timings(build / "timings.json", "demo", {"00_a.py": 10.0, "01_b.py": 100.0, "02_c.py": 890.0})
+    estimate = load_estimate(profile="demo", build_dir=build, runs_dir=tmp_path / "none")
+    assert "last demo run" in estimate.source
+    progress = RunProgress(["00_a.py", "01_b.py", "02_c.py"], estimate)
+    assert progress.time_left() is None
+    assert "took 15 min last time" in progress.starting("02_c.py")
+    line = progress.finished("00_a.py", 20.0)  # this machine runs at half the recorded speed
+    assert progress.time_left() == pytest.approx(2 * 990.0)
+    assert "1 % done" in line and "~33 min left" in line
+    progress.finished("01_b.py", 100.0)  # pace now (20 + 100) / 110
+    assert progress.time_left() == pytest.approx(890.0 * 120.0 / 110.0)
+    assert "left" not in progress.finished("02_c.py", 900.0)  # nothing left to estimate
+
+
+def test_estimate_falls_back_to_the_committed_record_then_to_equal_weights(tmp_path):
+    from physeg.reproduce.progress import RunProgress, load_estimate
+
+    build, runs = tmp_path / "build", tmp_path / "runs"
+    _timings(build / "timings.json", "smoke", {"00_a.py": 1.0})  # another profile: ignored
+    _timings(runs / "2026-01-01-demo" / "timings.json", "demo", {"00_a.py": 1.0, "01_b.py": 1.0})
+    _timings(runs / "2026-02-01-demo" / "timings.json", "demo", {"00_a.py": 5.0, "01_b.py": 45.0})
+    (runs / "2026-03-01-demo").mkdir()
+    (runs / "2026-03-01-demo" / "timings.json").write_text("{not json")  # unreadable: skipped
+    estimate = load_estimate(profile="demo", build_dir=build, runs_dir=runs)
+    assert estimate.source == "the committed record 2026-02-01-demo"
+    assert estimate.seconds == {"00_a.py": 5.0, "01_b.py": 45.0}
+    none = load_estimate(profile="reference", build_dir=build, runs_dir=runs)
+    assert none.seconds == {} and "counts the same" in none.source
+    progress = RunProgress(["00_a.py", "01_b.py", "02_new.py"], none)
+    progress.finished("00_a.py", 30.0)
+    assert progress.time_left() == pytest.approx(60.0)  # two notebooks left at 30 s each
+    # a notebook the record does not know counts as the record's mean
+    known = RunProgress(["00_a.py", "01_b.py", "02_new.py"], estimate)
+    known.finished("00_a.py", 5.0)
+    assert known.time_left() == pytest.approx(45.0 + 25.0)

@@ -42,6 +42,7 @@ from physeg.io_safety import atomic_write_json
 from physeg.paths import build_root, notebooks_dir
 from physeg.profiles import PROFILES, get_profile
 from physeg.reproduce import provenance
+from physeg.reproduce.progress import RunProgress, load_estimate
 
 log = logging.getLogger("physeg.reproduce.runner")
 
@@ -243,12 +244,15 @@ def run_paper(
         raise ValueError(f"no numbered notebooks (NN_name.py or NN_name.md) in {folder}")
     if only is None and out_dir.exists():
         clear_executed(out_dir)
+    estimate = load_estimate(profile=profile, build_dir=out_dir.parent)
+    progress = RunProgress([nb.name for nb in notebooks], estimate)
+    log.info("profile %s, %d notebooks; time left estimated from %s", profile, len(notebooks), estimate.source)
     runs: list[NotebookRun] = []
     with _kernel_environment(profile=profile):
-        for i, source in enumerate(notebooks, 1):
-            log.info("[%d/%d] executing %s (profile=%s)", i, len(notebooks), source.name, profile)
+        for source in notebooks:
+            log.info("%s", progress.starting(source.name))
             run = execute_notebook(source, profile=profile, out_dir=out_dir)
-            log.info("        done in %.1f s -> %s", run.seconds, run.executed)
+            log.info("%s -> %s", progress.finished(source.name, run.seconds), run.executed)
             runs.append(run)
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
     atomic_write_json(out_dir.parent / "timings.json", {"profile": profile, "seconds": timings})
