@@ -38,7 +38,7 @@ realisation and the on-the-fly parameters -- comes from the sampler's one
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +151,10 @@ class TrainingBatches:
         :class:`physeg.simulation.artefacts.Artefacts`) drawn from the sampler's
         generator for every simulated realisation; ``None`` (default): none, and
         the random stream is the one without this option.
+    post_transform
+        ``(images (N, 1, X, Y, Z), mask) -> images`` applied to every on-the-fly
+        realisation after the simulation (an augmentation outside the physics,
+        :mod:`physeg.training.augmentation`); ``None`` (default): none.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class TrainingBatches:
         device: torch.device | str = "cpu",
         pregenerated: list[Realisations] | None = None,
         artefacts: Artefacts | None = None,
+        post_transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if data not in DATA_MODES:
             raise ValueError(f"data must be one of {DATA_MODES}")
@@ -184,6 +189,9 @@ class TrainingBatches:
             torch.nonzero(s.mask) if s.mask.any() else torch.nonzero(torch.ones_like(s.mask)) for s in self.subjects
         ]
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.post_transform = post_transform
+        if post_transform is not None and data != "onthefly":
+            raise ValueError("post_transform applies to on-the-fly realisations only")
         self.realisations: list[Realisations] | None = None
         self.layer: SimulationLayer | None = None
         if data == "pregenerated":
@@ -213,7 +221,10 @@ class TrainingBatches:
 
     def _simulate(self, s: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` new IoD realisations of subject ``s`` on the device: images (n, 1, X, Y, Z), θ (n, P)."""
-        return self.layer(self._maps[s], n, mask=self._masks[s])
+        images, params = self.layer(self._maps[s], n, mask=self._masks[s])
+        if self.post_transform is not None:
+            images = self.post_transform(images, self._masks[s])
+        return images, params
 
     def _stratified(self) -> tuple[list[tuple[int, tuple[int, int, int]]], torch.Tensor, torch.Tensor]:
         """One subject, one location, ``batch_size`` distinct realisations (§2.2)."""

@@ -52,6 +52,7 @@ from physeg.models.losses import segmentation_loss
 from physeg.models.network import build_network
 from physeg.models.registry import ModelSpec
 from physeg.profiles import Profile, TrainingConfig
+from physeg.training.augmentation import Augmentation
 from physeg.training.batches import Realisations, TrainingBatches, Volumes
 from physeg.training.checkpoint import (
     BEST, TrainState, atomic_save, load_checkpoint, load_checkpoint_weights, restore_checkpoint, save_checkpoint,
@@ -112,6 +113,7 @@ def train_model(
     pregenerated: list[Realisations] | None = None,
     val_set: ValidationSet | None = None,
     init_weights: Path | None = None,
+    augmentation: Augmentation | None = None,
 ) -> dict[str, Any]:
     """Train one model into ``folder`` (layout in :mod:`physeg.training.checkpoint`).
 
@@ -133,6 +135,11 @@ def train_model(
     init_weights
         ``best.pt`` of the model to start from (``spec.init_from``; loaded before
         training, ignored on resume, where ``last.pt`` holds the weights).
+    augmentation
+        Artefacts added to the on-the-fly training images
+        (:mod:`physeg.training.augmentation`; recorded in ``plans.json``'s
+        provenance). The caller gives such a run its own ``folder``: the
+        model-folder hash of the orchestrator does not include it.
 
     Returns
     -------
@@ -142,7 +149,7 @@ def train_model(
     """
     run = _build_run(spec, profile=profile, sequence=sequence, folder=Path(folder), seed=seed, device=device,
                      train_subjects=train_subjects, val_subjects=val_subjects, pregenerated=pregenerated,
-                     val_set=val_set)
+                     val_set=val_set, augmentation=augmentation)
     if init_weights is not None:
         # the parent's best.pt, verified against the sha256 its training recorded
         run.model.load_state_dict(load_checkpoint_weights(Path(init_weights).parent, map_location=run.device))
@@ -169,7 +176,8 @@ def train_model(
 
 def _build_run(spec: ModelSpec, *, profile: Profile, sequence: str, folder: Path, seed: int | None,
                device: str | torch.device, train_subjects: list[Volumes], val_subjects: list[Volumes],
-               pregenerated: list[Realisations] | None, val_set: ValidationSet | None) -> _Run:
+               pregenerated: list[Realisations] | None, val_set: ValidationSet | None,
+               augmentation: Augmentation | None = None) -> _Run:
     """Plans written, network and optimiser seeded, sampler and validation set built (in this order:
     the order of the random draws is part of exact reproducibility)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,6 +187,8 @@ def _build_run(spec: ModelSpec, *, profile: Profile, sequence: str, folder: Path
     plans = make_plans(spec, profile=profile, sequence=sequence, seed=seed)
     if rank == 0:
         record = provenance(profile=profile, device=device, world_size=world_size, folder_name=folder.name)
+        if augmentation is not None:
+            record["augmentation"] = augmentation.to_dict()
         dataclasses.replace(plans, provenance=record).write(folder)
     seed_everything(stable_seed(seed, "init"))
     model = build_network(plans.network).to(device)
@@ -188,6 +198,8 @@ def _build_run(spec: ModelSpec, *, profile: Profile, sequence: str, folder: Path
         data=spec.data, batches=spec.batches, n_pregenerated=profile.training.n_pregenerated,
         pregenerated_seed=stable_seed("pregenerated", profile.seed, sequence), seed=seed, device=device,
         pregenerated=pregenerated if spec.data == "pregenerated" else None,
+        artefacts=None if augmentation is None else augmentation.artefacts,
+        post_transform=None if augmentation is None else augmentation.post_transform(),
     )
     if rank == 0 and val_set is None:
         val_set = make_validation_set(val_subjects, sequence=sequence, profile=profile)

@@ -28,6 +28,7 @@ from physeg.data import build_cohort, cohort_split, load_subject
 from physeg.models.registry import get_model_spec, profile_models
 from physeg.paths import cache_root, config_hash
 from physeg.profiles import Profile
+from physeg.training.augmentation import ARMS
 from physeg.training.batches import Volumes, pregenerate
 from physeg.training.checkpoint import BEST, FINISHED, model_lock, read_finished
 from physeg.training.identity import make_plans
@@ -37,13 +38,29 @@ from physeg.training.validation import make_validation_set
 
 log = logging.getLogger(__name__)
 
-__all__ = ["model_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "train_jobs", "summary_table", "find_models"]
+__all__ = ["model_folder", "augmented_folder", "job_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "train_jobs", "summary_table", "find_models"]
 
 
 def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
     """``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/`` (not created)."""
     plans = make_plans(get_model_spec(model), profile=profile, sequence=sequence, seed=seed)
     return cache_root() / "models" / profile.name / f"{model}_{sequence}_seed{plans.seed}_{config_hash(plans.identity())}"
+
+
+def augmented_folder(model: str, arm: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
+    """``<cache>/models/<profile>/augmentation/<model>+<arm>_<sequence>_seed<seed>_<hash>/``: a model trained
+    with an artefact augmentation arm (:mod:`physeg.training.augmentation`); the hash covers the plans and the arm."""
+    plans = make_plans(get_model_spec(model), profile=profile, sequence=sequence, seed=seed)
+    key = config_hash({"plans": plans.identity(), "augmentation": ARMS[arm].to_dict()})
+    return (cache_root() / "models" / profile.name / "augmentation"
+            / f"{model}+{arm}_{sequence}_seed{plans.seed}_{key}")
+
+
+def job_folder(job: TrainingJob, *, profile: Profile) -> Path:
+    """Folder of a training job: :func:`model_folder`, or :func:`augmented_folder` for an augmentation arm."""
+    if job.augmentation is not None:
+        return augmented_folder(job.model, job.augmentation, profile=profile, sequence=job.sequence, seed=job.seed)
+    return model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed)
 
 
 def load_volumes(profile: Profile) -> dict[str, list[Volumes]]:
@@ -86,7 +103,7 @@ def train_one(job: TrainingJob, *, profile: Profile, device: str = "auto", resum
     :func:`physeg.training.parallel.run_jobs` can send it to a worker process.
     The cohort and the shared sets of a sequence are built once per process.
     """
-    folder = model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed)
+    folder = job_folder(job, profile=profile)
     volumes = _volumes(profile)
     spec = get_model_spec(job.model)
     init = _parent_weights(spec, profile=profile, sequence=job.sequence, seed=job.seed)
@@ -97,6 +114,7 @@ def train_one(job: TrainingJob, *, profile: Profile, device: str = "auto", resum
                 spec, profile=profile, sequence=job.sequence, folder=folder,
                 train_subjects=volumes["train"], val_subjects=volumes["val"], seed=job.seed, device=device,
                 resume=resume, progress=progress, init_weights=init, **_shared(profile, job.sequence),
+                augmentation=None if job.augmentation is None else ARMS[job.augmentation],
             )
     return read_finished(folder)
 
@@ -167,14 +185,14 @@ def profile_jobs(profile: Profile) -> list[TrainingJob]:
 def train_jobs(profile: Profile, jobs: list[TrainingJob], *, device: str = "auto", resume: bool = False,
                progress: bool = True, workers: int = 1) -> dict[str, Any]:
     """Train (or reuse) ``jobs``; returns ``{"folders": {job: Path}, "summary": DataFrame}`` (see :func:`train_all`)."""
-    folders = {job: model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed) for job in jobs}
+    folders = {job: job_folder(job, profile=profile) for job in jobs}
     cached = {job for job in jobs if read_finished(folders[job]) is not None}
     todo = [job for job in jobs if job not in cached]
     if todo and workers > 1:
         build_cohort(profile)  # once, here: workers that each found it missing would build it side by side
     try:
-        run_jobs(todo, workers=min(workers, max(1, len(todo))), done=lambda job: read_finished(model_folder(job.model, profile=profile, sequence=job.sequence,
-                                                                        seed=job.seed)) is not None,
+        run_jobs(todo, workers=min(workers, max(1, len(todo))),
+                 done=lambda job: read_finished(job_folder(job, profile=profile)) is not None,
                  train=partial(train_one, profile=profile, device=device, resume=resume,
                                progress=progress and workers == 1))
     finally:

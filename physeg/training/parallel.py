@@ -38,6 +38,8 @@ class TrainingJob:
     model: str
     sequence: str
     seed: int | None = None
+    #: Name of an artefact augmentation arm (:data:`physeg.training.augmentation.ARMS`), ``None``: the ablation as is.
+    augmentation: str | None = None
 
     def parent(self) -> "TrainingJob | None":
         """The job whose ``best.pt`` this one starts from, if any."""
