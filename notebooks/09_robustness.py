@@ -115,28 +115,32 @@ plt.show()
 tab = rb.summary(results)
 clean = tab[tab["kind"] == "clean"]
 kinds = [k for k in cfg.levels]
-fig, axes = plt.subplots(len(prof.sequences), len(kinds), figsize=(4 * len(kinds), 3 * len(prof.sequences)),
-                         squeeze=False)
-for r, seq in enumerate(prof.sequences):
-    for c, kind in enumerate(kinds):
-        ax = axes[r, c]
-        for model in prof.ablations:
-            d0 = clean[(clean["sequence"] == seq) & (clean["model"] == model)]
-            d = tab[(tab["sequence"] == seq) & (tab["model"] == model) & (tab["kind"] == kind)]
-            if d.empty:
-                continue
-            x0 = 1e9 if kind == "SNR" else 0.0
-            xs = [x0] + d["level"].tolist()
-            ys = d0["mean"].tolist()[:1] + d["mean"].tolist()
-            if kind == "SNR":  # x axis: noise level 1/SNR
-                xs = [0.0 if x == 1e9 else 1.0 / x for x in xs]
-            ax.plot(xs, ys, marker="o", label=model)
-        ax.set_title(f"{seq}: {kind}", fontsize=9)
-        ax.set_xlabel("1 / SNR" if kind == "SNR" else "level")
-        ax.set_ylabel("mean Dice")
-axes[0, -1].legend(fontsize=7)
-plt.tight_layout()
-plt.show()
+
+
+def plot_dice_vs_level(tab: pd.DataFrame, models) -> None:
+    """Mean Dice against the artefact level (1/SNR for noise), the clean image at 0; one panel per sequence × kind."""
+    fig, axes = plt.subplots(len(prof.sequences), len(kinds), figsize=(4 * len(kinds), 3 * len(prof.sequences)),
+                             squeeze=False)
+    at_zero = tab[tab["kind"] == "clean"]
+    for r, seq in enumerate(prof.sequences):
+        for c, kind in enumerate(kinds):
+            ax = axes[r, c]
+            for model in models:
+                d0 = at_zero[(at_zero["sequence"] == seq) & (at_zero["model"] == model)]
+                d = tab[(tab["sequence"] == seq) & (tab["model"] == model) & (tab["kind"] == kind)]
+                if d.empty or d0.empty:
+                    continue
+                xs = [0.0] + [1.0 / x if kind == "SNR" else x for x in d["level"]]
+                ax.plot(xs, [float(d0["mean"].iloc[0])] + d["mean"].tolist(), marker="o", label=model)
+            ax.set_title(f"{seq}: {kind}", fontsize=9)
+            ax.set_xlabel("1 / SNR" if kind == "SNR" else "level")
+            ax.set_ylabel("mean Dice")
+    axes[0, -1].legend(fontsize=7)
+    plt.tight_layout()
+    plt.show()
+
+
+plot_dice_vs_level(tab, prof.ablations)
 
 # %%
 tab.round(3)
@@ -231,25 +235,7 @@ arm_tab = rb.summary(arms)
 display(arm_tab.pivot_table(index=["sequence", "model"], columns=["kind", "level"], values="mean").round(3))
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(len(prof.sequences), len(kinds), figsize=(4 * len(kinds), 3 * len(prof.sequences)),
-                         squeeze=False)
-arm_clean = arm_tab[arm_tab["kind"] == "clean"]
-for r, seq in enumerate(prof.sequences):
-    for c, kind in enumerate(kinds):
-        ax = axes[r, c]
-        for model in sorted(arms["model"].unique()):
-            d0 = arm_clean[(arm_clean["sequence"] == seq) & (arm_clean["model"] == model)]
-            d = arm_tab[(arm_tab["sequence"] == seq) & (arm_tab["model"] == model) & (arm_tab["kind"] == kind)]
-            if d.empty or d0.empty:
-                continue
-            xs = [0.0] + [1.0 / x if kind == "SNR" else x for x in d["level"]]
-            ax.plot(xs, [float(d0["mean"].iloc[0])] + d["mean"].tolist(), marker="o", label=model)
-        ax.set_title(f"{seq}: {kind}", fontsize=9)
-        ax.set_xlabel("1 / SNR" if kind == "SNR" else "level")
-        ax.set_ylabel("mean Dice")
-axes[0, -1].legend(fontsize=7)
-plt.tight_layout()
-plt.show()
+plot_dice_vs_level(arm_tab, sorted(arms["model"].unique()))
 
 # %% tags=["hide-input"]
 arm_cov = rb.cov_summary(arms).pivot_table(index=["sequence", "model"], columns=["kind", "level"],
