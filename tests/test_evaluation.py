@@ -124,3 +124,32 @@ def test_uncertainty_subset_is_stratified_never_an_extreme():
     params = test_parameters(get_profile("demo"), "SPGR", "OoD")
     fa = params[uncertainty_subset(params, "SPGR", 3), 2]
     assert float(fa.min()) < np.deg2rad(10) < float(fa.max())
+
+def test_an_interrupted_uncertainty_run_resumes_from_its_finished_blocks(profile, tmp_path, monkeypatch):
+    prof = dataclasses.replace(profile, sequences=("MPRAGE",), uncertainty_models=("Phys-Strat-Aug",),
+                               n_test_iod=1, n_test_ood=1)
+    models = {("Phys-Strat-Aug-Aleatoric", "MPRAGE"): _model("MPRAGE", uncertainty="aleatoric"),
+              ("Phys-Strat-Aug-Epistemic", "MPRAGE"): _model("MPRAGE", uncertainty="epistemic")}
+    subjects = [_subject("sub-a"), _subject("sub-b", seed=1)]
+    straight = ev.uncertainty_samples(prof, models, subjects, split="test")
+    real, calls = ev._image_samples, []
+
+    def dies_on_the_third_image(*args, **kwargs):
+        calls.append(kwargs["key"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "_image_samples", dies_on_the_third_image)
+    partial = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+        ev.uncertainty_samples(prof, models, subjects, split="test", partial_dir=partial)
+    assert len(list(partial.glob("*.schema.json"))) == 2  # sub-a's IoD and OoD blocks
+    calls.clear()
+    monkeypatch.setattr(ev, "_image_samples", lambda *a, **k: calls.append(k["key"]) or real(*a, **k))
+    resumed = ev.uncertainty_samples(prof, models, subjects, split="test", partial_dir=partial)
+    assert {k[2] for k in calls} == {"sub-b"}  # sub-a's blocks were read back, not recomputed
+    assert list(resumed.columns) == list(straight.columns) and len(resumed) == len(straight)
+    for col in [c for c in straight.columns if not c.startswith("t_")]:  # all but the seconds taken
+        for x, y in zip(straight[col], resumed[col]):
+            assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y or (x != x and y != y), col

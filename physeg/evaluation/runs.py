@@ -33,6 +33,7 @@ so notebooks 05–06 reuse notebook 04's work.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -165,8 +166,15 @@ def uncertainty_samples(
     split: str,
     n: int | None = None,
     bases: Sequence[str] | None = None,
+    partial_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Volume samples of every image: one row per image × tissue with ``samples`` arrays.
+
+    ``partial_dir``: every finished (subject, distribution, model) block is
+    written there as it completes and read back instead of recomputed on the
+    next call, so an interrupted run resumes where it stopped; the samples are
+    seeded per image (:func:`_image_samples`), so a resumed run's samples equal
+    an uninterrupted run's.
 
     ``models`` holds the uncertainty variants ``"<base>-Aleatoric"`` and
     ``"<base>-Epistemic"``. ``split="test"``: the IoD and OoD test grids;
@@ -194,12 +202,18 @@ def uncertainty_samples(
                     ale, epi = (models.get((f"{base}-{v}", sequence)) for v in ("Aleatoric", "Epistemic"))
                     if ale is None and epi is None:
                         continue
+                    block = None if partial_dir is None else Path(partial_dir) / (
+                        f"{split}_{sequence}_{subject.subject_id}_{d}_{base}.csv")
+                    if block is not None and cache_io.schema_path(block).is_file():
+                        rows += cache_io.load_frame(block).to_dict("records")
+                        continue
+                    done = []
                     for i in range(images.shape[0]):
                         key = (split, sequence, subject.subject_id, d, base, i)
                         va, ve, t_ale, t_epi = _image_samples(ale, epi, images[i], feats[i], n=n, profile=profile,
                                                               key=key, voxel_volume_ml=subject.voxel_volume_ml)
                         for j, t in enumerate(tissue_names):
-                            rows.append({
+                            done.append({
                                 "subject": subject.subject_id, "split": split, "sequence": sequence,
                                 "model": base, "distribution": d, "param_index": i, **cols[i], "tissue": t,
                                 "pgs_volume_ml": counts[t] * subject.voxel_volume_ml,
@@ -207,6 +221,10 @@ def uncertainty_samples(
                                 "epistemic": None if ve is None else ve[:, j],
                                 "t_aleatoric_s": t_ale, "t_epistemic_s": t_epi,
                             })
+                    if block is not None:
+                        block.parent.mkdir(parents=True, exist_ok=True)
+                        cache_io.save_frame(pd.DataFrame(done), block)  # schema last: marks the block complete
+                    rows += done
     return pd.DataFrame(rows)
 
 
@@ -374,12 +392,16 @@ def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: 
     else:
         t0 = time.perf_counter()
         models = load_models(folders)
-        val = uncertainty_samples(profile, models, _load_subjects(profile, "val"), split="val", n=n)
-        test = uncertainty_samples(profile, models, _load_subjects(profile, "test"), split="test", n=n)
+        partial = out / "partial"  # finished blocks of an interrupted run, reused (uncertainty_samples)
+        val = uncertainty_samples(profile, models, _load_subjects(profile, "val"), split="val", n=n,
+                                  partial_dir=partial)
+        test = uncertainty_samples(profile, models, _load_subjects(profile, "test"), split="test", n=n,
+                                   partial_dir=partial)
         d = {"samples": test, "val_samples": val, "wall_s": time.perf_counter() - t0}
         _save(test, out / "uncertainty_samples.csv")
         _save(val, out / "uncertainty_val_samples.csv")
         _save({"wall_s": d["wall_s"]}, f)
+        shutil.rmtree(partial, ignore_errors=True)  # our own blocks, now inside the complete cache
     if d["samples"].empty:
         per, cov, cal = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     else:
