@@ -116,10 +116,7 @@ if not cov.empty:
 
 # %%
 iqr_col = "iqr_cal" if "iqr_cal" in per else "iqr_raw"
-cover_col = "covered50_cal" if "covered50_cal" in per else "covered50_raw"
-coverage50 = per.groupby(["model", "sequence", "tissue", "distribution"]).agg(
-    iqr_ml=(iqr_col, "mean"), coverage50=(cover_col, "mean"), coverage50_raw=("covered50_raw", "mean"),
-    abs_error_ml=("abs_error", "mean"), n=("param_index", "size"))
+coverage50 = un.coverage50_summary(per)
 coverage50.assign(within_35_65=coverage50["coverage50"].between(0.35, 0.65)).round(3)
 
 # %% tags=["hide-input"]
@@ -191,3 +188,28 @@ for (model, seq, t), g in per[per.tissue.isin(["GM", "WM"])].groupby(["model", "
     rho, p = spearmanr(g[iqr_col], g["abs_error"]) if ok else (np.nan, np.nan)
     rows.append({"model": model, "sequence": seq, "tissue": t, "spearman_rho": rho, "p": p, "n": len(g)})
 pd.DataFrame(rows).round(3)
+
+# %% [markdown]
+# ## Reference results
+#
+# The calibrated 50 % interval of this run beside the committed reference run
+# (`results/reference/`: 50 + 50 samples, three training seeds for the
+# ablations, the uncertainty models trained 2.5× longer than on `demo`). The
+# paper gives no per-cell coverage table (its Figures 3–4 show intervals, not
+# coverage), so there is no third column here. The banner says where the
+# reference came from and whether it is stale.
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+from physeg.profiles import PROFILES
+from physeg.reference import compare, records
+from physeg.reference import status as ref_status
+
+reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
+                                        versions=records.code_versions())
+display(Markdown(compare.banner(reference)))
+ref_per = reference.table("uncertainty_per_image")
+ref_coverage = None if ref_per is None or ref_per.empty else un.coverage50_summary(ref_per)
+compare.side_by_side(coverage50, ref_coverage, current_label=f"{prof.name} (this run)",
+                     values=["coverage50", "coverage50_raw", "iqr_ml", "n"]).round(3)

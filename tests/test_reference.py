@@ -221,3 +221,27 @@ def test_committed_reference_results_are_intact_and_current():
         st = status.check_reference(records.RESULTS_ROOT / name, profile=PROFILES.get(name),
                                     versions=records.code_versions())
         assert st.state == status.CURRENT, f"results/{name} is stale: {st.reasons}"
+
+
+def test_side_by_side_columns_for_tables_the_paper_lacks():
+    import pandas as pd
+
+    from physeg.evaluation.calibration import coverage50_summary
+    from physeg.reference import compare
+
+    per = pd.DataFrame({"model": ["PSA"] * 4, "sequence": ["MPRAGE"] * 4, "tissue": ["GM"] * 4,
+                        "distribution": ["IoD"] * 4, "param_index": range(4), "iqr_cal": [1.0, 2.0, 3.0, 2.0],
+                        "covered50_cal": [1, 0, 1, 1], "covered50_raw": [0, 0, 1, 0],
+                        "abs_error": [0.5, 1.0, 0.0, 0.5]})
+    cov = coverage50_summary(per)
+    row = cov.loc[("PSA", "MPRAGE", "GM", "IoD")]
+    assert row["coverage50"] == 0.75 and row["coverage50_raw"] == 0.25 and row["iqr_ml"] == 2.0 and row["n"] == 4
+    two = compare.side_by_side(cov, None, current_label="demo (this run)")
+    assert list(two.columns.get_level_values(0).unique()) == ["demo (this run)"]
+    both = compare.side_by_side(cov, cov.assign(coverage50=0.5), current_label="demo", values=["coverage50"])
+    assert both[("demo", "coverage50")].iloc[0] == 0.75 and both[("reference", "coverage50")].iloc[0] == 0.5
+    models = pd.DataFrame({"model": ["PSA", "PSA", "Baseline"], "sequence": ["SPGR"] * 3,
+                           "val_dice_GM": [0.8, 0.9, 0.7], "epochs": [20, 20, 20]})
+    val = compare.model_validation(models)
+    assert val.loc[("PSA", "SPGR"), "val_dice_GM"] == pytest.approx(0.85)
+    assert val.loc[("PSA", "SPGR"), "n_seeds"] == 2 and compare.model_validation(None) is None

@@ -117,3 +117,34 @@ def banner(status: ReferenceStatus) -> str:
             "produced, not what this code would produce. " if status.state == STALE
             else "**Reference results** (current: profile and code versions match). ")
     return head + "From " + where + ": " + _provenance_line(status.provenance or {}) + "."
+
+
+def side_by_side(current: pd.DataFrame | None, reference: pd.DataFrame | None, *, current_label: str,
+                 values: list[str] | None = None) -> pd.DataFrame:
+    """Two column groups, this run and the reference, for tables the paper has no numbers for.
+
+    Both inputs are indexed alike (for example
+    :func:`physeg.evaluation.calibration.coverage50_summary` of each run);
+    ``values`` keeps some columns. Rows are the union; a source's missing cells are NaN.
+    """
+    frames = []
+    for label, d in ((current_label, current), (REFERENCE_LABEL, reference)):
+        if d is None or d.empty:
+            continue
+        d = d[values] if values is not None else d
+        d = d.copy()
+        d.columns = pd.MultiIndex.from_product([[label], list(d.columns)])
+        frames.append(d)
+    return pd.concat(frames, axis=1, join="outer").sort_index() if frames else pd.DataFrame()
+
+
+def model_validation(models: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Validation Dice per model × sequence, mean over training seeds, with ``epochs`` trained and ``n_seeds``.
+
+    ``models``: ``finished.json`` rows (notebook 03's summary, or the reference's ``models.csv``).
+    """
+    if models is None or models.empty:
+        return None
+    cols = [c for c in ("val_dice_GM", "val_dice_WM", "val_dice_CSF", "epochs") if c in models]
+    g = models.groupby(["model", "sequence"], sort=False)
+    return g[cols].mean().assign(n_seeds=g.size())
