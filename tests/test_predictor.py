@@ -264,3 +264,42 @@ def test_cpu_layout_is_the_same_network_function():
 def test_class_argmax_matches_argmax_first_maximum():
     x = torch.randint(0, 3, (2, 4, 5, 6)).float()  # many ties
     assert torch.equal(class_argmax(x), x.argmax(1))
+
+
+def test_cpu_layout_gives_the_same_training_gradients():
+    """Training steps run inside cpu_layout (physeg.training.loop): same loss and gradients up to rounding."""
+    from physeg.models.layout import cpu_layout
+    from physeg.models.losses import segmentation_loss
+
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(channels=(4, 8), physics="early+late", sequence="MPRAGE")).train()
+    x, p = torch.rand(2, 1, 16, 16, 16), THETA[None].expand(2, 1)
+    y = torch.randint(0, 4, (2, 16, 16, 16))
+
+    def grads(fast: bool) -> tuple[float, list[torch.Tensor]]:
+        net.zero_grad(set_to_none=True)
+        if fast:
+            with cpu_layout(net, device=torch.device("cpu")):
+                loss = segmentation_loss(net.heads(x, p), y, strat_weight=1.0, dice_weight=1.0)["loss"]
+        else:
+            loss = segmentation_loss(net.heads(x, p), y, strat_weight=1.0, dice_weight=1.0)["loss"]
+        loss.backward()
+        return float(loss.detach()), [q.grad.clone() for q in net.parameters()]
+
+    ref_loss, ref = grads(False)
+    fast_loss, fast = grads(True)
+    assert fast_loss == pytest.approx(ref_loss, rel=1e-5)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_stratification_loss_is_twice_the_mean_unbiased_variance_over_realisations():
+    from physeg.models.losses import stratification_loss
+
+    f = torch.randn(4, 3, 5, 5, 5).contiguous(memory_format=torch.channels_last_3d)
+    expected = 2 * f.reshape(4, -1).var(dim=0, unbiased=True).mean()
+    torch.testing.assert_close(stratification_loss(f), expected)
+    # = the mean over pairs n < m of the mean squared difference (the paper's L2 between realisations)
+    pairs = [((f[i] - f[j]) ** 2).mean() for i in range(4) for j in range(i + 1, 4)]
+    torch.testing.assert_close(stratification_loss(f), torch.stack(pairs).mean())
+    assert float(stratification_loss(f[:1])) == 0.0
