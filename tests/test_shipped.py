@@ -172,3 +172,24 @@ def test_ship_a_smoke_trained_model_and_segment(weights, scans, tmp_path, isolat
     assert main(["models", "list", "--verify"]) == 0
     listing = capsys.readouterr().out
     assert "Phys-Strat-Aug-Epistemic (default)" in listing and "smoke" in listing and "6" in listing
+
+
+def test_the_default_is_the_first_preferred_model_that_validated_close_to_the_best():
+    from pathlib import Path
+
+    def model(name, gm=None, wm=None):
+        val = {} if gm is None else {"val_dice_GM": gm, "val_dice_WM": wm}
+        return shipped.ShippedModel(key=f"MPRAGE/{name}", folder=Path(name),
+                                    record={"model": name, "sequence": "MPRAGE", "validation": val})
+
+    epi, det = model("Phys-Strat-Aug-Epistemic", 0.79, 0.69), model("Phys-Strat-Aug", 0.90, 0.90)
+    ale, base = model("Phys-Strat-Aug-Aleatoric", 0.91, 0.90), model("Baseline", 0.89, 0.91)
+    # the epistemic model validated 0.16 below the best: not the default; the aleatoric one comes next in order
+    assert shipped.default_for([epi, det, ale, base], sequence="MPRAGE").model == "Phys-Strat-Aug-Aleatoric"
+    assert shipped.default_for([epi, det, base], sequence="MPRAGE").model == "Phys-Strat-Aug"
+    good_epi = model("Phys-Strat-Aug-Epistemic", 0.89, 0.89)  # within 0.03 of the best: the paper's choice
+    assert shipped.default_for([good_epi, det, ale], sequence="MPRAGE").model == "Phys-Strat-Aug-Epistemic"
+    # no validation figures: candidates by order; another sequence: nothing
+    assert shipped.default_for([model("Phys-Strat-Aug-Epistemic"), det], sequence="MPRAGE").model == \
+        "Phys-Strat-Aug-Epistemic"
+    assert shipped.default_for([det], sequence="SPGR") is None

@@ -14,7 +14,8 @@ loaded file.
 
 Default model of a sequence: the first shipped one in :data:`DEFAULT_ORDER`
 (the paper's Phys-Strat-Aug with epistemic uncertainty first: intervals from
-Monte-Carlo dropout, paper §2.4). No shipped model for the sequence is a
+Monte-Carlo dropout, paper §2.4) among those that validated within
+:data:`DEFAULT_DICE_MARGIN` of the best shipped model (:func:`default_for`). No shipped model for the sequence is a
 :class:`~physeg.cli.errors.UsageError` telling the user to pass ``--model``.
 
 The weights root and the manifest are keyword arguments (defaults: the
@@ -48,8 +49,9 @@ WEIGHTS_ENV, MANIFEST_ENV = "PHYSEG_WEIGHTS", "PHYSEG_WEIGHTS_MANIFEST"
 SHIPPED_FILES: tuple[str, ...] = ("plans.json", "best.pt", "finished.json", "metrics.csv", "calibration.json")
 REQUIRED_FILES: tuple[str, ...] = ("plans.json", "best.pt")
 #: Preference order of the default model of a sequence.
-DEFAULT_ORDER: tuple[str, ...] = ("Phys-Strat-Aug-Epistemic", "Phys-Strat-Aug", "Phys-Strat-Aug-Aleatoric",
-                                  "Phys-Strat", "Phys-Base", "Baseline-Epistemic", "Baseline", "Baseline-Aleatoric")
+#: (uncertainty models before deterministic ones: an interval is what a user of the volumes needs).
+DEFAULT_ORDER: tuple[str, ...] = ("Phys-Strat-Aug-Epistemic", "Phys-Strat-Aug-Aleatoric", "Phys-Strat-Aug",
+                                  "Phys-Strat", "Phys-Base", "Baseline-Epistemic", "Baseline-Aleatoric", "Baseline")
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,34 @@ def verify_shipped(model: ShippedModel) -> None:
                              + "; ".join(problems) + " (reinstall physeg or pass --model FOLDER)")
 
 
+#: A shipped model is a default candidate only if its validation Dice (mean of GM and WM, as recorded in
+#: the manifest; Monte-Carlo votes for an epistemic model) is within this of the best shipped model's.
+DEFAULT_DICE_MARGIN: float = 0.03
+
+
+def _validated_dice(model: ShippedModel) -> float | None:
+    val = model.record.get("validation") or {}
+    values = [val.get(f"val_dice_{t}") for t in ("GM", "WM")]
+    return None if any(v is None for v in values) else sum(float(v) for v in values) / len(values)
+
+
 def default_for(models: Iterable[ShippedModel], *, sequence: str) -> ShippedModel | None:
-    """The default shipped model of ``sequence``: first in :data:`DEFAULT_ORDER`, else by name; ``None`` if none."""
+    """The default shipped model of ``sequence``; ``None`` if none is shipped.
+
+    First in :data:`DEFAULT_ORDER` (the paper's epistemic Phys-Strat-Aug first:
+    intervals from Monte-Carlo dropout) among the models whose recorded
+    validation Dice is within :data:`DEFAULT_DICE_MARGIN` of the best shipped
+    one for the sequence: an uncertainty model that segments worse than its
+    deterministic sibling is not made the default. Models without validation
+    figures count as candidates.
+    """
     rank = {name: i for i, name in enumerate(DEFAULT_ORDER)}
     shipped = [m for m in models if m.sequence == sequence]
-    return min(shipped, key=lambda m: (rank.get(m.model, len(rank)), m.model)) if shipped else None
+    scores = [d for d in map(_validated_dice, shipped) if d is not None]
+    best = max(scores, default=None)
+    candidates = [m for m in shipped if best is None or _validated_dice(m) is None
+                  or _validated_dice(m) >= best - DEFAULT_DICE_MARGIN]
+    return min(candidates, key=lambda m: (rank.get(m.model, len(rank)), m.model)) if candidates else None
 
 
 def resolve_default_model(sequence: str, *, root: Path = WEIGHTS_ROOT, manifest_path: Path = MANIFEST_PATH) -> Path:
