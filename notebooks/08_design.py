@@ -126,6 +126,21 @@ display(markdown_table(
 # Monte-Carlo dropout of the epistemic model each have one function, so
 # training and sampling cannot disagree on what a sample is.
 #
+# **Artefacts belong to the simulation, and an augmentation is a training
+# option** (§5). B1+ error, receive bias and Rician noise are drawn inside the
+# layer, so a flip-angle error changes contrast through the equation; the
+# usual alternative (TorchIO's multiplicative field and noise after the
+# simulation) is the same option with another arm. A model trained with either
+# gets its own cache folder, hashed with the arm, so page 09 can compare them
+# at the same budget without touching the ablations.
+#
+# **The same function, a faster layout** (§2.1). On a CPU every training step
+# and every inference call runs the network with its instance norms computed
+# as channels-last group norms (`physeg.models.layout`): the function is the
+# same up to float rounding (tested, gradients included), the convolutions
+# skip a memory reorder, and a training step costs about three quarters of
+# the plain one.
+#
 # **One predictor** (§2.1, §2.4). Validation during training, the evaluation
 # of notebook 04 and `physeg segment` all apply a model by the same
 # sliding-window inference over the training patch size. A Dice on this site
