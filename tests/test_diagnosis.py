@@ -40,3 +40,13 @@ def test_steps_beyond_a_small_spread_are_counted():
 def test_one_seed_says_the_spread_is_unknown():
     text = diagnose(_per_seed(seeds=(0,)), ceiling=None, batch_size=4)
     assert "One training seed: the seed-to-seed spread is unknown" in text
+
+
+def test_tissues_a_model_does_not_segment_are_listed():
+    assert "Every model segments every tissue" in diagnose(_per_seed(), ceiling=None, batch_size=4)
+    per_seed = _per_seed()
+    csf_spgr = (per_seed["table"] == "dice") & (per_seed["sequence"] == "SPGR") & (per_seed["tissue"] == "CSF")
+    per_seed.loc[csf_spgr & per_seed["model"].isin(["Phys-Strat", "Phys-Strat-Aug"]), "mean"] = 0.0
+    per_seed.loc[csf_spgr & (per_seed["model"] == "Baseline") & (per_seed["seed"] == 1), "mean"] = 0.08  # mean 0.47
+    text = diagnose(per_seed, ceiling=None, batch_size=4)
+    assert "SPGR CSF: Phys-Strat 0.00, Phys-Strat-Aug 0.00." in text and "Baseline" not in text.split("**Missing")[1]

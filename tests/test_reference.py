@@ -232,10 +232,12 @@ def test_side_by_side_columns_for_tables_the_paper_lacks():
     per = pd.DataFrame({"model": ["PSA"] * 4, "sequence": ["MPRAGE"] * 4, "tissue": ["GM"] * 4,
                         "distribution": ["IoD"] * 4, "param_index": range(4), "iqr_cal": [1.0, 2.0, 3.0, 2.0],
                         "covered50_cal": [1, 0, 1, 1], "covered50_raw": [0, 0, 1, 0],
-                        "abs_error": [0.5, 1.0, 0.0, 0.5]})
+                        "abs_error": [0.5, 1.0, 0.0, 0.5], "epi_median": [10.5, 9.0, 10.0, 10.5],
+                        "pgs_volume_ml": [10.0] * 4})
     cov = coverage50_summary(per)
     row = cov.loc[("PSA", "MPRAGE", "GM", "IoD")]
     assert row["coverage50"] == 0.75 and row["coverage50_raw"] == 0.25 and row["iqr_ml"] == 2.0 and row["n"] == 4
+    assert row["bias_ml"] == 0.0 and row["abs_error_ml"] == 0.5
     two = compare.side_by_side(cov, None, current_label="demo (this run)")
     assert list(two.columns.get_level_values(0).unique()) == ["demo (this run)"]
     both = compare.side_by_side(cov, cov.assign(coverage50=0.5), current_label="demo", values=["coverage50"])

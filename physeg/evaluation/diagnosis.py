@@ -1,4 +1,4 @@
-"""Why a claim may not reproduce here: three causes the run itself can measure.
+"""Why a claim may not reproduce here: four causes the run itself can measure.
 
 A verdict on the paper's claims is only as good as the models behind it. Three
 properties of a short CPU run can make a claim fail for reasons that are ours,
@@ -16,6 +16,10 @@ not the paper's, and each is measured from the run's own tables:
    one patch, so in the same steps the stratified models see ``batch_size``
    times fewer distinct patches than the mixed ones; their Dice deficit against
    the mixed models is shown beside that factor.
+4. **Missing tissue.** A model that (almost) never segments a tissue has no
+   volume to keep invariant: its CoV for that tissue measures nothing, and a
+   claim read off such cells is empty. Every model × sequence whose mean
+   in-distribution Dice for a tissue is below :data:`MISSING_DICE` is listed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ __all__ = ["diagnose"]
 
 MIXED: tuple[str, ...] = ("Baseline", "Phys-Base")
 STRATIFIED: tuple[str, ...] = ("Phys-Strat", "Phys-Strat-Aug")
+#: In-distribution Dice below which a tissue counts as not segmented by a model.
+MISSING_DICE: float = 0.05
 
 
 def _convergence(summary: pd.DataFrame, ceiling: pd.DataFrame | None) -> str:
@@ -73,8 +79,21 @@ def _equal_steps(summary: pd.DataFrame, *, batch_size: int) -> str:
             "anatomy the stratified models saw.")
 
 
+def _missing_tissue(summary: pd.DataFrame) -> str:
+    d = summary[(summary["table"] == "dice") & (summary["distribution"] == IOD)]
+    low = d[d["mean"] < MISSING_DICE]
+    if low.empty:
+        return (f"**Missing tissue.** Every model segments every tissue in distribution (Dice ≥ {MISSING_DICE} "
+                "against the PGS in every cell).")
+    cells = "; ".join(f"{seq} {tissue}: " + ", ".join(f"{r.model} {r.mean:.2f}" for r in g.itertuples())
+                      for (seq, tissue), g in low.groupby(["sequence", "tissue"], sort=True))
+    return (f"**Missing tissue.** In distribution, these models segment a tissue with Dice below {MISSING_DICE} "
+            f"(mean over seeds): {cells}. Their CoV for that tissue is the spread of an (almost) empty volume, "
+            "not invariance: a claim that rests on those cells says nothing about the method.")
+
+
 def diagnose(per_seed: pd.DataFrame, *, ceiling: pd.DataFrame | None, batch_size: int) -> str:
-    """Markdown: the three measured causes of the module docstring, one paragraph each.
+    """Markdown: the four measured causes of the module docstring, one paragraph each.
 
     ``per_seed``: the per-seed long tables (:func:`physeg.evaluation.seeds.evaluate_seeds`);
     ``ceiling``: :func:`physeg.evaluation.ceiling.ceiling_summary` (``None`` without ground truth);
@@ -82,4 +101,4 @@ def diagnose(per_seed: pd.DataFrame, *, ceiling: pd.DataFrame | None, batch_size
     """
     summary = across_seeds(per_seed)
     return "\n\n".join([_convergence(summary, ceiling), _spread(summary),
-                        _equal_steps(summary, batch_size=batch_size)])
+                        _equal_steps(summary, batch_size=batch_size), _missing_tissue(summary)])
