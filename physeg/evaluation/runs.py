@@ -56,6 +56,7 @@ from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call
     validation_parameters,
 )
 from physeg.evaluation import cache_io
+from physeg.evaluation.calibration import score_uncertainty  # noqa: F401  (re-exported)
 from physeg.evaluation.metrics import cov_table, dice_per_tissue, label_counts, volumes_ml
 from physeg.evaluation.models import load_models, model_folders, train_models  # noqa: F401  (re-exported)
 from physeg.inference.predictor import Predictor
@@ -226,65 +227,6 @@ def uncertainty_samples(
                         cache_io.save_frame(pd.DataFrame(done), block)  # schema last: marks the block complete
                     rows += done
     return pd.DataFrame(rows)
-
-
-def score_uncertainty(val: pd.DataFrame, test: pd.DataFrame, levels: Sequence[float] | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Calibrate on ``val`` and score ``test`` (both from :func:`uncertainty_samples`).
-
-    Returns ``(per_image, coverage, calibration)``:
-
-    * ``per_image``: the test rows without the sample arrays, plus ``ale_mean,
-      ale_var, epi_mean, epi_median, epi_var`` (ddof=1), ``var_aleatoric``,
-      ``var_epistemic`` (aliases), ``iqr_raw``, ``iqr_cal``, ``lo50_cal``, ``hi50_cal``,
-      ``covered50_raw``, ``covered50_cal`` and ``abs_error`` = |epistemic median − PGS|;
-    * ``coverage``: per model × sequence × tissue × distribution × level, raw
-      and calibrated coverage and mean width (:func:`physeg.evaluation.calibration.interval_table`);
-    * ``calibration``: the fitted percentiles per model × sequence × tissue.
-    """
-    from physeg.evaluation import calibration as un
-
-    levels = tuple(levels or un.DEFAULT_LEVELS)
-    keys = ["model", "sequence", "tissue"]
-    per_rows, cov_rows, cal_rows = [], [], []
-    for key, g in test.groupby(keys, sort=False, observed=True):
-        v = val
-        for c, k in zip(keys, key):
-            v = v[v[c] == k]
-        has_epi = g["epistemic"].map(lambda a: a is not None).all()
-        has_ale = g["aleatoric"].map(lambda a: a is not None).all()
-        cal = None
-        if has_epi and len(v) and v["epistemic"].map(lambda a: a is not None).all():
-            cal = un.fit_calibration(np.stack(v["epistemic"]), v["pgs_volume_ml"].to_numpy(), levels)
-            cal_rows.append(cal.to_frame().assign(**dict(zip(keys, key))))
-        out = g.drop(columns=["aleatoric", "epistemic"]).copy()
-        if has_ale:
-            a = np.stack(g["aleatoric"])
-            out["ale_mean"], out["ale_var"] = a.mean(1), a.var(1, ddof=1)
-        else:
-            out["ale_mean"] = out["ale_var"] = np.nan
-        if has_epi:
-            e = np.stack(g["epistemic"])
-            truth = g["pgs_volume_ml"].to_numpy()
-            out["epi_mean"], out["epi_median"], out["epi_var"] = e.mean(1), np.median(e, 1), e.var(1, ddof=1)
-            lo, hi = un.uncalibrated_interval(e, 0.5)
-            out["iqr_raw"], out["covered50_raw"] = hi - lo, (truth >= lo) & (truth <= hi)
-            if cal is not None:
-                lo, hi = cal.interval(e, 0.5)
-                out["lo50_cal"], out["hi50_cal"], out["iqr_cal"] = lo, hi, hi - lo
-                out["covered50_cal"] = (truth >= lo) & (truth <= hi)
-            out["abs_error"] = np.abs(out["epi_median"] - truth)
-            for d, gd in g.groupby("distribution", observed=True):
-                tab = un.interval_table(np.stack(gd["epistemic"]), gd["pgs_volume_ml"].to_numpy(), cal, levels)
-                cov_rows.append(tab.assign(**dict(zip(keys, key)), distribution=d))
-        else:
-            out["epi_mean"] = out["epi_median"] = out["epi_var"] = np.nan
-        out["var_aleatoric"], out["var_epistemic"] = out["ale_var"], out["epi_var"]
-        per_rows.append(out)
-    per = pd.concat(per_rows, ignore_index=True) if per_rows else pd.DataFrame()
-    cov = pd.concat(cov_rows, ignore_index=True) if cov_rows else pd.DataFrame()
-    cal = pd.concat(cal_rows, ignore_index=True) if cal_rows else pd.DataFrame()
-    return per, cov, cal
 
 
 # --------------------------------------------------------------------------- cached runs
