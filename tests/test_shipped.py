@@ -193,3 +193,24 @@ def test_the_default_is_the_first_preferred_model_that_validated_close_to_the_be
     assert shipped.default_for([model("Phys-Strat-Aug-Epistemic"), det], sequence="MPRAGE").model == \
         "Phys-Strat-Aug-Epistemic"
     assert shipped.default_for([det], sequence="SPGR") is None
+
+
+def test_the_shipped_reference_weights_segment_both_sequences_without_model(scans, tmp_path, capsys, monkeypatch):
+    """The weights committed under physeg/weights: verified, then `physeg segment` with no --model on a simulated
+    MPRAGE and SPGR scan picks a model of the scan's sequence and writes volumes inside their interval."""
+    monkeypatch.delenv(shipped.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(shipped.MANIFEST_ENV, raising=False)
+    models = shipped.registry()
+    assert {m.sequence for m in models.values()} == {"MPRAGE", "SPGR"}
+    assert {m.record["profile"] for m in models.values()} == {"reference"}
+    for key, scan in (("mprage", scans["mprage"]), ("spgr", scans["spgr"])):
+        out = tmp_path / key
+        assert main(["segment", str(scan), "-o", str(out), "--samples", "4", "--device", "cpu", "--no-progress"]) == 0
+        volumes = json.loads((out / "volumes.json").read_text())
+        default = shipped.default_for(models.values(), sequence=key.upper())
+        assert volumes["model"]["name"] == default.model and default.record["profile"] == "reference"
+        import pandas as pd
+
+        table = pd.read_csv(out / "volumes.tsv", sep="\t")
+        assert list(table["tissue"]) == ["GM", "WM", "CSF"] and (table["volume_ml"] >= 0).all()
+        assert ((table["iqr_low_ml"] <= table["volume_ml"]) & (table["volume_ml"] <= table["iqr_high_ml"])).all()
