@@ -195,7 +195,7 @@ def test_the_default_is_the_first_preferred_model_that_validated_close_to_the_be
     assert shipped.default_for([det], sequence="SPGR") is None
 
 
-def test_the_shipped_reference_weights_segment_both_sequences_without_model(scans, tmp_path, capsys, monkeypatch):
+def test_the_shipped_reference_weights_segment_both_sequences_without_model(scans, tmp_path, caplog, monkeypatch):
     """The weights committed under physeg/weights: verified, then `physeg segment` with no --model on a simulated
     MPRAGE and SPGR scan picks a model of the scan's sequence and writes volumes inside their interval."""
     monkeypatch.delenv(shipped.WEIGHTS_ENV, raising=False)
@@ -214,3 +214,9 @@ def test_the_shipped_reference_weights_segment_both_sequences_without_model(scan
         table = pd.read_csv(out / "volumes.tsv", sep="\t")
         assert list(table["tissue"]) == ["GM", "WM", "CSF"] and (table["volume_ml"] >= 0).all()
         assert ((table["iqr_low_ml"] <= table["volume_ml"]) & (table["volume_ml"] <= table["iqr_high_ml"])).all()
+        # a tissue the shipped model validated below 0.05 Dice is flagged in volumes.json and in the log
+        val = volumes["model"]["validation_dice"]
+        flagged = [t for t in ("GM", "WM", "CSF") if val[t] < 0.05]
+        assert volumes["model"]["unreliable_tissues"] == flagged
+        assert all(f"its {t} volume is not a measurement" in caplog.text for t in flagged)
+        caplog.clear()

@@ -12,6 +12,7 @@ checkpoint that does not load, or a ``best.pt``, ``plans.json`` or
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from physeg.inference.calibration_io import CALIBRATION_FILE, load_calibration
 from physeg.io_safety import IntegrityError, read_integrity, verify_file
 from physeg.models.plans import PLANS_FILE, Plans, PlansError
 from physeg.training.checkpoint import BEST
+
+
+#: Validation Dice below which a tissue's volume from this model is flagged as not a measurement.
+UNRELIABLE_DICE: float = 0.05
 
 
 @dataclass
@@ -43,6 +48,21 @@ class ModelInfo:
     @property
     def sequence(self) -> str:
         return self.plans.sequence
+
+    @property
+    def validation_dice(self) -> dict[str, float]:
+        """Validation Dice per tissue from the folder's ``finished.json`` (``{}`` without one)."""
+        try:
+            finished = json.loads((self.folder / "finished.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {t: float(finished[f"val_dice_{t}"]) for t in ("GM", "WM", "CSF")
+                if isinstance(finished.get(f"val_dice_{t}"), (int, float))}
+
+    @property
+    def unreliable_tissues(self) -> list[str]:
+        """Tissues the model validated at Dice below :data:`UNRELIABLE_DICE`: their volumes measure nothing."""
+        return [t for t, d in self.validation_dice.items() if d < UNRELIABLE_DICE]
 
     def describe_range(self) -> str:
         """The training box in user units: ``"TI 600–1200 ms"``, ``"FA 5–30°"``."""

@@ -260,6 +260,9 @@ def segment_images(
     out = prepare_output(output, force=force, images=images, model_folder=info.folder)  # after the model loaded
     if predictor.uncertainty == "none" and n_samples > 1:
         log.info("model %s has no uncertainty variant: one deterministic pass, interval of zero width", info.name)
+    for tissue in info.unreliable_tissues:  # e.g. a model that never learned CSF: say so, keep the other volumes
+        log.warning("model %s validated at %s Dice %.2f: its %s volume is not a measurement", info.name, tissue,
+                    info.validation_dice[tissue], tissue)
     if info.calibration is None:
         log.info("no calibration (--calibration or %s in the model folder): volume intervals are uncalibrated "
                  "sample percentiles", CALIBRATION_FILE)
@@ -368,6 +371,7 @@ def _write_tables(out: Path, *, results: list[SegmentResult], info: ModelInfo, n
             "voxel_size_mm": plans.voxel_size_mm, "physics": plans.uses_physics, "uncertainty": plans.uncertainty,
             "training_range": {k: list(v) for k, v in plans.training_ranges.items()},
             "training_range_units": "seconds, FA radians",
+            "validation_dice": info.validation_dice, "unreliable_tissues": info.unreliable_tissues,
         },
         "samples_requested": n_samples,
         "interval": "calibrated 50% interval (Eaton-Rosen 2018)" if calibrated
