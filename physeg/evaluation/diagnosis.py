@@ -1,6 +1,6 @@
 """Why a claim may not reproduce here: four causes the run itself can measure.
 
-A verdict on the paper's claims is only as good as the models behind it. Three
+A verdict on the paper's claims is only as good as the models behind it. Four
 properties of a short CPU run can make a claim fail for reasons that are ours,
 not the paper's, and each is measured from the run's own tables:
 
