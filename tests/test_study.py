@@ -193,8 +193,14 @@ def test_study_usage_errors(study, tmp_path, capsys):
 
 
 def test_missing_model_for_a_sequence_fails_those_scans(study, tmp_path):
+    import yaml
+
+    # an installation without shipped weights (the repository ships reference models for both sequences)
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"version": 1, "datasets": {"synthetic-mpm": {"kind": "synthetic"}}}))
+    no_weights = {"root": tmp_path / "weights", "manifest_path": manifest}
     run = segment_study(study["bids"], models=[f"MPRAGE={study['models']['MPRAGE']}"], n_samples=1, device="cpu",
-                        progress=False, output=tmp_path / "d", participant_labels=["01"])
+                        progress=False, output=tmp_path / "d", participant_labels=["01"], shipped=no_weights)
     assert len(run.segmented) == 2 and len(run.failed) == 1
     assert "SPGR" in run.failed[0]["error"] and "--model" in run.failed[0]["error"]
 
