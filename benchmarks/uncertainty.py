@@ -26,7 +26,12 @@ wall time overlaps.
 
 Prints a table and one JSON line per device.
 
-Measured state (2026-11-25, 2-core AMD EPYC VM shared with ~6 sessions, load
+Measured on the idle 2-core AMD EPYC (2026-11-26 00:03 UTC, ``--n 50 --repeats 2 --threads 2``):
+one forward 0.221 s; 50 aleatoric samples 0.518 s = 2.36x forward (goal <= 1.5x: not met; 1.85x the
+aleatoric model's own forward); with label map and probabilities 2.56x; 50 epistemic samples 13.79 s =
+63.1x forward (goal <= 50x: not met), 0.276 s per sample.
+
+Earlier state (2026-11-25, 2-core AMD EPYC VM shared with ~6 sessions, load
 average 11–13 throughout): a ``--repeats 2`` run of this benchmark started at
 19:58 UTC had not finished at 20:47 (it got 5–8% of a core), so no full
 figures from it are recorded here. A shorter check on the same code (commit
