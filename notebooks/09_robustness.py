@@ -208,8 +208,9 @@ else:
 # `RandomBiasField` and `RandomNoise`, SynthSeg's generator). A physics
 # simulator can instead put the flip-angle error *inside* the equation, where
 # it changes contrast as on a scanner. Here two Phys-Strat-Aug models are
-# trained at the profile's budget (same steps, same seed, same batches of
-# subjects, locations and θ), one with the physics artefacts drawn per
+# trained at the profile's budget (same steps, same seed; the physics arm's
+# draws come from the sampler's stream, so its later batches differ), one with
+# the physics artefacts drawn per
 # realisation inside the simulation (B1+ peak error 0–30 %, receive bias peak
 # log 0–0.6, SNR 10–40), one with TorchIO's bias field (coefficients ±0.6,
 # order 2) and Gaussian noise (SNR 10–40) applied to the clean simulated image
