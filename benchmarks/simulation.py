@@ -21,7 +21,12 @@ Usage::
     python benchmarks/simulation.py [--repeats 5] [--n 4] [--voxel-size 1] [--threads T]
     python benchmarks/simulation.py --artefacts [--rounds 7] [--voxel-size 1]
 
-Measured (artefacts), ``--artefacts --voxel-size 1 --rounds 3``, 2026-11-25 19:56 UTC, on 2 CPU cores
+Measured (artefacts) on the idle machine, ``--artefacts --voxel-size 1 --rounds 3``, 2026-11-26 00:03 UTC
+(load average 1.05): with B1+ and noise 3.74x / 3.39x (MPRAGE / SPGR, 1 thread) and 3.46x / 3.30x
+(2 threads) the layer without; B1+ alone 1.52-2.10x; layer / copy 1.54-1.58x (1 thread), 1.32-1.38x
+(2 threads). Goals (1.5x, 1.2x) not met; most of the noise cost is the two Gaussian draws per voxel.
+
+Earlier (artefacts), ``--artefacts --voxel-size 1 --rounds 3``, 2026-11-25 19:56 UTC, on 2 CPU cores
 shared with about six other jobs (load average 12.1 at the start); times are medians, ratios medians of
 per-round ratios::
 
