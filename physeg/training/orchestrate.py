@@ -38,29 +38,29 @@ from physeg.training.validation import make_validation_set
 
 log = logging.getLogger(__name__)
 
-__all__ = ["model_folder", "augmented_folder", "job_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "train_jobs", "summary_table", "find_models"]
+__all__ = ["model_folder", "job_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "train_jobs", "summary_table", "find_models"]
 
 
-def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
-    """``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/`` (not created)."""
+def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None,
+                 augmentation: str | None = None) -> Path:
+    """``<cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/`` (not created).
+
+    With an artefact augmentation arm (:data:`physeg.training.augmentation.ARMS`):
+    ``<cache>/models/<profile>/augmentation/<model>+<arm>_<sequence>_seed<seed>_<hash>/``,
+    the hash covering the plans and the arm.
+    """
     plans = make_plans(get_model_spec(model), profile=profile, sequence=sequence, seed=seed)
-    return cache_root() / "models" / profile.name / f"{model}_{sequence}_seed{plans.seed}_{config_hash(plans.identity())}"
-
-
-def augmented_folder(model: str, arm: str, *, profile: Profile, sequence: str, seed: int | None = None) -> Path:
-    """``<cache>/models/<profile>/augmentation/<model>+<arm>_<sequence>_seed<seed>_<hash>/``: a model trained
-    with an artefact augmentation arm (:mod:`physeg.training.augmentation`); the hash covers the plans and the arm."""
-    plans = make_plans(get_model_spec(model), profile=profile, sequence=sequence, seed=seed)
-    key = config_hash({"plans": plans.identity(), "augmentation": ARMS[arm].to_dict()})
-    return (cache_root() / "models" / profile.name / "augmentation"
-            / f"{model}+{arm}_{sequence}_seed{plans.seed}_{key}")
+    root = cache_root() / "models" / profile.name
+    if augmentation is None:
+        return root / f"{model}_{sequence}_seed{plans.seed}_{config_hash(plans.identity())}"
+    key = config_hash({"plans": plans.identity(), "augmentation": ARMS[augmentation].to_dict()})
+    return root / "augmentation" / f"{model}+{augmentation}_{sequence}_seed{plans.seed}_{key}"
 
 
 def job_folder(job: TrainingJob, *, profile: Profile) -> Path:
-    """Folder of a training job: :func:`model_folder`, or :func:`augmented_folder` for an augmentation arm."""
-    if job.augmentation is not None:
-        return augmented_folder(job.model, job.augmentation, profile=profile, sequence=job.sequence, seed=job.seed)
-    return model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed)
+    """:func:`model_folder` of a training job."""
+    return model_folder(job.model, profile=profile, sequence=job.sequence, seed=job.seed,
+                        augmentation=job.augmentation)
 
 
 def load_volumes(profile: Profile) -> dict[str, list[Volumes]]:
