@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,9 @@ class ModelInfo:
     def sequence(self) -> str:
         return self.plans.sequence
 
-    @property
+    @cached_property
     def validation_dice(self) -> dict[str, float]:
-        """Validation Dice per tissue from the folder's ``finished.json`` (``{}`` without one)."""
+        """Validation Dice per tissue from the folder's ``finished.json`` (``{}`` without one; read once)."""
         try:
             finished = json.loads((self.folder / "finished.json").read_text())
         except (OSError, ValueError):

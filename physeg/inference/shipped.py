@@ -128,10 +128,10 @@ def default_for(models: Iterable[ShippedModel], *, sequence: str) -> ShippedMode
     """
     rank = {name: i for i, name in enumerate(DEFAULT_ORDER)}
     shipped = [m for m in models if m.sequence == sequence]
-    scores = [d for d in map(_validated_dice, shipped) if d is not None]
-    best = max(scores, default=None)
-    candidates = [m for m in shipped if best is None or _validated_dice(m) is None
-                  or _validated_dice(m) >= best - DEFAULT_DICE_MARGIN]
+    scores = {m.key: _validated_dice(m) for m in shipped}
+    best = max((d for d in scores.values() if d is not None), default=None)
+    candidates = [m for m in shipped if best is None or scores[m.key] is None
+                  or scores[m.key] >= best - DEFAULT_DICE_MARGIN]
     return min(candidates, key=lambda m: (rank.get(m.model, len(rank)), m.model)) if candidates else None
 
 

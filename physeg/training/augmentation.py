@@ -79,13 +79,14 @@ class _TorchIOArtefacts:
 
     def __call__(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         tio = self._tio
+        head = mask.bool().cpu() if mask.any() else None  # the voxels whose mean sets σ (all, for an empty mask)
         out = []
         for image in images:  # (1, X, Y, Z): TorchIO's channel-first layout
             img = tio.ScalarImage(tensor=image.detach().cpu().float())
             if self._bias is not None:
                 img = self._bias(img)
             if self._snr is not None:
-                head_mean = float(img.data[0][mask.bool().cpu()].mean()) if mask.any() else float(img.data.mean())
+                head_mean = float(img.data[0][head].mean() if head is not None else img.data.mean())
                 lo, hi = self._snr
                 img = tio.RandomNoise(std=(head_mean / hi, head_mean / lo))(img)
             out.append(img.data.to(images.device, images.dtype))
