@@ -237,12 +237,10 @@ cost
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from physeg.profiles import PROFILES
-from physeg.reference import compare, records
-from physeg.reference import status as ref_status
+from physeg.reference import compare
+from physeg.reference.status import committed_reference
 
-reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
-                                        versions=records.code_versions())
+reference = committed_reference("reference")
 display(Markdown(compare.banner(reference)))
 compare.side_by_side(compare.model_validation(summary), compare.model_validation(reference.table("models")),
                      current_label=f"{P.name} (this run)").round(3)

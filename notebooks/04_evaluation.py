@@ -275,12 +275,10 @@ cmp.dropna(subset=["mean_ours"]).groupby(["table", "model"])[["diff"]].agg(["mea
 # that produced them has changed since.
 
 # %% tags=["hide-input"]
-from physeg.profiles import PROFILES
-from physeg.reference import compare, records
-from physeg.reference import status as ref_status
+from physeg.reference import compare
+from physeg.reference.status import committed_reference
 
-reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
-                                        versions=records.code_versions())
+reference = committed_reference("reference")
 display(Markdown(compare.banner(reference)))
 this_run = seeds.results_csv_frame(summary)
 run_label = f"{prof.name} (this run)"

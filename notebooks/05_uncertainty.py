@@ -205,12 +205,10 @@ pd.DataFrame(rows).round(3)
 # %% tags=["hide-input"]
 from IPython.display import Markdown
 
-from physeg.profiles import PROFILES
-from physeg.reference import compare, records
-from physeg.reference import status as ref_status
+from physeg.reference import compare
+from physeg.reference.status import committed_reference
 
-reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
-                                        versions=records.code_versions())
+reference = committed_reference("reference")
 display(Markdown(compare.banner(reference)))
 ref_per = reference.table("uncertainty_per_image")
 ref_coverage = None if ref_per is None or ref_per.empty else un.coverage50_summary(ref_per)

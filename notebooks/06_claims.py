@@ -65,11 +65,12 @@ for r in claims.itertuples():
 # ## Why a claim may not reproduce here: what this run can measure
 #
 # A "not reproduced" from under-trained models, or from a difference smaller
-# than retraining noise, says nothing about the paper. Three causes are
+# than retraining noise, says nothing about the paper. Four causes are
 # measured from this run's own tables (`physeg.evaluation.diagnosis`): how far
 # Phys-Strat-Aug still is from the PGS-vs-truth ceiling, how large the
-# seed-to-seed spread is against the steps between ablations, and how many
-# fewer distinct patches the stratified models saw in the same steps.
+# seed-to-seed spread is against the steps between ablations, how many fewer
+# distinct patches the stratified models saw in the same steps, and which
+# tissues a model does not segment at all.
 
 # %% tags=["hide-input"]
 test_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["test"]]
@@ -96,17 +97,15 @@ print(f"written {written['claims']}")
 # from and whether it is stale.
 
 # %% tags=["hide-input"]
-from physeg.profiles import PROFILES
-from physeg.reference import compare, records
-from physeg.reference import status as ref_status
+from physeg.reference import compare
+from physeg.reference.status import committed_reference
 
-reference = ref_status.reference_status(records.RESULTS_ROOT / "reference", profile=PROFILES.get("reference"),
-                                        versions=records.code_versions())
+reference = committed_reference("reference")
 display(Markdown(compare.banner(reference)))
-compare.claims_three_columns(claims, reference.table("claims"), current_label=f"{prof.name} (this run)")
+reference_claims = reference.table("claims")
+compare.claims_three_columns(claims, reference_claims, current_label=f"{prof.name} (this run)")
 
 # %% tags=["hide-input"]
-reference_claims = reference.table("claims")
 if reference_claims is not None:
     display(Markdown("**The reference run's claims, with their evidence:**\n\n" + cl.summary_prose(reference_claims)))
 else:

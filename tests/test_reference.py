@@ -221,6 +221,10 @@ def test_committed_reference_results_are_intact_and_current():
         st = status.check_reference(records.RESULTS_ROOT / name, profile=PROFILES.get(name),
                                     versions=records.code_versions())
         assert st.state == status.CURRENT, f"results/{name} is stale: {st.reasons}"
+        # what the pages show: the same folder, profile and versions
+        page = status.committed_reference(name)
+        assert page.state == status.CURRENT and page.folder == records.RESULTS_ROOT / name
+    assert status.committed_reference("no-such-profile").state == status.ABSENT
 
 
 def test_side_by_side_columns_for_tables_the_paper_lacks():

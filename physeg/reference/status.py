@@ -128,6 +128,14 @@ def reference_status(folder: Path, *, profile: Any | None, versions: Mapping[str
         return ReferenceStatus(profile=folder.name, folder=folder, state=ALTERED, reasons=[str(exc)])
 
 
+def committed_reference(name: str = "reference") -> ReferenceStatus:
+    """:func:`reference_status` of this checkout's ``results/<name>/`` against this checkout's profile ``name``
+    and code versions: what a page (an edge, like the CLI) shows under its reference columns."""
+    from physeg.profiles import PROFILES
+
+    return reference_status(records.RESULTS_ROOT / name, profile=PROFILES.get(name), versions=records.code_versions())
+
+
 def committed_profiles(root: Path | None = None) -> list[str]:
     """Profiles with a frozen folder (one holding ``SHA256SUMS``) under ``root`` (default ``results/``)."""
     root = Path(root) if root is not None else records.RESULTS_ROOT
