@@ -243,13 +243,8 @@ arm_cov = rb.cov_summary(arms).pivot_table(index=["sequence", "model"], columns=
                                           values="cov_x1000").round(1)
 display(arm_cov)
 # the seed-to-seed spread of the plain Phys-Strat-Aug (first section, every training seed) as the yardstick
-psa = results[results["model"] == "Phys-Strat-Aug"]
-per_seed = (psa.groupby(["training_seed", "sequence", "kind", "level"], observed=True)["dice"].mean()
-            .groupby(["sequence", "kind", "level"], observed=True).agg(["std", "count"]).reset_index())
-spread = float(per_seed["std"].max()) if per_seed["count"].min() > 1 else float("nan")
-art = arm_tab[arm_tab["kind"] != "clean"].pivot_table(index=["sequence", "kind", "level"], columns="model",
-                                                      values="mean")
-gap = (art["PSA + physics artefacts"] - art["PSA + TorchIO bias/noise"]).rename("physics − TorchIO")
+spread = rb.seed_spread(results, model="Phys-Strat-Aug")
+gap = rb.arm_difference(arm_tab, first="PSA + physics artefacts", second="PSA + TorchIO bias/noise")
 lines = [f"- {seq}, {kind} {level:g}: mean Dice physics − TorchIO {g:+.3f}" for (seq, kind, level), g in gap.items()]
 verdict = ("the seed-to-seed SD of the plain Phys-Strat-Aug's mean Dice under these conditions is at most "
            f"{spread:.3f} (seeds {list(prof.seeds)}): a difference smaller than about twice that is not a finding"

@@ -49,3 +49,21 @@ def test_summary_and_cov_by_hand():
     # volumes 100, 110: SD (ddof 1) = 7.0711, mean 105 -> CoV 0.067344 -> x1000 = 67.34
     assert cov["A"] == pytest.approx(1e3 * 7.0710678 / 105.0, rel=1e-6)
     assert cov["B"] == 0.0
+
+
+def test_seed_spread_and_arm_difference_by_hand():
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        for kind, level in (("clean", 0.0), ("SNR", 10.0)):
+            for tissue in ("GM", "WM"):
+                rows.append({"training_seed": seed, "sequence": "MPRAGE", "model": "Phys-Strat-Aug", "kind": kind,
+                             "level": level, "tissue": tissue, "dice": 0.8 + shift + (0.05 if kind == "SNR" else 0)})
+    results = pd.DataFrame(rows)
+    # per-seed means 0.8 / 0.9 in each condition: SD (ddof 1) = 0.1 / sqrt(2)
+    assert rb.seed_spread(results, model="Phys-Strat-Aug") == pytest.approx(0.1 / 2 ** 0.5)
+    assert rb.seed_spread(results[results["training_seed"] == 0], model="Phys-Strat-Aug") != \
+        rb.seed_spread(results[results["training_seed"] == 0], model="Phys-Strat-Aug")  # one seed: NaN
+    table = pd.DataFrame({"sequence": "SPGR", "model": ["a", "b", "a", "b"], "kind": ["clean", "clean", "SNR", "SNR"],
+                          "level": [0.0, 0.0, 10.0, 10.0], "mean": [0.9, 0.5, 0.7, 0.6]})
+    gap = rb.arm_difference(table, first="a", second="b")
+    assert list(gap.index) == [("SPGR", "SNR", 10.0)] and gap.iloc[0] == pytest.approx(0.1)

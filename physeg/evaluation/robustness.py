@@ -158,3 +158,20 @@ def cov_summary(results: pd.DataFrame) -> pd.DataFrame:
     cov = cov[cov["tissue"].isin(["GM", "WM"])]
     return (cov.groupby(["sequence", "model", "kind", "level"], observed=True)["cov_x1000"].mean()
             .reset_index())
+
+
+def seed_spread(results: pd.DataFrame, *, model: str) -> float:
+    """Largest SD over training seeds of ``model``'s mean Dice (tissues, subjects, images pooled) in any one
+    sequence × condition: what a difference between two single-seed models must exceed. ``NaN`` for one seed."""
+    d = results[results["model"] == model]
+    per_seed = (d.groupby(["training_seed", "sequence", "kind", "level"], observed=True)["dice"].mean()
+                .groupby(["sequence", "kind", "level"], observed=True).agg(["std", "count"]))
+    return float(per_seed["std"].max()) if len(per_seed) and per_seed["count"].min() > 1 else float("nan")
+
+
+def arm_difference(summary_table: pd.DataFrame, *, first: str, second: str) -> pd.Series:
+    """Mean Dice of model ``first`` minus ``second`` per sequence × artefact kind × level (clean images left out),
+    from :func:`summary`."""
+    art = summary_table[summary_table["kind"] != "clean"].pivot_table(
+        index=["sequence", "kind", "level"], columns="model", values="mean", observed=True)
+    return (art[first] - art[second]).rename(f"{first} − {second}")
