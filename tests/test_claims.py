@@ -81,6 +81,7 @@ def test_claim_4_both_outcomes():
     assert cl.claim_aleatoric_negligible(_unc(0.01))["verdict"] == cl.REPRODUCED
     assert cl.claim_aleatoric_negligible(_unc(0.5))["verdict"] == cl.NOT_REPRODUCED
     assert cl.claim_aleatoric_negligible(None)["verdict"] == cl.NOT_TESTABLE
+    assert "one training seed" in cl.claim_aleatoric_negligible(_unc(0.01))["evidence"]  # the spread is unmeasured
     u = _unc()
     u["var_epistemic"] = 0.0
     assert cl.claim_aleatoric_negligible(u)["verdict"] == cl.NOT_TESTABLE

@@ -206,6 +206,8 @@ def claim_aleatoric_negligible(uncertainty: pd.DataFrame | None, *,
     parts = [None if not np.isfinite(r) else bool(r < threshold) for r in ratio]
     if ratio.isna().any():
         ev = "epistemic variance is zero for some model/tissue (ratio undefined): " + ev
+    # physeg.training.orchestrate.profile_jobs trains the uncertainty variants with the first seed only
+    ev += "; one training seed (the uncertainty variants are trained once): the ratio's seed spread is not measured"
     return _row(4, _combine(parts), ev, criterion)
 
 
