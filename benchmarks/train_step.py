@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             base.append(b)
             phys.append(s)
         b, s = min(base), min(phys)
+        peak = (f" | peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+                if device.type == "cuda" else "")
         print(f"{dev}: baseline {b * 1e3:.1f} ms/step ({nb:,} params) | physics+strat {s * 1e3:.1f} ms/step "
-              f"({ns:,} params) | ratio {s / b:.3f} (overhead {100 * (s / b - 1):+.1f} %)")
+              f"({ns:,} params) | ratio {s / b:.3f} (overhead {100 * (s / b - 1):+.1f} %){peak}")
     return 0
 
 

@@ -55,9 +55,8 @@ from physeg.evaluation.models import load_models, model_folders
 from physeg.profiles import get_profile
 from physeg.simulation import Artefacts, get_sequence, simulate
 from physeg.simulation.sequences import mp2rage
-from physeg.training.augmentation import ARMS
-from physeg.training.orchestrate import train_all, train_jobs
-from physeg.training.parallel import TrainingJob, resolve_workers
+from physeg.training.orchestrate import arm_jobs, train_all, train_jobs
+from physeg.training.parallel import resolve_workers
 
 prof = get_profile(profile)
 pd.set_option("display.max_columns", 40, "display.width", 200)
@@ -220,9 +219,9 @@ else:
 
 # %% tags=["hide-input"]
 arm_seed = prof.seeds[0]
-arm_jobs = [TrainingJob("Phys-Strat-Aug", seq, arm_seed, augmentation=arm) for seq in prof.sequences for arm in ARMS]
+jobs = arm_jobs(prof)  # Phys-Strat-Aug x each arm x each sequence, first training seed
 t1 = time.perf_counter()
-arm_trained = train_jobs(prof, arm_jobs, progress=False, workers=resolve_workers(None))
+arm_trained = train_jobs(prof, jobs, progress=False, workers=resolve_workers(None))
 arm_train_s = time.perf_counter() - t1
 arm_label = {"physics": "PSA + physics artefacts", "torchio": "PSA + TorchIO bias/noise"}
 arm_models = load_models({(arm_label[j.augmentation], j.sequence): f for j, f in arm_trained["folders"].items()})
@@ -230,7 +229,7 @@ plain = train_all(prof, models=["Phys-Strat-Aug"], seed=arm_seed, progress=False
 arm_models |= {("PSA (clean training)", seq): m
                for (name, seq), m in load_models(model_folders(plain), names=["Phys-Strat-Aug"]).items()}
 arms = rb.evaluate_artefacts(prof, arm_models, subjects, config=cfg, training_seed=arm_seed)
-print(f"training seed {arm_seed}; {len(arm_jobs)} models trained or reused in {arm_train_s:.0f} s "
+print(f"training seed {arm_seed}; {len(jobs)} models trained or reused in {arm_train_s:.0f} s "
       f"({int(arm_trained['summary']['cached'].sum())} from the cache)")
 arm_tab = rb.summary(arms)
 display(arm_tab.pivot_table(index=["sequence", "model"], columns=["kind", "level"], values="mean").round(3))

@@ -157,3 +157,19 @@ def test_an_invalid_choice_is_one_line(capsys):
 
 def test_train_negative_workers(capsys):
     assert_usage_error(capsys, ["train", "--profile", "smoke", "--workers", "-1"], "train", "--workers must be >= 0")
+
+
+def test_train_unknown_augmentation_arm(capsys):
+    assert_usage_error(capsys, ["train", "--profile", "smoke", "--device", "cpu", "--augmentation", "nope"], "train",
+                       "unknown augmentation arm(s) ['nope']")
+
+
+def test_arm_jobs_are_phys_strat_aug_per_sequence_and_arm_with_the_first_seed():
+    from physeg.profiles import get_profile
+    from physeg.training.orchestrate import arm_jobs
+
+    prof = get_profile("reference-long")
+    jobs = arm_jobs(prof, ["physics"])
+    assert [(j.model, j.sequence, j.seed, j.augmentation) for j in jobs] == [
+        ("Phys-Strat-Aug", "MPRAGE", 0, "physics"), ("Phys-Strat-Aug", "SPGR", 0, "physics")]
+    assert len(arm_jobs(prof)) == 2 * len(prof.sequences)

@@ -59,7 +59,8 @@ def test_a_child_whose_parent_is_neither_listed_nor_trained_is_refused(tmp_path,
 
 def test_workers_resolution():
     assert resolve_workers(3, device="cpu") == 3
-    assert resolve_workers(2, device="cuda") == 1
+    assert resolve_workers(2, device="cuda") == 2  # explicit: processes sharing one GPU
+    assert resolve_workers(None, device="cuda") == 1
     assert resolve_workers(None, device="cpu") >= 1
     with pytest.raises(ValueError, match="workers"):
         resolve_workers(0, device="cpu")

@@ -38,7 +38,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_profiles_by_name_and_env(monkeypatch):
-    assert set(PROFILES) == {"smoke", "demo", "reference", "paper"}
+    assert set(PROFILES) == {"smoke", "demo", "reference", "reference-long", "paper"}
     monkeypatch.setenv("PHYSEG_PROFILE", "smoke")
     assert get_profile().name == "smoke"
     monkeypatch.delenv("PHYSEG_PROFILE")

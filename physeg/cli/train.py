@@ -14,6 +14,8 @@ examples:
   physeg train --profile demo --models Baseline Phys-Strat-Aug --sequence MPRAGE
   physeg train --profile demo --resume                  continue interrupted runs from last.pt
   physeg train --profile demo --workers 0               one training process per CPU core
+  physeg train --profile reference-long --all-seeds --augmentation physics --device cuda --workers 8
+                                                        every model the pages use, 8 processes on one GPU
   torchrun --nproc_per_node 2 -m physeg train --profile paper --models Phys-Strat-Aug   (DDP)
 
 Each model goes to <cache>/models/<profile>/<model>_<sequence>_seed<seed>_<hash>/
@@ -38,9 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from last.pt")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=None, help="model seed (default: the profile's)")
+    parser.add_argument("--all-seeds", action="store_true",
+                        help="train what the notebooks use: every model with the first training seed and the "
+                             "ablations with each other seed of the profile (ignores --models and --seed)")
+    parser.add_argument("--augmentation", nargs="+", default=None, metavar="ARM",
+                        help="also train Phys-Strat-Aug with these artefact arms (physics, torchio), first seed, "
+                             "as notebook 09 does")
     parser.add_argument("--workers", type=int, default=1,
-                        help="models trained side by side on the CPU, one process (one thread) each; "
-                             "0 = one per available core (default 1)")
+                        help="models trained side by side, one process each (on a GPU they share it); "
+                             "0 = one per available CPU core, 1 on a GPU (default 1)")
     parser.set_defaults(func=run)
 
 
@@ -56,7 +64,7 @@ def train_from_args(args: argparse.Namespace) -> None:
     import torch
 
     from physeg.training.distributed import world
-    from physeg.training.orchestrate import train_all
+    from physeg.training.orchestrate import arm_jobs, profile_jobs, train_all, train_jobs
     from physeg.training.parallel import resolve_workers
 
     try:
@@ -70,8 +78,18 @@ def train_from_args(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0 (0: one per core); got {args.workers}")
     workers = resolve_workers(args.workers or None, device=args.device)
-    result = train_all(profile, sequences=args.sequences, models=args.models,
-                       device=args.device, resume=args.resume, seed=args.seed, workers=workers)
+    try:
+        arms = arm_jobs(profile, args.augmentation) if args.augmentation else []
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.all_seeds or arms:
+        # the ablations of every seed first: if a run is cut short, the seed-to-seed comparison survives
+        jobs = sorted(profile_jobs(profile), key=lambda j: j.model not in profile.ablations) if args.all_seeds else []
+        result = train_jobs(profile, jobs + arms, device=args.device, resume=args.resume, workers=workers)
+        result["folders"] = {(_job_label(job), job.sequence): f for job, f in result["folders"].items()}
+    else:
+        result = train_all(profile, sequences=args.sequences, models=args.models,
+                           device=args.device, resume=args.resume, seed=args.seed, workers=workers)
     if world()[0] != 0:
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -79,3 +97,9 @@ def train_from_args(args: argparse.Namespace) -> None:
         print(result["summary"][cols].round(4).to_string(index=False))
     for (name, seq), folder in result["folders"].items():
         print(f"{name:28s} {seq:7s} {folder}")
+
+
+def _job_label(job) -> str:
+    """``model[+arm] seed N``: one summary line per job, also when a model is trained with several seeds."""
+    arm = f"+{job.augmentation}" if job.augmentation else ""
+    return f"{job.model}{arm} seed {job.seed}"

@@ -38,7 +38,7 @@ from physeg.training.validation import make_validation_set
 
 log = logging.getLogger(__name__)
 
-__all__ = ["model_folder", "job_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "train_jobs", "summary_table", "find_models"]
+__all__ = ["model_folder", "job_folder", "load_volumes", "train_one", "train_all", "profile_jobs", "arm_jobs", "train_jobs", "summary_table", "find_models"]
 
 
 def model_folder(model: str, *, profile: Profile, sequence: str, seed: int | None = None,
@@ -180,6 +180,22 @@ def profile_jobs(profile: Profile) -> list[TrainingJob]:
     return ([TrainingJob(name, sequence, first) for sequence in profile.sequences for name in profile_models(profile)]
             + [TrainingJob(name, sequence, s) for s in others for sequence in profile.sequences
                for name in profile.ablations])
+
+
+def arm_jobs(profile: Profile, arms: list[str] | tuple[str, ...] = tuple(ARMS)) -> list[TrainingJob]:
+    """Phys-Strat-Aug with each artefact augmentation arm (:data:`~physeg.training.augmentation.ARMS`),
+    every sequence of the profile, first training seed: the models page 09 compares.
+
+    Raises
+    ------
+    ValueError
+        If an arm is not one of :data:`~physeg.training.augmentation.ARMS`.
+    """
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown augmentation arm(s) {unknown}; choose from {sorted(ARMS)}")
+    return [TrainingJob("Phys-Strat-Aug", seq, profile.seeds[0], augmentation=arm)
+            for seq in profile.sequences for arm in arms]
 
 
 def train_jobs(profile: Profile, jobs: list[TrainingJob], *, device: str = "auto", resume: bool = False,
