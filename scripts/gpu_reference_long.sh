@@ -36,12 +36,12 @@ cat "$out/machine.txt"
 
 if [ "$device" = cuda ]; then  # fail fast: every code path of the real run, at smoke size, on the GPU
   timeout 150 "$py" -m physeg train --profile smoke --all-seeds --augmentation physics --device cuda \
-    --workers "$workers" > "$out/smoke.log" 2>&1 || { echo "smoke training on the GPU failed:"; tail -n 40 "$out/smoke.log"; exit 1; }
+    --workers "$workers" > "$out/train.log" 2>&1 || { echo "smoke training on the GPU failed:"; tail -n 40 "$out/train.log"; exit 1; }
   echo "smoke training on the GPU: ok"
 fi
 t0=$(date +%s)
 timeout "$train_s" "$py" -m physeg train --profile "$profile" --all-seeds --augmentation physics \
-  --device "$device" --workers "$workers" > "$out/train.log" 2>&1
+  --device "$device" --workers "$workers" >> "$out/train.log" 2>&1
 echo "training exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$out/train.log"
 tail -n 3 "$out/train.log"
 
@@ -74,6 +74,7 @@ print(f"packed {len(done)} finished models into {len(chunks)} tarball(s)")
 PY
 
 [ "$device" = cuda ] || exit 0
-timeout 90 "$py" "$here/benchmarks/train_step.py" --profile paper --device cuda --steps 10 > "$out/paper_step.txt" 2>&1
-echo "paper step timing exit $?" >> "$out/paper_step.txt"
-cat "$out/paper_step.txt"
+# (at most 8 files come back from the device machine: machine.txt, train.log, finished.json, <= 5 tarballs)
+timeout 60 "$py" "$here/benchmarks/train_step.py" --profile paper --device cuda --steps 10 > "$out/paper_step.tmp" 2>&1
+echo "paper step timing exit $?" >> "$out/paper_step.tmp"
+cat "$out/paper_step.tmp" | tee -a "$out/machine.txt" && rm "$out/paper_step.tmp"
