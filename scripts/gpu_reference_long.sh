@@ -75,6 +75,6 @@ PY
 
 [ "$device" = cuda ] || exit 0
 # (at most 8 files come back from the device machine: machine.txt, train.log, finished.json, <= 5 tarballs)
-timeout 60 "$py" "$here/benchmarks/train_step.py" --profile paper --device cuda --steps 10 > "$out/paper_step.tmp" 2>&1
+timeout 60 "$py" "$here/benchmarks/train_step.py" --profile paper --device cuda --steps 5 > "$out/paper_step.tmp" 2>&1
 echo "paper step timing exit $?" >> "$out/paper_step.tmp"
 cat "$out/paper_step.tmp" | tee -a "$out/machine.txt" && rm "$out/paper_step.tmp"
