@@ -228,19 +228,20 @@ cost
 # ## Reference: the same models trained longer
 #
 # Validation Dice (mean over training seeds) of this run's models beside the
-# committed reference run's (`results/reference/models.csv`: the same network
-# at 4 mm, trained 20 epochs × 18 steps instead of 8 × 18, three seeds). The
-# gap between the two columns is how far this profile's models are from where
-# a longer CPU budget takes them; the paper trained to early stopping on a GPU
-# and reports no validation figures.
+# committed runs' (`results/<run>/models.csv`): `reference`, the same network
+# at 4 mm trained 20 epochs × 18 steps instead of 8 × 18 on the CPU, and
+# `reference-long`, trained 80 × 18 steps on a GPU; three seeds each. The gaps
+# between the columns show how far this profile's models are from where longer
+# training takes them; the paper trained to early stopping on a GPU and reports
+# no validation figures.
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
 from physeg.reference import compare
-from physeg.reference.status import committed_reference
+from physeg.reference.status import committed_runs
 
-reference = committed_reference("reference")
-display(Markdown(compare.banner(reference)))
-compare.side_by_side(compare.model_validation(summary), compare.model_validation(reference.table("models")),
-                     current_label=f"{P.name} (this run)").round(3)
+runs = committed_runs()
+display(Markdown(compare.banners(runs)))
+committed = {k: compare.model_validation(t) for k, t in compare.committed_tables(runs, "models").items()}
+compare.side_by_side(compare.model_validation(summary), committed, current_label=f"{P.name} (this run)").round(3)

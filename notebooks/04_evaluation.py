@@ -264,29 +264,31 @@ cmp.dropna(subset=["mean_ours"]).groupby(["table", "model"])[["diff"]].agg(["mea
 # %% [markdown]
 # ## Reference results
 #
-# The same tables from three sources side by side: this run (the profile
-# above), the committed reference run (`results/reference/`: a longer CPU run
-# with three training seeds, frozen by `physeg reference freeze` with its
-# provenance and checksums; `physeg.reference`) and the paper. Dice and
+# The same tables side by side: this run (the profile above), the committed
+# runs (`results/reference/`: a longer CPU run with three training seeds;
+# `results/reference-long/`: the same trained 4× longer on a GPU; each frozen
+# by `physeg reference freeze` with its provenance and checksums;
+# `physeg.reference`) and the paper. Dice and
 # CoV × 10³; `sd_subjects` is the SD across test subjects (the paper's
 # brackets), `sd_seeds` the SD across training seeds (empty for one seed and
-# for the paper). The banner says where the reference numbers came from, and
-# that they are stale, with the reason, when the reference profile or the code
-# that produced them has changed since.
+# for the paper). The banners say where the committed numbers came from, and
+# that they are stale, with the reason, when their profile or the code that
+# produced them has changed since.
 
 # %% tags=["hide-input"]
 from physeg.reference import compare
-from physeg.reference.status import committed_reference
+from physeg.reference.status import committed_runs
 
-reference = committed_reference("reference")
-display(Markdown(compare.banner(reference)))
+runs = committed_runs()
+display(Markdown(compare.banners(runs)))
+committed_tables = compare.committed_tables(runs, "tables")
 this_run = seeds.results_csv_frame(summary)
 run_label = f"{prof.name} (this run)"
 
 # %%
-compare.three_columns(this_run, reference.table("tables"), pr.paper_tables(), current_label=run_label,
+compare.three_columns(this_run, committed_tables, pr.paper_tables(), current_label=run_label,
                       table="dice").round(3)
 
 # %%
-compare.three_columns(this_run, reference.table("tables"), pr.paper_tables(), current_label=run_label,
+compare.three_columns(this_run, committed_tables, pr.paper_tables(), current_label=run_label,
                       table="cov_x1000").round(2)

@@ -195,22 +195,22 @@ pd.DataFrame(rows).round(3)
 # %% [markdown]
 # ## Reference results
 #
-# The calibrated 50 % interval of this run beside the committed reference run
-# (`results/reference/`: 50 + 50 samples, three training seeds for the
-# ablations, the uncertainty models trained 2.5× longer than on `demo`). The
-# paper gives no per-cell coverage table (its Figures 3–4 show intervals, not
-# coverage), so there is no third column here. The banner says where the
-# reference came from and whether it is stale.
+# The calibrated 50 % interval of this run beside the committed runs
+# (`results/reference/`: 50 + 50 samples, the uncertainty models trained 2.5×
+# longer than on `demo`; `results/reference-long/`: the same, trained 10× longer
+# than on `demo`, on a GPU). The paper gives no per-cell coverage table (its
+# Figures 3–4 show intervals, not coverage), so there is no paper column here.
+# The banners say where the committed runs came from and whether they are stale.
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown
 
 from physeg.reference import compare
-from physeg.reference.status import committed_reference
+from physeg.reference.status import committed_runs
 
-reference = committed_reference("reference")
-display(Markdown(compare.banner(reference)))
-ref_per = reference.table("uncertainty_per_image")
-ref_coverage = None if ref_per is None or ref_per.empty else un.coverage50_summary(ref_per)
+runs = committed_runs()
+display(Markdown(compare.banners(runs)))
+ref_coverage = {k: None if per is None or per.empty else un.coverage50_summary(per)
+                for k, per in compare.committed_tables(runs, "uncertainty_per_image").items()}
 compare.side_by_side(coverage50, ref_coverage, current_label=f"{prof.name} (this run)",
                      values=["coverage50", "coverage50_raw", "iqr_ml", "bias_ml", "n"]).round(3)

@@ -90,23 +90,32 @@ print(f"written {written['claims']}")
 # %% [markdown]
 # ## Reference results
 #
-# The verdicts of this run beside those of the committed reference run
-# (`results/reference/claims.csv`, frozen by `physeg reference freeze`) and the
-# same criteria applied to the paper's own Tables 1–2 (claims 1–3; "n/a"
-# where the paper gives no table). The banner says where the reference came
-# from and whether it is stale.
+# The verdicts of this run beside those of the committed runs
+# (`results/<run>/claims.csv`, frozen by `physeg reference freeze`):
+# `reference` (360 training steps on the CPU) and `reference-long` (the same
+# profile trained 1440 steps, on a GPU), and the same criteria applied to the
+# paper's own Tables 1–2 (claims 1–3; "n/a" where the paper gives no table).
+# A verdict that changes between the two committed runs is one that training
+# length decides, not the method. The banners say where the runs came from and
+# whether they are stale.
 
 # %% tags=["hide-input"]
 from physeg.reference import compare
-from physeg.reference.status import committed_reference
+from physeg.reference.status import committed_runs
 
-reference = committed_reference("reference")
-display(Markdown(compare.banner(reference)))
-reference_claims = reference.table("claims")
-compare.claims_three_columns(claims, reference_claims, current_label=f"{prof.name} (this run)")
+runs = committed_runs()
+display(Markdown(compare.banners(runs)))
+committed_claims = compare.committed_tables(runs, "claims")
+compare.claims_three_columns(claims, committed_claims, current_label=f"{prof.name} (this run)")
 
 # %% tags=["hide-input"]
-if reference_claims is not None:
-    display(Markdown("**The reference run's claims, with their evidence:**\n\n" + cl.summary_prose(reference_claims)))
-else:
-    display(Markdown("No reference claims to show (see the banner above)."))
+changes = compare.verdict_changes(committed_claims)
+shown = [k for k, c in committed_claims.items() if c is not None]
+if len(shown) > 1:
+    display(Markdown("**Verdicts that training length changes** (committed runs, 360 vs 1440 steps):\n\n"
+                     + ("\n".join(changes) if changes else "none: both committed runs give the same verdicts.")))
+for name in shown:
+    display(Markdown(f"**The `{name}` run's claims, with their evidence:**\n\n"
+                     + cl.summary_prose(committed_claims[name])))
+if not shown:
+    display(Markdown("No committed claims to show (see the banners above)."))

@@ -188,12 +188,12 @@ def test_three_columns_this_run_reference_paper(frozen, isolated_cache):
 def test_banner_says_where_the_reference_came_from(frozen, tmp_path):
     st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
     text = compare.banner(st)
-    assert text.startswith("**Reference results** (current") and "abc1234" in text and "results/smoke/" in text
+    assert text.startswith("**Committed results `smoke`** (current") and "abc1234" in text and "results/smoke/" in text
     absent = status.reference_status(tmp_path / "nothing" / "reference", profile=get_profile("reference"),
                                      versions=records.code_versions())
     assert absent.state == status.ABSENT and absent.table("tables") is None
-    assert "none committed" in compare.banner(absent) and "physeg reference freeze --profile reference" in \
-        compare.banner(absent)
+    assert compare.banner(absent).startswith("**Reference results: none committed**")
+    assert "physeg reference freeze --profile reference" in compare.banner(absent)
 
 
 def test_sums_file_is_strict(tmp_path):
@@ -251,3 +251,34 @@ def test_side_by_side_columns_for_tables_the_paper_lacks():
     val = compare.model_validation(models)
     assert val.loc[("PSA", "SPGR"), "val_dice_GM"] == pytest.approx(0.85)
     assert val.loc[("PSA", "SPGR"), "n_seeds"] == 2 and compare.model_validation(None) is None
+
+
+def test_several_committed_runs_get_one_column_group_each_and_verdict_changes_are_named(frozen, isolated_cache):
+    _, build = isolated_cache
+    fake_run(build, shift=0.01)
+    current = pd.read_csv(build / "results" / "smoke" / "tables.csv")
+    st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+    runs = {"reference": st.table("tables"), "reference-long": current, "empty": None}
+    table = compare.three_columns(current, runs, paper_tables(), current_label="now", table="dice")
+    assert list(table.columns.get_level_values(0).unique()) == ["now", "reference", "reference-long", "empty", "paper"]
+    cell = table.loc[("dice", "Baseline", "MPRAGE", "GM", "IoD")]
+    assert cell[("reference", "mean")] == pytest.approx(0.966) and cell[("reference-long", "mean")] == pytest.approx(0.976)
+    assert np.isnan(cell[("empty", "mean")])
+    claims = pd.read_csv(build / "results" / "smoke" / "claims.csv")
+    flipped = claims.assign(verdict=np.where(claims["claim"] == 2, "flipped", claims["verdict"]))
+    both = compare.claims_three_columns(claims, {"reference": claims, "reference-long": flipped}, current_label="now")
+    assert list(both.columns) == ["claim", "statement", "now", "reference", "reference-long", "paper"]
+    changes = compare.verdict_changes({"reference": claims, "reference-long": flipped, "absent": None})
+    assert len(changes) == 1 and changes[0].startswith("- Claim 2:") and "`reference-long` flipped" in changes[0]
+    assert compare.verdict_changes({"reference": claims, "reference-long": claims}) == []
+    assert compare.verdict_changes({"reference": claims}) == []
+
+
+def test_banners_name_each_committed_run(frozen, tmp_path):
+    st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
+    absent = status.reference_status(tmp_path / "reference-long", profile=None, versions=records.code_versions())
+    text = compare.banners({"smoke": st, "reference-long": absent})
+    first, second = text.split("\n\n")
+    assert first.startswith("**Committed results `smoke`** (current")
+    assert second.startswith("**Committed results `reference-long`: none committed**")
+    assert compare.committed_tables({"reference-long": absent}, "claims") == {"reference-long": None}

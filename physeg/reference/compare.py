@@ -1,10 +1,14 @@
-r"""Three column groups wherever numbers appear: this run, the committed reference, the paper.
+r"""Column groups wherever numbers appear: this run, the committed runs, the paper.
 
-The site's results pages (notebooks 04 and 06) show the numbers of the run
-that just executed (smoke or demo), the committed reference results
-(``results/reference/``, :mod:`physeg.reference.status`) and the paper's
-Tables 1–2 (:func:`physeg.evaluation.paper_tables.paper_tables`) side by side,
-under a banner saying where the reference came from and whether it is stale.
+The site's results pages (notebooks 03–06) show the numbers of the run that
+just executed (smoke or demo), those of each committed run
+(``results/reference/`` and ``results/reference-long/``,
+:mod:`physeg.reference.status`) and the paper's Tables 1–2
+(:func:`physeg.evaluation.paper_tables.paper_tables`) side by side, under one
+banner per committed run saying where it came from and whether it is stale.
+
+Every function takes the committed runs as one frame (shown as ``reference``)
+or as a mapping ``{label: frame}``, one column group each, in the mapping's order.
 
 Units as in the paper: Dice, and CoV × 10³ (the results CSV stores CoV as a
 fraction, :data:`physeg.evaluation.seeds.METRICS`). Per group: ``mean``,
@@ -17,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from collections.abc import Mapping
+
 from physeg.reference.status import ABSENT, ALTERED, STALE, ReferenceStatus
 
 KEYS: tuple[str, ...] = ("table", "model", "sequence", "tissue", "distribution")
@@ -25,6 +31,16 @@ VALUES: tuple[str, ...] = ("mean", "sd_subjects", "sd_seeds")
 TABLE_OF: dict[str, tuple[str, float]] = {"dice": ("dice", 1.0), "cov": ("cov_x1000", 1e3)}
 REFERENCE_LABEL = "reference"
 PAPER_LABEL = "paper"
+
+#: One committed run's frame, or several as ``{label: frame}`` (``None``: that run has none).
+Committed = pd.DataFrame | None | Mapping[str, "pd.DataFrame | None"]
+
+
+def _committed(reference: Committed) -> dict[str, pd.DataFrame | None]:
+    """``{label: frame}`` of the committed runs (a single frame is labelled ``reference``)."""
+    if isinstance(reference, Mapping):
+        return dict(reference)
+    return {REFERENCE_LABEL: reference}
 
 
 def from_results_csv(frame: pd.DataFrame | None) -> pd.DataFrame:
@@ -46,16 +62,17 @@ def from_paper(paper: pd.DataFrame) -> pd.DataFrame:
     return d[[*KEYS, *VALUES]]
 
 
-def three_columns(current: pd.DataFrame | None, reference: pd.DataFrame | None, paper: pd.DataFrame, *,
+def three_columns(current: pd.DataFrame | None, reference: Committed, paper: pd.DataFrame, *,
                   current_label: str, table: str | None = None) -> pd.DataFrame:
-    """One frame, rows = table cells, three column groups: ``current_label``, ``reference``, ``paper``.
+    """One frame, rows = table cells, column groups: ``current_label``, each committed run, ``paper``.
 
-    ``current`` and ``reference``: results CSVs (``tables.csv`` of notebook 04,
+    ``current`` and each committed frame: results CSVs (``tables.csv`` of notebook 04,
     or ``None`` when absent); ``paper``: :func:`~physeg.evaluation.paper_tables.paper_tables`.
     ``table``: ``"dice"`` or ``"cov_x1000"`` to keep one table. Cells a source
-    lacks are NaN; the rows are the union of the three sources.
+    lacks are NaN; the rows are the union of the sources.
     """
-    groups = {current_label: from_results_csv(current), REFERENCE_LABEL: from_results_csv(reference),
+    groups = {current_label: from_results_csv(current),
+              **{label: from_results_csv(d) for label, d in _committed(reference).items()},
               PAPER_LABEL: from_paper(paper)}
     frames = []
     for label, d in groups.items():
@@ -68,24 +85,26 @@ def three_columns(current: pd.DataFrame | None, reference: pd.DataFrame | None, 
     return out.sort_index()
 
 
-def claims_three_columns(current: pd.DataFrame | None, reference: pd.DataFrame | None, *,
+def claims_three_columns(current: pd.DataFrame | None, reference: Committed, *,
                          current_label: str) -> pd.DataFrame:
-    """Claims side by side: statement, this run's verdict, the reference's verdict, the paper's numbers.
+    """Claims side by side: statement, this run's verdict, each committed run's verdict, the paper's numbers.
 
-    Both inputs are claims tables (:func:`physeg.evaluation.claims.evaluate_claims`,
+    Every input is a claims table (:func:`physeg.evaluation.claims.evaluate_claims`,
     or ``claims.csv``); ``paper`` is the claim's criterion applied to the paper's
     own Tables 1–2 (``paper_numbers``), "n/a" where the paper gives no table.
     """
+    sources = {current_label: current, **_committed(reference)}
+    columns = ["statement", *sources, PAPER_LABEL]
     cols = ["claim", "statement", "verdict", "paper_numbers"]
-    base = [d[cols] for d in (current, reference) if d is not None and not d.empty]
+    base = [d[cols] for d in sources.values() if d is not None and not d.empty]
     if not base:
-        return pd.DataFrame(columns=["claim", "statement", current_label, REFERENCE_LABEL, PAPER_LABEL])
+        return pd.DataFrame(columns=["claim", *columns])
     rows = pd.concat(base).drop_duplicates("claim").set_index("claim")[["statement", "paper_numbers"]]
-    for label, d in ((current_label, current), (REFERENCE_LABEL, reference)):
+    for label, d in sources.items():
         verdicts = d.set_index("claim")["verdict"] if d is not None and not d.empty else pd.Series(dtype=object)
         rows[label] = verdicts.reindex(rows.index).fillna("–")
     rows = rows.rename(columns={"paper_numbers": PAPER_LABEL}).fillna({PAPER_LABEL: "n/a"})  # CSV reads "n/a" as NaN
-    return rows[["statement", current_label, REFERENCE_LABEL, PAPER_LABEL]].sort_index().reset_index()
+    return rows[columns].sort_index().reset_index()
 
 
 def _provenance_line(prov: dict) -> str:
@@ -106,29 +125,53 @@ def _provenance_line(prov: dict) -> str:
 def banner(status: ReferenceStatus) -> str:
     """Markdown paragraph above the reference columns: where they came from, or why they are absent or stale."""
     where = f"`results/{status.profile}/`"
+    name = "Reference results" if status.profile == REFERENCE_LABEL else f"Committed results `{status.profile}`"
     if status.state == ABSENT:
-        return (f"**Reference results: none committed** ({where} is absent), so the reference columns are empty "
-                f"and only this run's and the paper's numbers are shown. To add them: `make paper "
-                f"PROFILE={status.profile}`, then `physeg reference freeze --profile {status.profile}`.")
+        return (f"**{name}: none committed** ({where} is absent), so the `{status.profile}` columns are empty. "
+                f"To add them: `make paper PROFILE={status.profile}`, then "
+                f"`physeg reference freeze --profile {status.profile}`.")
     if status.state == ALTERED:
-        return (f"**Reference results NOT shown: {where} does not match its checksums.** "
+        return (f"**{name} NOT shown: {where} does not match its checksums.** "
                 + " ".join(status.reasons))
-    head = (f"**Reference results — STALE** ({'; '.join(status.reasons)}). They are what the code of their commit "
+    head = (f"**{name} — STALE** ({'; '.join(status.reasons)}). They are what the code of their commit "
             "produced, not what this code would produce. " if status.state == STALE
-            else "**Reference results** (current: profile and code versions match). ")
+            else f"**{name}** (current: profile and code versions match). ")
     return head + "From " + where + ": " + _provenance_line(status.provenance or {}) + "."
 
 
-def side_by_side(current: pd.DataFrame | None, reference: pd.DataFrame | None, *, current_label: str,
-                 values: list[str] | None = None) -> pd.DataFrame:
-    """Two column groups, this run and the reference, for tables the paper has no numbers for.
+def banners(runs: Mapping[str, ReferenceStatus]) -> str:
+    """:func:`banner` of every committed run (:func:`physeg.reference.status.committed_runs`), one paragraph each."""
+    return "\n\n".join(banner(st) for st in runs.values())
 
-    Both inputs are indexed alike (for example
+
+def committed_tables(runs: Mapping[str, ReferenceStatus], name: str) -> dict[str, pd.DataFrame | None]:
+    """``{label: table}``: the frozen table ``name`` (``"tables"``, ``"claims"``, …) of each committed run."""
+    return {label: st.table(name) for label, st in runs.items()}
+
+
+def verdict_changes(claims: Mapping[str, pd.DataFrame | None]) -> list[str]:
+    """One Markdown line per claim whose verdict differs between the runs of ``claims`` (``{label: claims table}``).
+
+    Runs without a claims table are left out; an empty list means every run that has one agrees.
+    """
+    verdicts = pd.DataFrame({label: d.set_index("claim")["verdict"] for label, d in claims.items()
+                             if d is not None and not d.empty})
+    if verdicts.shape[1] < 2:
+        return []
+    return [f"- Claim {claim}: " + "; ".join(f"`{label}` {v}" for label, v in row.fillna("–").items())
+            for claim, row in verdicts.iterrows() if row.nunique(dropna=False) > 1]
+
+
+def side_by_side(current: pd.DataFrame | None, reference: Committed, *, current_label: str,
+                 values: list[str] | None = None) -> pd.DataFrame:
+    """Column groups, this run and each committed run, for tables the paper has no numbers for.
+
+    All inputs are indexed alike (for example
     :func:`physeg.evaluation.calibration.coverage50_summary` of each run);
     ``values`` keeps some columns. Rows are the union; a source's missing cells are NaN.
     """
     frames = []
-    for label, d in ((current_label, current), (REFERENCE_LABEL, reference)):
+    for label, d in {current_label: current, **_committed(reference)}.items():
         if d is None or d.empty:
             continue
         d = d[values] if values is not None else d

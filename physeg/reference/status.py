@@ -136,6 +136,16 @@ def committed_reference(name: str = "reference") -> ReferenceStatus:
     return reference_status(records.RESULTS_ROOT / name, profile=PROFILES.get(name), versions=records.code_versions())
 
 
+#: The committed runs the results pages show beside this run, in column order: the CPU reference
+#: (360 training steps) and the same profile trained 4x longer on a GPU (``reference-long``).
+COMMITTED_RUNS: tuple[str, ...] = ("reference", "reference-long")
+
+
+def committed_runs(names: tuple[str, ...] = COMMITTED_RUNS) -> dict[str, ReferenceStatus]:
+    """``{name: committed_reference(name)}`` for the runs a results page shows, in column order."""
+    return {name: committed_reference(name) for name in names}
+
+
 def committed_profiles(root: Path | None = None) -> list[str]:
     """Profiles with a frozen folder (one holding ``SHA256SUMS``) under ``root`` (default ``results/``)."""
     root = Path(root) if root is not None else records.RESULTS_ROOT
