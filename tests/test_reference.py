@@ -53,7 +53,7 @@ def frozen(tmp_path, isolated_cache):
     cache.mkdir(parents=True, exist_ok=True)
     dest = tmp_path / "results"
     rc = main(["reference", "freeze", "--profile", "smoke", "--build", str(build), "--cache", str(cache),
-               "--dest", str(dest)])
+               "--dest", str(dest), "--training-note", "one test GPU"])
     assert rc == 0
     return dest / "smoke"
 
@@ -71,6 +71,7 @@ def test_freeze_copies_results_with_provenance_and_checksums(frozen, isolated_ca
     assert prov["code_versions"] == records.code_versions()
     assert prov["run"]["commits"] == ["abc1234"] and prov["wall_time"]["notebooks_total_s"] == 15.5
     assert {"cpu_model", "cpu_cores", "torch"} <= set(prov["machine"]) and isinstance(prov["dirty"], bool)
+    assert prov["training"] == {"devices": [], "note": "one test GPU"}  # the fake run has no models
     st = status.check_reference(frozen, profile=smoke, versions=records.code_versions())
     assert st.state == status.CURRENT and st.reasons == []
     assert main(["reference", "check", "--profile", "smoke", "--dest", str(frozen.parent)]) == 0
@@ -189,6 +190,7 @@ def test_banner_says_where_the_reference_came_from(frozen, tmp_path):
     st = status.reference_status(frozen, profile=get_profile("smoke"), versions=records.code_versions())
     text = compare.banner(st)
     assert text.startswith("**Committed results `smoke`** (current") and "abc1234" in text and "results/smoke/" in text
+    assert text.endswith("; models trained on ? (one test GPU).")
     absent = status.reference_status(tmp_path / "nothing" / "reference", profile=get_profile("reference"),
                                      versions=records.code_versions())
     assert absent.state == status.ABSENT and absent.table("tables") is None

@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     freeze.add_argument("--cache", type=Path, default=None, help="the run's cache (default $PHYSEG_CACHE or ~/.cache/physeg)")
     freeze.add_argument("--dest", type=Path, default=None, help="results root (default: results/ of this checkout)")
     freeze.add_argument("--force", action="store_true", help="replace a folder an earlier freeze wrote")
+    freeze.add_argument("--training-note", default=None, metavar="TEXT",
+                        help="where and how the models were trained, when not by the run itself (e.g. on a GPU)")
     freeze.set_defaults(func=_run_freeze)
     check = sub.add_parser("check", help="checksums and staleness of results/<profile>/")
     check.add_argument("--profile", required=True)
@@ -94,7 +96,8 @@ def _run_freeze(args: argparse.Namespace) -> int:
             raise UsageError(f"--build {build} is not a folder")
         with _cache_env(args.cache), usage_errors(freeze.FreezeError):
             inputs = freeze.gather(prof, build_dir=build)
-            dest = freeze.freeze(prof, inputs=inputs, dest_root=args.dest or records.RESULTS_ROOT, force=args.force)
+            dest = freeze.freeze(prof, inputs=inputs, dest_root=args.dest or records.RESULTS_ROOT, force=args.force,
+                                 training_note=args.training_note)
         print(f"froze profile {prof.name!r} into {dest} ({len(records.read_sums(dest))} files, {records.SUMS_FILE})")
 
     return run_cli("reference freeze", work)

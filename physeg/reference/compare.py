@@ -119,7 +119,14 @@ def _provenance_line(prov: dict) -> str:
             f"machine {machine.get('cpu_model')}, {machine.get('cpu_cores')} cores"
             + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
             + f", torch {machine.get('torch')}, precision {precision}"
-            + (f"; notebooks' wall time {total / 3600:.2f} h" if total else ""))
+            + (f"; notebooks' wall time {total / 3600:.2f} h" if total else "")
+            + _training_line(prov.get("training") or {}))
+
+
+def _training_line(training: dict) -> str:
+    devices = ", ".join(training.get("devices") or [])
+    note = training.get("note")
+    return (f"; models trained on {devices or '?'}" + (f" ({note})" if note else "")) if devices or note else ""
 
 
 def banner(status: ReferenceStatus) -> str:

@@ -203,8 +203,14 @@ def stage_times(inputs: FreezeInputs) -> dict[str, Any]:
     return out
 
 
-def provenance_record(profile: Any, *, inputs: FreezeInputs, files: list[str]) -> dict[str, Any]:
-    """The ``provenance.json`` of a freeze (see :mod:`physeg.reference.records`)."""
+def provenance_record(profile: Any, *, inputs: FreezeInputs, files: list[str],
+                      training_note: str | None = None) -> dict[str, Any]:
+    """The ``provenance.json`` of a freeze (see :mod:`physeg.reference.records`).
+
+    ``training`` records the devices the models were trained on (their
+    ``finished.json``) and ``training_note``, the freezer's words on where and how
+    (the models may come from another machine than the notebooks, e.g. a GPU).
+    """
     from physeg.reproduce.provenance import git_commit, utc_now
 
     commit = git_commit()
@@ -219,13 +225,16 @@ def provenance_record(profile: Any, *, inputs: FreezeInputs, files: list[str]) -
                 "devices": sorted({h.get("device", "?") for h in inputs.notebooks.values()}),
                 "dates_utc": sorted({h.get("date_utc", "?") for h in inputs.notebooks.values()})},
         "machine": records.machine(), "precision": precision,
+        "training": {"devices": sorted(set(inputs.models["device"].dropna())) if "device" in inputs.models else [],
+                     "note": training_note},
         "machine_note": "machine is recorded at the freeze (the same machine when frozen right after the run); "
                         "run.devices are the executed notebooks' own device lines",
         "wall_time": stage_times(inputs), "frozen_utc": utc_now(), "files": files,
     }
 
 
-def freeze(profile: Any, *, inputs: FreezeInputs, dest_root: Path, force: bool = False) -> Path:
+def freeze(profile: Any, *, inputs: FreezeInputs, dest_root: Path, force: bool = False,
+           training_note: str | None = None) -> Path:
     """Write ``dest_root/<profile>/`` from ``inputs`` (see the module docstring); returns the folder.
 
     Raises :class:`FreezeError` (nothing written) for an unfinished or foreign
@@ -250,7 +259,8 @@ def freeze(profile: Any, *, inputs: FreezeInputs, dest_root: Path, force: bool =
             files.append("models.csv")
         if inputs.uncertainty is not None:
             files += _write_uncertainty(inputs.uncertainty, tmp)
-        records.write_json(tmp / records.PROVENANCE_FILE, provenance_record(profile, inputs=inputs, files=files))
+        records.write_json(tmp / records.PROVENANCE_FILE,
+                           provenance_record(profile, inputs=inputs, files=files, training_note=training_note))
         records.write_sums(tmp)
         _replace(dest, tmp)
     finally:
