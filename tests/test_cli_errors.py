@@ -173,3 +173,8 @@ def test_arm_jobs_are_phys_strat_aug_per_sequence_and_arm_with_the_first_seed():
     assert [(j.model, j.sequence, j.seed, j.augmentation) for j in jobs] == [
         ("Phys-Strat-Aug", "MPRAGE", 0, "physics"), ("Phys-Strat-Aug", "SPGR", 0, "physics")]
     assert len(arm_jobs(prof)) == 2 * len(prof.sequences)
+
+
+def test_train_all_seeds_with_a_subset_is_a_usage_error(capsys):
+    assert_usage_error(capsys, ["train", "--profile", "smoke", "--device", "cpu", "--all-seeds", "--seed", "1"],
+                       "train", "--all-seeds trains every model, sequence and seed")

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="model seed (default: the profile's)")
     parser.add_argument("--all-seeds", action="store_true",
                         help="train what the notebooks use: every model with the first training seed and the "
-                             "ablations with each other seed of the profile (ignores --models and --seed)")
+                             "ablations with each other seed of the profile (not with --models, --sequence, --seed)")
     parser.add_argument("--augmentation", nargs="+", default=None, metavar="ARM",
                         help="also train Phys-Strat-Aug with these artefact arms (physics, torchio), first seed, "
                              "as notebook 09 does")
@@ -77,6 +77,9 @@ def train_from_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be >= 0; got {args.seed}")
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0 (0: one per core); got {args.workers}")
+    if args.all_seeds and (args.models or args.sequences or args.seed is not None):
+        raise UsageError("--all-seeds trains every model, sequence and seed of the profile; "
+                         "drop --models, --sequence and --seed, or drop --all-seeds")
     workers = resolve_workers(args.workers or None, device=args.device)
     try:
         arms = arm_jobs(profile, args.augmentation) if args.augmentation else []
