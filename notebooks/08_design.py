@@ -146,12 +146,15 @@ display(markdown_table(
 # sliding-window inference over the training patch size. A Dice on this site
 # and a volume from the command line are therefore computed the same way.
 #
-# **One configuration, four sizes.** The `paper` profile holds the paper's
+# **One configuration, five sizes.** The `paper` profile holds the paper's
 # settings (1 mm maps, 128³ patches, batch 4, learning rate $10^{-4}$, early
-# stopping after 7 epochs without improvement, §2.1); `reference`, `demo` and
-# `smoke` shrink sizes and budgets, never the method. Each page says which
-# profile produced it, because their numbers are not the paper's experiment;
-# the committed `reference` run is shown beside every `demo` result.
+# stopping after 7 epochs without improvement, §2.1); `reference-long`,
+# `reference`, `demo` and `smoke` shrink sizes and budgets, never the method.
+# Each page says which profile produced it, because their numbers are not the
+# paper's experiment; the committed `reference` run (360 training steps per
+# model, on the CPU) and `reference-long` run (the same, 1440 steps, trained
+# on a GPU) are shown beside every `demo` result, so a reader sees which
+# verdicts move when the models train longer.
 #
 # **Results are cached by what produced them.** Models, evaluation and
 # uncertainty results live in folders named by a hash of their configuration
