@@ -202,13 +202,13 @@ def test_the_shipped_reference_weights_segment_both_sequences_without_model(scan
     monkeypatch.delenv(shipped.MANIFEST_ENV, raising=False)
     models = shipped.registry()
     assert {m.sequence for m in models.values()} == {"MPRAGE", "SPGR"}
-    assert {m.record["profile"] for m in models.values()} == {"reference"}
+    assert {m.record["profile"] for m in models.values()} == {"reference-long"}
     for key, scan in (("mprage", scans["mprage"]), ("spgr", scans["spgr"])):
         out = tmp_path / key
         assert main(["segment", str(scan), "-o", str(out), "--samples", "4", "--device", "cpu", "--no-progress"]) == 0
         volumes = json.loads((out / "volumes.json").read_text())
         default = shipped.default_for(models.values(), sequence=key.upper())
-        assert volumes["model"]["name"] == default.model and default.record["profile"] == "reference"
+        assert volumes["model"]["name"] == default.model and default.record["profile"] == "reference-long"
         import pandas as pd
 
         table = pd.read_csv(out / "volumes.tsv", sep="\t")
