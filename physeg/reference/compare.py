@@ -18,10 +18,10 @@ and ``sd_seeds`` (SD across training seeds, empty for one seed and for the paper
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
-
-from collections.abc import Mapping
 
 from physeg.reference.status import ABSENT, ALTERED, STALE, ReferenceStatus
 
