@@ -27,7 +27,8 @@ profile=${PROFILE:-reference-long}  # PROFILE=smoke DEVICE=cpu: a quick rehearsa
 device=${DEVICE:-cuda}
 {
   date -u +%FT%TZ
-  git -C "$here" rev-parse HEAD 2>/dev/null || echo "commit unknown (no .git)"
+  # a copied working tree may carry an old .git (seen on the lent GPU machine): COMMIT=<sha> says which code ran
+  echo "commit ${COMMIT:-$(git -C "$here" rev-parse HEAD 2>/dev/null || echo "unknown (no .git)")}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
   "$py" -c "import torch, monai, platform; print('torch', torch.__version__, 'monai', monai.__version__, 'python', platform.python_version(), 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
   nproc
