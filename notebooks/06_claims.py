@@ -101,6 +101,7 @@ print(f"written {written['claims']}")
 
 # %% tags=["hide-input"]
 from physeg.reference import compare
+from physeg.profiles import PROFILES
 from physeg.reference.status import committed_runs
 
 runs = committed_runs()
@@ -112,8 +113,10 @@ compare.claims_three_columns(claims, committed_claims, current_label=f"{prof.nam
 changes = compare.verdict_changes(committed_claims)
 shown = [k for k, c in committed_claims.items() if c is not None]
 if len(shown) > 1:
-    display(Markdown("**Verdicts that training length changes** (committed runs, 360 vs 1440 steps):\n\n"
-                     + ("\n".join(changes) if changes else "none: both committed runs give the same verdicts.")))
+    steps = ", ".join(f"`{k}` {PROFILES[k].training.max_epochs * PROFILES[k].training.steps_per_epoch}"
+                      for k in shown if k in PROFILES)
+    display(Markdown(f"**Verdicts that differ between the committed runs** (training steps per model: {steps}):\n\n"
+                     + ("\n".join(changes) if changes else "none: the committed runs give the same verdicts.")))
 for name in shown:
     display(Markdown(f"**The `{name}` run's claims, with their evidence:**\n\n"
                      + cl.summary_prose(committed_claims[name])))
