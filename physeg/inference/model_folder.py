@@ -12,7 +12,6 @@ checkpoint that does not load, or a ``best.pt``, ``plans.json`` or
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,10 +21,11 @@ from typing import Any
 import torch
 
 from physeg.cli.errors import RuntimeFailure, UsageError
+from physeg.conventions import TISSUE_NAMES
 from physeg.inference.calibration_io import CALIBRATION_FILE, load_calibration
 from physeg.io_safety import IntegrityError, read_integrity, verify_file
 from physeg.models.plans import PLANS_FILE, Plans, PlansError
-from physeg.training.checkpoint import BEST
+from physeg.training.checkpoint import BEST, read_finished
 
 
 #: Validation Dice below which a tissue's volume from this model is flagged as not a measurement.
@@ -54,10 +54,10 @@ class ModelInfo:
     def validation_dice(self) -> dict[str, float]:
         """Validation Dice per tissue from the folder's ``finished.json`` (``{}`` without one; read once)."""
         try:
-            finished = json.loads((self.folder / "finished.json").read_text())
+            finished = read_finished(self.folder) or {}
         except (OSError, ValueError):
             return {}
-        return {t: float(finished[f"val_dice_{t}"]) for t in ("GM", "WM", "CSF")
+        return {t: float(finished[f"val_dice_{t}"]) for t in TISSUE_NAMES
                 if isinstance(finished.get(f"val_dice_{t}"), (int, float))}
 
     @property

@@ -163,12 +163,11 @@ def default_model_for_images(images: list[str], *, sequence: str | None, ti: flo
 
 def _record(folder: Path, files: dict[str, Any]) -> dict[str, Any]:
     """Manifest record of a model folder: what it is, how it was trained, how it validated."""
-    import json
-
     from physeg.models.plans import Plans
+    from physeg.training.checkpoint import read_finished
 
     plans = Plans.read(folder)
-    finished = json.loads((folder / "finished.json").read_text()) if (folder / "finished.json").is_file() else {}
+    finished = read_finished(folder) or {}
     profile = (plans.provenance or {}).get("profile") or {}
     return {
         "model": plans.name, "sequence": plans.sequence, "seed": plans.seed,
