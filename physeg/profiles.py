@@ -268,17 +268,21 @@ PROFILES: dict[str, Profile] = {
 # the 360 steps of "reference" leave every ablation short of its plateau; this profile asks whether the
 # reference's verdicts survive training that long. Its 34 models (the 32 of the reference plus the
 # physics-artefact arm of page 09) are trained on a GPU (scripts/gpu_reference_long.sh: one H100/H200,
-# worker processes sharing it); the evaluation pages run on the CPU as for "reference" (about 35 min
-# on 2 cores). On 2 CPU cores alone the training would take about 4 x 5000 s.
+# worker processes sharing it); the evaluation pages run on the CPU (about 35 min on 2 cores with the
+# reference's 2 uncertainty images per cell; with 10, page 05 alone takes about 5x its 20 min). On 2 CPU
+# cores alone the training would take about 4 x 5000 s.
 PROFILES["reference-long"] = dataclasses.replace(
     PROFILES["reference"],
     name="reference-long",
     training=dataclasses.replace(PROFILES["reference"].training, max_epochs=80, val_every_epochs=8),
+    n_uncertainty_images=10,
     notes=(
         "The reference profile trained 4x longer (1440 steps: lr 3e-3, 5 % warm-up, poly decay, CE + soft "
         "Dice; validation every 8 epochs), to test whether the reference's verdicts are artefacts of "
         "under-training. Models trained on a GPU (scripts/gpu_reference_long.sh), evaluated on the CPU; "
-        "three training seeds, 50 + 50 uncertainty samples on 2 grid images per cell, as the reference."
+        "three training seeds; 50 + 50 uncertainty samples on 10 grid images per subject, sequence and "
+        "distribution (the reference has 2), so that claim 5 is testable: 50 images per sequence x "
+        "distribution x tissue for its correlation test."
     ),
 )
 

@@ -263,8 +263,17 @@ class UncertaintyResults:
     wall_s: float = float("nan")
 
 
+#: Profile fields that cannot change a segmentation evaluation (uncertainty settings, free text):
+#: left out of its cache key, so that asking for more uncertainty images reuses Tables 1-2.
+_NOT_IN_SEGMENTATION_KEY: tuple[str, ...] = ("n_uncertainty_images", "n_uncertainty_samples",
+                                             "uncertainty_models", "notes")
+
+
 def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str], Path]) -> dict:
-    return {"kind": kind, "evaluation_version": EVALUATION_VERSION, "profile": profile.to_dict(),
+    settings = profile.to_dict()
+    ignored = _NOT_IN_SEGMENTATION_KEY if kind == "segmentation" else ("notes",)
+    settings = {k: v for k, v in settings.items() if k not in ignored}
+    return {"kind": kind, "evaluation_version": EVALUATION_VERSION, "profile": settings,
             "models": sorted(f"{n}/{s}/{Path(f).name}" for (n, s), f in folders.items())}
 
 
