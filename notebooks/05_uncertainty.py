@@ -193,12 +193,41 @@ for (model, seq, t), g in per[per.tissue.isin(["GM", "WM"])].groupby(["model", "
 pd.DataFrame(rows).round(3)
 
 # %% [markdown]
+# The same pairs as a picture: each point is one test image (IoD circles, OoD
+# crosses). Intervals that track the error fan out to the right; a flat cloud
+# is an interval that says nothing about how wrong the volume is.
+
+# %% tags=["hide-input"]
+pairs = per[per.tissue.isin(["GM", "WM"])]
+if not pairs.empty:
+    grid_rows = sorted(pairs.model.unique())
+    grid_cols = [(s, t) for s in sorted(pairs.sequence.unique()) for t in ("GM", "WM")]
+    fig, axes = plt.subplots(len(grid_rows), len(grid_cols), figsize=(3.2 * len(grid_cols), 2.8 * len(grid_rows)),
+                             squeeze=False, sharex="col")
+    for i, model in enumerate(grid_rows):
+        for j, (seq, t) in enumerate(grid_cols):
+            ax = axes[i][j]
+            g = pairs[(pairs.model == model) & (pairs.sequence == seq) & (pairs.tissue == t)]
+            for dist, marker in (("IoD", "o"), ("OoD", "x")):
+                d = g[g.distribution == dist]
+                ax.plot(d["abs_error"], d[iqr_col], marker, ms=3, alpha=0.7, color=colours.get(model), label=dist)
+            ax.set_title(f"{model}, {seq} {t}", fontsize=9)
+            if i == len(grid_rows) - 1:
+                ax.set_xlabel("|median − PGS| (ml)")
+            if j == 0:
+                ax.set_ylabel("calibrated IQR (ml)" if iqr_col == "iqr_cal" else "raw IQR (ml)")
+    axes[0][0].legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
 # ## Reference results
 #
 # The calibrated 50 % interval of this run beside the committed runs
-# (`results/reference/`: 50 + 50 samples, the uncertainty models trained 2.5×
-# longer than on `demo`; `results/reference-long/`: the same, trained 10× longer
-# than on `demo`, on a GPU). The paper gives no per-cell coverage table (its
+# (`results/reference/`: 50 + 50 samples on 2 grid images per subject, sequence
+# and distribution, the uncertainty models trained 2.5× longer than on `demo`;
+# `results/reference-long/`: 50 + 50 samples on 10 images per cell, the models
+# trained 10× longer than on `demo`, on a GPU). The paper gives no per-cell coverage table (its
 # Figures 3–4 show intervals, not coverage), so there is no paper column here.
 # The banners say where the committed runs came from and whether they are stale.
 

@@ -284,3 +284,30 @@ def test_banners_name_each_committed_run(frozen, tmp_path):
     assert first.startswith("**Committed results `smoke`** (current")
     assert second.startswith("**Committed results `reference-long`: none committed**")
     assert compare.committed_tables({"reference-long": absent}, "claims") == {"reference-long": None}
+
+
+def test_freeze_records_the_cached_segmentation_time_a_reused_notebook_hides(isolated_cache):
+    """Notebook 04 that reuses the evaluation cache runs in seconds; the freeze reads what it cost from the cache."""
+    from physeg.evaluation import runs
+    from physeg.paths import cache_root, config_hash
+    from physeg.training.orchestrate import FINISHED, model_folder
+
+    profile = dataclasses.replace(get_profile("smoke"), seeds=(0, 1))
+    assert freeze.cached_segmentation_s(profile) is None  # nothing trained, nothing cached
+    for seed, wall in zip(profile.seeds, (120.5, 80.25)):
+        folders = {}
+        for name in profile.ablations:
+            for seq in profile.sequences:
+                folder = model_folder(name, profile=profile, sequence=seq, seed=seed)
+                folder.mkdir(parents=True)
+                (folder / FINISHED).write_text("{}")
+                folders[(name, seq)] = folder
+        out = cache_root() / "evaluation" / config_hash(runs._cache_config("segmentation", profile, folders))
+        out.mkdir(parents=True)
+        (out / "meta.json").write_text(json.dumps({"wall_s": wall}))
+    assert freeze.cached_segmentation_s(profile) == 200.8
+    # asking for more uncertainty images does not change the segmentation cache it reads
+    more = dataclasses.replace(profile, n_uncertainty_images=7, notes="other words")
+    assert freeze.cached_segmentation_s(more) == 200.8
+    inputs = freeze.FreezeInputs(source=cache_root(), segmentation_s=200.8)
+    assert freeze.stage_times(inputs)["segmentation_evaluation_s"] == 200.8

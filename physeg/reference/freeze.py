@@ -13,7 +13,9 @@
   the cached uncertainty samples, scored again
   (:func:`physeg.evaluation.runs.run_uncertainty`: per-image summary, interval
   coverage, the fitted calibration, also as one ``calibration.json`` per
-  epistemic model that ``physeg segment --calibration`` reads);
+  epistemic model that ``physeg segment --calibration`` reads) and the time
+  the cached segmentation evaluations took when computed (a notebook 04 that
+  reused them runs in seconds);
 
 and writes them, in open formats only, with ``provenance.json`` and
 ``SHA256SUMS`` (:mod:`physeg.reference.records`), into ``<dest>/<profile>/``.
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from physeg.reference import records
@@ -63,6 +66,8 @@ class FreezeInputs:
     models: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: ``run_uncertainty`` results from the cache, or ``None`` when none are cached.
     uncertainty: Any = None
+    #: Seconds of the cached segmentation evaluations, all seeds (:func:`cached_segmentation_s`).
+    segmentation_s: float | None = None
 
 
 def notebook_headers(notebooks_dir: Path) -> dict[str, dict[str, Any]]:
@@ -111,6 +116,28 @@ def cached_uncertainty(profile: Any) -> Any:
     return runs.run_uncertainty(profile, folders=folders)
 
 
+def cached_segmentation_s(profile: Any) -> float | None:
+    """Seconds the segmentation evaluations (Tables 1-2, every training seed) took when they were computed.
+
+    Read from each seed's evaluation cache (``meta.json``): a notebook 04 that
+    reused the cache ran in seconds, and its time alone would hide this cost.
+    ``None`` when no seed's evaluation is cached.
+    """
+    from physeg.evaluation import runs
+    from physeg.paths import cache_root, config_hash
+    from physeg.training.orchestrate import find_models
+
+    walls = []
+    for seed in profile.seeds:
+        folders = find_models(profile, seed=seed, models=list(profile.ablations))
+        meta = cache_root() / "evaluation" / config_hash(runs._cache_config("segmentation", profile, folders))
+        if folders and (meta / "meta.json").is_file():
+            wall = json.loads((meta / "meta.json").read_text()).get("wall_s")
+            if wall is not None and np.isfinite(wall):
+                walls.append(float(wall))
+    return round(sum(walls), 1) if walls else None
+
+
 def gather(profile: Any, *, build_dir: Path) -> FreezeInputs:
     """Collect a finished run of ``profile`` from ``build_dir`` and the cache (``PHYSEG_CACHE``, set at the edge).
 
@@ -136,7 +163,7 @@ def gather(profile: Any, *, build_dir: Path) -> FreezeInputs:
         doc = json.loads(timings_path.read_text())
         timings = doc if doc.get("profile") == profile.name else None
     return FreezeInputs(source=source, notebooks=headers, timings=timings, models=model_table(profile),
-                        uncertainty=cached_uncertainty(profile))
+                        uncertainty=cached_uncertainty(profile), segmentation_s=cached_segmentation_s(profile))
 
 
 def check_tables(inputs: FreezeInputs, *, profile: Any) -> None:
@@ -197,6 +224,8 @@ def stage_times(inputs: FreezeInputs) -> dict[str, Any]:
     if not inputs.models.empty and "wall_time_s" in inputs.models:
         out["training_models_total_s"] = round(float(inputs.models["wall_time_s"].sum()), 1)
         out["training_models"] = int(len(inputs.models))
+    if inputs.segmentation_s is not None:
+        out["segmentation_evaluation_s"] = inputs.segmentation_s
     wall = getattr(inputs.uncertainty, "wall_s", None)
     if wall is not None and pd.notna(wall):
         out["uncertainty_samples_s"] = round(float(wall), 1)
