@@ -12,9 +12,12 @@ calibration of the interval's width can make it cover the PGS volume.
 This experiment trains the Phys-Strat-Aug-Epistemic network (physics early +
 late, on-the-fly simulation, stratified batches, paper §2.1-§2.3) at the
 profile's size with each dropout rate of ``--dropout`` (the input rate stays
-0.05), with the profile's recipe (Adam, learning rate, warm-up + decay,
-CE + soft Dice, λ) for ``--steps`` steps (default: the profile's budget), from
-the same initial weights and the same batch stream, one thread per model.
+0.05) as the pipeline does: starting from the profile's trained deterministic
+Phys-Strat-Aug (``best.pt`` of seed ``--seed`` in the cache; ``--from-scratch``
+to start from random weights), with the profile's recipe (Adam, learning rate,
+warm-up + decay, CE + soft Dice, λ) for ``--steps`` steps (default: the
+profile's budget), the same batch stream for every rate, one thread per model.
+The parent's own eval-mode Dice is reported as ``parent``.
 Then, on the validation subjects' fixed in-distribution realisations
 (:func:`physeg.training.validation.make_validation_set`, PGS labels), it
 reports per tissue:
@@ -27,7 +30,7 @@ reports per tissue:
   percentiles of the sample volumes (uncalibrated; 0.5 for a calibrated model).
 
     .venv/bin/python benchmarks/epistemic_dropout.py [--profile reference] [--sequence MPRAGE]
-        [--dropout 0.5 0.2 0.1] [--steps N] [--samples 20] [--json out.json]
+        [--dropout 0.5 0.2 0.1] [--steps N] [--samples 20] [--from-scratch] [--json out.json]
 
 One seed, one sequence: differences of a few hundredths are within what
 another seed could give.
@@ -53,23 +56,38 @@ from physeg.models.network import build_network
 from physeg.models.registry import get_model_spec
 from physeg.profiles import Profile, get_profile
 from physeg.training.batches import TrainingBatches
+from physeg.training.checkpoint import FINISHED, load_checkpoint_weights
 from physeg.training.identity import network_config
-from physeg.training.orchestrate import load_volumes
+from physeg.training.orchestrate import load_volumes, model_folder
 from physeg.training.precision import choose_precision
 from physeg.training.rng import seed_everything
 from physeg.training.schedule import lr_factor
 from physeg.training.validation import make_validation_set
 
 MODEL = "Phys-Strat-Aug-Epistemic"
+PARENT = "Phys-Strat-Aug"
 
 
-def train(p: float, *, volumes: dict, profile: Profile, sequence: str, steps: int, seed: int) -> tuple:
-    """The epistemic network with dropout ``p`` trained ``steps`` steps with the profile's recipe."""
+def parent_weights(*, profile: Profile, sequence: str, seed: int) -> dict:
+    """``best.pt`` of the profile's trained deterministic parent (SystemExit naming the folder if absent)."""
+    folder = model_folder(PARENT, profile=profile, sequence=sequence, seed=seed)
+    if not (folder / FINISHED).is_file():
+        raise SystemExit(f"epistemic_dropout: {folder} is not a finished model: train {PARENT} on profile "
+                         f"{profile.name!r} first (physeg train), or pass --from-scratch")
+    return load_checkpoint_weights(folder)
+
+
+def train(p: float, *, volumes: dict, profile: Profile, sequence: str, steps: int, seed: int,
+          start: dict | None) -> tuple:
+    """The epistemic network with dropout ``p`` trained ``steps`` steps with the profile's recipe from ``start``."""
     spec = get_model_spec(MODEL)
     t = profile.training
     config = dataclasses.replace(network_config(spec, profile=profile, sequence=sequence), dropout=p)
     seed_everything(stable_seed(seed, "init"))
-    model = build_network(config).train()
+    model = build_network(config)
+    if start is not None:
+        model.load_state_dict(start)
+    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=t.learning_rate)
     sampler = TrainingBatches(volumes["train"], sequence=sequence, patch_size=profile.patch_size,
                               batch_size=t.batch_size, data=spec.data, batches=spec.batches, seed=seed)
@@ -135,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=20, help="Monte-Carlo samples per validation image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the parent's")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if any(not 0.0 <= p < 1.0 for p in args.dropout):
@@ -149,10 +168,18 @@ def main(argv: list[str] | None = None) -> int:
           f"steps={steps} samples={args.samples} threads={torch.get_num_threads()} "
           f"validation images={sum(r.images.shape[0] for _, r in val_set)}", flush=True)
     out = {"profile": profile.name, "sequence": args.sequence, "steps": steps, "samples": args.samples,
-           "seed": args.seed, "rates": {}}
+           "seed": args.seed, "from_parent": not args.from_scratch, "rates": {}}
+    start = None
+    if not args.from_scratch:
+        start = parent_weights(profile=profile, sequence=args.sequence, seed=args.seed)
+        parent = build_network(network_config(get_model_spec(PARENT), profile=profile, sequence=args.sequence))
+        parent.load_state_dict(start)
+        out["parent"] = score(parent.eval(), val_set, profile=profile, samples=1, voxel_ml=voxel_ml)
+        print("parent (eval mode): " + "  ".join(f"{t} {v['det']:.3f}" for t, v in out["parent"].items()),
+              flush=True)
     for p in args.dropout:
         model, wall, precision = train(p, volumes=volumes, profile=profile, sequence=args.sequence, steps=steps,
-                                       seed=args.seed)
+                                       seed=args.seed, start=start)
         out["rates"][str(p)] = {"train_wall_s": wall, "precision": precision,
                                 "tissues": score(model, val_set, profile=profile, samples=args.samples,
                                                  voxel_ml=voxel_ml)}
