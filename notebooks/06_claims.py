@@ -93,10 +93,13 @@ print(f"written {written['claims']}")
 # The verdicts of this run beside those of the committed runs
 # (`results/<run>/claims.csv`, frozen by `physeg reference freeze`):
 # `reference` (360 training steps on the CPU) and `reference-long` (the same
-# profile trained 1440 steps, on a GPU), and the same criteria applied to the
-# paper's own Tables 1–2 (claims 1–3; "n/a" where the paper gives no table).
-# A verdict that changes between the two committed runs is one that training
-# length decides, not the method. The banners say where the runs came from and
+# profile trained 1440 steps, on a GPU, with the uncertainty samples on 10 test
+# images per subject, sequence and distribution instead of 2), and the same
+# criteria applied to the paper's own Tables 1–2 (claims 1–3; "n/a" where the
+# paper gives no table). A change of claims 1–4 between the two committed runs
+# is one that training length decides, not the method; claim 5 also depends on
+# how many images carry uncertainty samples (with 2 per cell its correlation
+# test has too little power to be judged). The banners say where the runs came from and
 # whether they are stale.
 
 # %% tags=["hide-input"]

@@ -153,14 +153,16 @@ display(markdown_table(
 # Each page says which profile produced it, because their numbers are not the
 # paper's experiment; the committed `reference` run (360 training steps per
 # model, on the CPU) and `reference-long` run (the same, 1440 steps, trained
-# on a GPU) are shown beside every `demo` result, so a reader sees which
-# verdicts move when the models train longer.
+# on a GPU, uncertainty on 10 images per cell) are shown beside every `demo`
+# result, so a reader sees which verdicts move when the models train longer.
 #
 # **Results are cached by what produced them.** Models, evaluation and
 # uncertainty results live in folders named by a hash of their configuration
 # (the synthetic cohort by its generator version, voxel size and seed), so
 # re-executing a page reuses finished work and a change of any input
-# recomputes what it affects.
+# recomputes what it affects (and only that: the segmentation tables' key
+# leaves out the uncertainty settings, so asking for more uncertainty images
+# does not re-segment the test grid).
 #
 # **Statistics state their unit** (§4). The paper bolds the best model at
 # p < 0.01 without naming the paired unit; our tests say which unit they pair

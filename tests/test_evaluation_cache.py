@@ -98,3 +98,22 @@ def test_no_module_reads_pickles():
     offenders = [p for p in root.rglob("*.py")
                  if any(s in p.read_text() for s in ("read_pickle(", "pickle.load", "allow_pickle=True"))]
     assert offenders == []
+
+
+def test_segmentation_cache_key_ignores_uncertainty_settings_only():
+    """More uncertainty images or other notes reuse Tables 1-2; anything that changes a segmentation does not."""
+    from physeg.paths import config_hash
+
+    prof = get_profile("smoke")
+    folders = {("Baseline", "MPRAGE"): "/cache/models/smoke/Baseline_MPRAGE_seed0_abc"}
+
+    def key(kind, p):
+        return config_hash(ev._cache_config(kind, p, folders))
+
+    more_images = dataclasses.replace(prof, n_uncertainty_images=10, n_uncertainty_samples=50, notes="other")
+    assert key("segmentation", more_images) == key("segmentation", prof)
+    assert key("uncertainty", more_images) != key("uncertainty", prof)
+    assert key("uncertainty", dataclasses.replace(prof, notes="other")) == key("uncertainty", prof)
+    for changed in (dataclasses.replace(prof, n_test_iod=prof.n_test_iod + 1),
+                    dataclasses.replace(prof, sw_overlap=0.5), dataclasses.replace(prof, seed=prof.seed + 1)):
+        assert key("segmentation", changed) != key("segmentation", prof)
