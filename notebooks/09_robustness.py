@@ -271,3 +271,37 @@ lines = [f"- {r.sequence}, {r.kind} {r.level:g}: largest mean-Dice drop {r.drop:
          f"{r.clean:.3f} → {r.mean:.3f})" for r in worst.itertuples()]
 display(Markdown(f"Training seeds {list(prof.seeds)}; artefact draws seeded per sequence, condition and subject "
                  f"(`seed` column of the results, from profile seed {prof.seed}).\n\n" + "\n".join(lines)))
+
+# %% [markdown]
+# ## This run's numbers, and the committed runs'
+#
+# The summaries above go to this run's results folder (`robustness_*.csv`
+# beside notebook 04's tables), so that `physeg reference freeze` keeps them
+# with the rest of a run. Mean Dice per condition (tissues, subjects, images
+# and training seeds pooled) of this run beside each committed run that holds
+# this page's numbers:
+
+# %% tags=["hide-input"]
+from physeg.evaluation import seeds as seed_tables
+from physeg.paths import build_root
+from physeg.reference import compare
+from physeg.reference.status import committed_runs
+
+robustness_tables = {"robustness_summary": tab, "robustness_cov": rb.cov_summary(results),
+                     "robustness_arms": arm_tab, "robustness_arms_cov": rb.cov_summary(arms)}
+if not mp2.empty:
+    robustness_tables["robustness_mp2rage"] = rb.summary(mp2, by=("model", "kind"))
+written = seed_tables.write_csv_tables(robustness_tables, build_root() / "results" / prof.name)
+print("written:", ", ".join(str(p) for p in written.values()))
+keys = ["sequence", "model", "kind", "level"]
+runs = committed_runs()
+committed = {label: None if d is None or d.empty else d.set_index(keys)
+             for label, d in compare.committed_tables(runs, "robustness_summary").items()}
+if any(d is not None for d in committed.values()):
+    display(Markdown(compare.banners(runs)))
+    display(compare.side_by_side(tab.set_index(keys), committed, current_label=f"{prof.name} (this run)",
+                                 values=["mean"]).round(3))
+else:
+    display(Markdown("No committed run holds this page's numbers yet: the frozen runs were frozen before the "
+                     "page wrote them (the `reference-long` page is recorded as text in "
+                     "`runs/2026-11-26-reference-long-gpu/page09.md`)."))
