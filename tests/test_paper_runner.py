@@ -206,3 +206,35 @@ def test_estimate_falls_back_to_the_committed_record_then_to_equal_weights(tmp_p
     known = RunProgress(["00_a.py", "01_b.py", "02_new.py"], estimate)
     known.finished("00_a.py", 5.0)
     assert known.time_left() == pytest.approx(45.0 + 25.0)
+
+
+def test_cell_timeout_by_profile_and_flag():
+    assert paper.cell_timeout("smoke") == 3600 and paper.cell_timeout("demo") == 3600
+    assert paper.cell_timeout("reference-long") is None and paper.cell_timeout("paper") is None
+    assert paper.cell_timeout("demo", 0) is None and paper.cell_timeout("paper", 120) == 120
+
+
+def test_a_partial_run_keeps_the_other_notebooks_timings(tmp_path):
+    record = tmp_path / "timings.json"
+    _timings(record, "reference", {"00_a.py": 10.0, "05_u.py": 3600.0})
+    merged = paper.merged_timings(record, profile="reference", seconds={"05_u.py": 900.0}, partial=True)
+    assert merged == {"profile": "reference", "seconds": {"00_a.py": 10.0, "05_u.py": 900.0}}
+    # a full run, or another profile's record, starts afresh
+    assert paper.merged_timings(record, profile="reference", seconds={"05_u.py": 1.0}, partial=False)["seconds"] \
+        == {"05_u.py": 1.0}
+    assert paper.merged_timings(record, profile="demo", seconds={"05_u.py": 1.0}, partial=True)["seconds"] \
+        == {"05_u.py": 1.0}
+    record.write_text("{not json")
+    assert paper.merged_timings(record, profile="reference", seconds={"05_u.py": 1.0}, partial=True)["seconds"] \
+        == {"05_u.py": 1.0}
+
+
+def test_negative_cell_timeout_is_a_usage_error(tmp_path, capsys):
+    from physeg.cli import main
+
+    src = tmp_path / "nb"
+    src.mkdir()
+    _write(src, "00_first.py", "# %%\nx = 1\n")
+    assert main(["paper", "--profile", "smoke", "--notebooks", str(src), "--no-site", "--cell-timeout", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cell-timeout" in err[0] and "Traceback" not in err[0]

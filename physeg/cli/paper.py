@@ -16,6 +16,7 @@ examples:
   physeg paper --profile demo                       every notebook, then the site (_build/html)
   physeg paper --profile smoke --only 01 02 --no-site
   physeg paper --profile smoke --notebooks my_notebooks/ --no-site
+  physeg paper --profile reference --only 05 06 --cell-timeout 0   resume a long run, no limit per cell
 
 A full run (no --only) replaces the executed notebooks in $PHYSEG_BUILD/notebooks; it refuses
 when that folder holds anything but executed notebooks (NN_name.ipynb).
@@ -54,6 +55,8 @@ def _check(args: argparse.Namespace) -> None:
     notebooks = runner.discover_notebooks(folder)
     if not notebooks:
         raise UsageError(f"no numbered notebooks (NN_name.py or NN_name.md) in {folder}")
+    if args.cell_timeout is not None and args.cell_timeout < 0:
+        raise UsageError(f"--cell-timeout must be 0 (no limit) or a number of seconds, got {args.cell_timeout}")
     if args.only and not any(nb.name.startswith(p) for nb in notebooks for p in args.only):
         raise UsageError(f"--only {' '.join(args.only)} matches none of {[nb.name for nb in notebooks]}")
     executed = build_root() / "notebooks"
@@ -71,7 +74,7 @@ def paper_from_args(args: argparse.Namespace) -> None:
     _check(args)
     try:
         runs = runner.run_paper(profile=args.profile, only=args.only, notebooks_folder=args.notebooks,
-                                build_site=not args.no_site)
+                                build_site=not args.no_site, timeout_s=args.cell_timeout)
     except runner.NotebookFailed as failure:
         print(failure.report(), file=sys.stderr)  # the notebook's cell and traceback: what to fix
         raise RuntimeFailure(str(failure)) from None

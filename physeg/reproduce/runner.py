@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import logging
 import os
@@ -68,8 +69,10 @@ class NotebookFailed(RuntimeError):
         """The kernel died or could not run (not an error in a cell): the message names the notebook."""
         first = (str(exc).strip().splitlines() or [""])[0]
         failure = cls(notebook, None, "", f"{exc.__class__.__name__}: {first}")
+        hint = ("; finished work is cached: rerun with --only and a longer --cell-timeout (0: no limit) to resume"
+                if "Timeout" in exc.__class__.__name__ else "")
         failure.args = (f"notebook {notebook.name}: the kernel died or could not run "
-                        f"({exc.__class__.__name__}: {first or 'no message'})",)
+                        f"({exc.__class__.__name__}: {first or 'no message'}){hint}",)
         return failure
 
     def report(self) -> str:
@@ -135,12 +138,13 @@ def _header_index(cells: list) -> int:
     return 0
 
 
-def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: int = 3600) -> NotebookRun:
+def execute_notebook(source: Path, *, profile: str, out_dir: Path, timeout_s: int | None = 3600) -> NotebookRun:
     """Convert ``source`` with jupytext and execute it with papermill into ``out_dir``.
 
     The executed copy gets the provenance header of this execution
     (:func:`physeg.reproduce.provenance.header_cell`) right after papermill's
-    injected-parameters cell. ``timeout_s`` is the limit per cell, in seconds.
+    injected-parameters cell. ``timeout_s`` is the limit per cell, in seconds
+    (``None``: none).
 
     Raises
     ------
@@ -196,6 +200,34 @@ def _kernel_environment(*, profile: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+#: Limit per notebook cell (s) by profile: an hour catches a hung kernel on the laptop profiles; the long
+#: profiles run single cells for hours (reference-long's 50 + 50 samples on 10 images per cell: about
+#: 75 min; paper's training), so they have none. ``--cell-timeout`` overrides it.
+CELL_TIMEOUT_S: dict[str, int] = {"smoke": 3600, "demo": 3600}
+
+
+def cell_timeout(profile: str, requested: int | None = None) -> int | None:
+    """Seconds a cell may run on ``profile`` (``None``: no limit); ``requested`` 0 lifts the limit."""
+    if requested is not None:
+        return None if requested == 0 else int(requested)
+    return CELL_TIMEOUT_S.get(profile)
+
+
+def merged_timings(path: Path, *, profile: str, seconds: dict[str, float], partial: bool) -> dict:
+    """``timings.json`` content after a run: a partial run (``--only``) keeps the other notebooks' seconds
+    from the same profile's previous record, so a resumed run still times every page."""
+    merged: dict[str, float] = {}
+    if partial and path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = {}
+        if isinstance(doc, dict) and doc.get("profile") == profile and isinstance(doc.get("seconds"), dict):
+            merged = dict(doc["seconds"])
+    merged.update(seconds)
+    return {"profile": profile, "seconds": dict(sorted(merged.items()))}
+
+
 #: Names of the executed notebooks the runner writes (``NN_name.ipynb``).
 EXECUTED_NAME = re.compile(r"^\d\d_[^/]*\.ipynb$")
 
@@ -228,11 +260,14 @@ def run_paper(
     notebooks_folder: Path | None = None,
     out_dir: Path | None = None,
     build_site: bool = True,
+    timeout_s: int | None = None,
 ) -> list[NotebookRun]:
     """Execute the notebooks in order on ``profile`` and (optionally) build the site.
 
     A full run (``only=None``) first clears stale executed copies so the site
-    never shows a page from an earlier run.
+    never shows a page from an earlier run. ``timeout_s``: limit per cell
+    (:func:`cell_timeout`: by default an hour on smoke and demo, none on the
+    long profiles; 0 for none).
     """
     get_profile(profile)  # fail early on an unknown name
     out_dir = out_dir or build_root() / "notebooks"
@@ -251,11 +286,13 @@ def run_paper(
     with _kernel_environment(profile=profile):
         for source in notebooks:
             log.info("%s", progress.starting(source.name))
-            run = execute_notebook(source, profile=profile, out_dir=out_dir)
+            run = execute_notebook(source, profile=profile, out_dir=out_dir,
+                                   timeout_s=cell_timeout(profile, timeout_s))
             log.info("%s -> %s", progress.finished(source.name, run.seconds), run.executed)
             runs.append(run)
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
-    atomic_write_json(out_dir.parent / "timings.json", {"profile": profile, "seconds": timings})
+    record = out_dir.parent / "timings.json"
+    atomic_write_json(record, merged_timings(record, profile=profile, seconds=timings, partial=only is not None))
     if build_site:
         from physeg.reproduce.site import build_site as _build_site
 
@@ -274,13 +311,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-site", action="store_true", help="execute notebooks but do not build the site")
     parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR",
                         help="folder of numbered notebooks (default: notebooks/ of this checkout)")
+    parser.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
+                        help="limit per notebook cell; 0 for none (default: 3600 on smoke and demo, none on the "
+                             "longer profiles)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Entry point behind the CLI; returns an exit code."""
     try:
+        if args.cell_timeout is not None and args.cell_timeout < 0:
+            raise ValueError(f"--cell-timeout must be 0 (no limit) or a number of seconds, got {args.cell_timeout}")
         runs = run_paper(profile=args.profile, only=args.only, notebooks_folder=args.notebooks,
-                         build_site=not args.no_site)
+                         build_site=not args.no_site, timeout_s=args.cell_timeout)
     except NotebookFailed as failure:
         print(failure.report(), file=sys.stderr)
         print(f"physeg paper: {failure}", file=sys.stderr)
