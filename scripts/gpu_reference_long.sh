@@ -13,6 +13,11 @@
 #
 # Needs PHYSEG_CACHE to hold the 4 mm cohort (cohorts/synthetic-v1-4mm-seed0) and, on a GPU, the 6 mm one
 # of the smoke profile (trained first, every code path at toy size, to fail in seconds), or nilearn.
+# ARMS (default "physics"): page 09's training arms to train beside the profile's models; "physics torchio"
+# trains both on the GPU, so that their comparison is not confounded by device and precision. The TorchIO arm
+# needs torchio and its pure-Python dependencies (carry their wheels); where SimpleITK is not installed (its
+# 52 MB wheel does not fit the transfer) scripts/device_stubs/ stands in for it: TorchIO imports it, the arm's
+# bias field and noise never call it, and any call raises.
 # After the training it times one optimiser step of the `paper` profile's network (1 mm, 128^3 patches,
 # batch 4, widths 30-480) with benchmarks/train_step.py, the figure behind the paper profile's GPU cost.
 set -u
@@ -25,6 +30,14 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
 profile=${PROFILE:-reference-long}  # PROFILE=smoke DEVICE=cpu: a quick rehearsal of this script without a GPU
 device=${DEVICE:-cuda}
+arms=${ARMS:-physics}
+case " $arms " in
+  *" torchio "*)
+    if [ "${SITK_STUB:-auto}" = 1 ] || ! "$py" -c "import SimpleITK" 2>/dev/null; then
+      export PYTHONPATH="$here/scripts/device_stubs:$PYTHONPATH"
+      echo "SimpleITK: not installed, scripts/device_stubs stands in for TorchIO's imports" > "$out/sitk.txt"
+    fi ;;
+esac
 {
   date -u +%FT%TZ
   # a copied working tree may carry an old .git (seen on the lent GPU machine): COMMIT=<sha> says which code ran
@@ -32,16 +45,18 @@ device=${DEVICE:-cuda}
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
   "$py" -c "import torch, monai, platform; print('torch', torch.__version__, 'monai', monai.__version__, 'python', platform.python_version(), 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
   nproc
+  echo "arms: $arms"
+  cat "$out/sitk.txt" 2>/dev/null && rm -f "$out/sitk.txt"
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
 if [ "$device" = cuda ]; then  # fail fast: every code path of the real run, at smoke size, on the GPU
-  timeout 150 "$py" -m physeg train --profile smoke --all-seeds --augmentation physics --device cuda \
+  timeout 150 "$py" -m physeg train --profile smoke --all-seeds --augmentation $arms --device cuda \
     --workers "$workers" > "$out/train.log" 2>&1 || { echo "smoke training on the GPU failed:"; tail -n 40 "$out/train.log"; exit 1; }
   echo "smoke training on the GPU: ok"
 fi
 t0=$(date +%s)
-timeout "$train_s" "$py" -m physeg train --profile "$profile" --all-seeds --augmentation physics \
+timeout "$train_s" "$py" -m physeg train --profile "$profile" --all-seeds --augmentation $arms \
   --device "$device" --workers "$workers" >> "$out/train.log" 2>&1
 echo "training exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$out/train.log"
 tail -n 3 "$out/train.log"
