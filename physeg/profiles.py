@@ -281,8 +281,8 @@ PROFILES["reference-long"] = dataclasses.replace(
         "Dice; validation every 8 epochs), to test whether the reference's verdicts are artefacts of "
         "under-training. Models trained on a GPU (scripts/gpu_reference_long.sh), evaluated on the CPU; "
         "three training seeds; 50 + 50 uncertainty samples on 10 grid images per subject, sequence and "
-        "distribution (the reference has 2), so that claim 5 is testable: 50 images per sequence x "
-        "distribution x tissue for its correlation test."
+        "distribution (the reference has 2), so that claim 5 is testable: its correlation test pools "
+        "100 images per sequence x tissue."
     ),
 )
 

@@ -28,8 +28,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import contextlib
+import json
 import logging
 import os
 import re
