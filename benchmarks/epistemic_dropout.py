@@ -108,7 +108,7 @@ def train(p: float, *, volumes: dict, profile: Profile, sequence: str, steps: in
         parts["loss"].backward()
         optimiser.step()
         if (k + 1) % max(1, steps // 8) == 0:
-            print(f"  p={p}: step {k + 1}/{steps}  loss {float(parts['loss']):.3f}  "
+            print(f"  p={p}: step {k + 1}/{steps}  loss {float(parts['loss'].detach()):.3f}  "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
     return model.eval(), time.perf_counter() - t0, precision.describe()
 
