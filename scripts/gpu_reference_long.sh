@@ -35,7 +35,7 @@ case " $arms " in
   *" torchio "*)
     if [ "${SITK_STUB:-auto}" = 1 ] || ! "$py" -c "import SimpleITK" 2>/dev/null; then
       export PYTHONPATH="$here/scripts/device_stubs:$PYTHONPATH"
-      echo "SimpleITK: not installed, scripts/device_stubs stands in for TorchIO's imports" > "$out/sitk.txt"
+      echo "SimpleITK: scripts/device_stubs stands in for TorchIO's imports (not installed, or SITK_STUB=1)" > "$out/sitk.txt"
     fi ;;
 esac
 {
