@@ -53,13 +53,18 @@ def config_hash(config: dict[str, Any], *, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def hashed_path(kind: str, config: dict[str, Any]) -> Path:
+    """Where :func:`hashed_dir` keeps the results of ``config``, without creating anything (for lookups)."""
+    return cache_root() / kind / config_hash(config)
+
+
 def hashed_dir(kind: str, config: dict[str, Any]) -> Path:
     """Cache folder ``<cache>/<kind>/<hash>`` for results produced by ``config``.
 
     The configuration is written next to the results as ``config.json`` so a
     folder always says what made it.
     """
-    folder = cache_root() / kind / config_hash(config)
+    folder = hashed_path(kind, config)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "config.json"
     if not cfg.exists():

@@ -44,6 +44,7 @@ def test_segmentation_cache_round_trip_without_pickle(prof, monkeypatch, tmp_pat
     folders = {k: tmp_path / f"{k[0]}_{k[1]}" for k in models}
     first = ev.run_evaluation(prof, folders=folders)
     assert not list(first.folder.glob("*.pkl"))
+    assert ev.cache_folder("segmentation", prof, folders) == first.folder  # where the freeze looks
     monkeypatch.setattr(ev, "evaluate_segmentation", lambda *a, **k: pytest.fail("cache not reused"))
     again = ev.run_evaluation(prof, folders=folders)
     for name in ("results", "cov", "grid"):
@@ -64,6 +65,7 @@ def test_uncertainty_cache_round_trip_without_pickle(prof, monkeypatch, tmp_path
     _fake_inputs(monkeypatch, models)
     folders = {k: tmp_path / f"{k[0]}_{k[1]}" for k in models}
     first = ev.run_uncertainty(prof, folders=folders)
+    assert ev.cache_folder("uncertainty", prof, folders, n_samples=prof.n_uncertainty_samples) == first.folder
     monkeypatch.setattr(ev, "uncertainty_samples", lambda *a, **k: pytest.fail("cache not reused"))
     again = ev.run_uncertainty(prof, folders=folders)
     for name in ("per_image", "coverage", "calibration"):
@@ -102,13 +104,11 @@ def test_no_module_reads_pickles():
 
 def test_segmentation_cache_key_ignores_uncertainty_settings_only():
     """More uncertainty images or other notes reuse Tables 1-2; anything that changes a segmentation does not."""
-    from physeg.paths import config_hash
-
     prof = get_profile("smoke")
     folders = {("Baseline", "MPRAGE"): "/cache/models/smoke/Baseline_MPRAGE_seed0_abc"}
 
     def key(kind, p):
-        return config_hash(ev._cache_config(kind, p, folders))
+        return ev.cache_folder(kind, p, folders, n_samples=5 if kind == "uncertainty" else None)
 
     more_images = dataclasses.replace(prof, n_uncertainty_images=10, n_uncertainty_samples=50, notes="other")
     assert key("segmentation", more_images) == key("segmentation", prof)

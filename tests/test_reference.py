@@ -289,7 +289,7 @@ def test_banners_name_each_committed_run(frozen, tmp_path):
 def test_freeze_records_the_cached_segmentation_time_a_reused_notebook_hides(isolated_cache):
     """Notebook 04 that reuses the evaluation cache runs in seconds; the freeze reads what it cost from the cache."""
     from physeg.evaluation import runs
-    from physeg.paths import cache_root, config_hash
+    from physeg.paths import cache_root
     from physeg.training.orchestrate import FINISHED, model_folder
 
     profile = dataclasses.replace(get_profile("smoke"), seeds=(0, 1))
@@ -302,7 +302,7 @@ def test_freeze_records_the_cached_segmentation_time_a_reused_notebook_hides(iso
                 folder.mkdir(parents=True)
                 (folder / FINISHED).write_text("{}")
                 folders[(name, seq)] = folder
-        out = cache_root() / "evaluation" / config_hash(runs._cache_config("segmentation", profile, folders))
+        out = runs.cache_folder("segmentation", profile, folders)
         out.mkdir(parents=True)
         (out / "meta.json").write_text(json.dumps({"wall_s": wall}))
     assert freeze.cached_segmentation_s(profile) == 200.8

@@ -277,6 +277,22 @@ def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str],
             "models": sorted(f"{n}/{s}/{Path(f).name}" for (n, s), f in folders.items())}
 
 
+def cache_folder(kind: str, profile: Profile, folders: Mapping[tuple[str, str], Path], *,
+                 n_samples: int | None = None) -> Path:
+    """The evaluation cache folder of ``kind`` (``"segmentation"`` or ``"uncertainty"``, with its ``n_samples``)
+    for these model folders, without creating it: where :func:`run_evaluation` and :func:`run_uncertainty`
+    keep their results, for readers that must not compute (the reference freeze)."""
+    from physeg.paths import hashed_path
+
+    return hashed_path("evaluation", _cache_key(kind, profile, folders, n_samples=n_samples))
+
+
+def _cache_key(kind: str, profile: Profile, folders: Mapping[tuple[str, str], Path], *,
+               n_samples: int | None = None) -> dict:
+    cfg = _cache_config(kind, profile, folders)
+    return cfg | {"n_samples": n_samples} if kind == "uncertainty" else cfg
+
+
 def _save(obj: Any, path: Path) -> None:
     """A table (``.csv`` + schema), arrays (``.npz``) or a dict (``.json``), written atomically; never a pickle."""
     if isinstance(obj, pd.DataFrame):
@@ -305,7 +321,7 @@ def run_evaluation(profile: Profile, *, folders: Mapping | None = None, force: b
 
     folders = dict(folders) if folders is not None else train_models(profile)
     folders = {k: v for k, v in folders.items() if k[0] in profile.ablations}
-    out = hashed_dir("evaluation", _cache_config("segmentation", profile, folders))
+    out = hashed_dir("evaluation", _cache_key("segmentation", profile, folders))
     files = {"results": out / "results.csv", "cov": out / "cov.csv", "grid": out / "grid.csv",
              "examples": out / "examples.npz", "meta": out / "meta.json"}
     if not force and all(f.exists() for f in files.values()):
@@ -333,8 +349,7 @@ def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: 
     wanted = {f"{b}-{v}" for b in profile.uncertainty_models for v in ("Aleatoric", "Epistemic")}
     folders = {k: v for k, v in folders.items() if k[0] in wanted}
     n = n or profile.n_uncertainty_samples
-    cfg = _cache_config("uncertainty", profile, folders) | {"n_samples": n}
-    out = hashed_dir("evaluation", cfg)
+    out = hashed_dir("evaluation", _cache_key("uncertainty", profile, folders, n_samples=n))
     f = out / "uncertainty_meta.json"  # written last: its presence marks a complete cache
     if not force and f.exists():  # only the (expensive) samples are cached; scoring is recomputed
         d = {"samples": cache_io.load_frame(out / "uncertainty_samples.csv"),

@@ -102,15 +102,13 @@ def model_table(profile: Any) -> pd.DataFrame:
 def cached_uncertainty(profile: Any) -> Any:
     """The profile's uncertainty results if their samples are cached, else ``None`` (never computes samples)."""
     from physeg.evaluation import runs
-    from physeg.paths import cache_root, config_hash
     from physeg.training.orchestrate import find_models
 
     wanted = {f"{b}-{v}" for b in profile.uncertainty_models for v in ("Aleatoric", "Epistemic")}
     folders = {k: v for k, v in find_models(profile).items() if k[0] in wanted}
     if not folders:
         return None
-    cfg = runs._cache_config("uncertainty", profile, folders) | {"n_samples": profile.n_uncertainty_samples}
-    folder = cache_root() / "evaluation" / config_hash(cfg)
+    folder = runs.cache_folder("uncertainty", profile, folders, n_samples=profile.n_uncertainty_samples)
     if not any((folder / marker).is_file() for marker in UNCERTAINTY_MARKERS):
         return None
     return runs.run_uncertainty(profile, folders=folders)
@@ -124,15 +122,14 @@ def cached_segmentation_s(profile: Any) -> float | None:
     ``None`` when no seed's evaluation is cached.
     """
     from physeg.evaluation import runs
-    from physeg.paths import cache_root, config_hash
     from physeg.training.orchestrate import find_models
 
     walls = []
     for seed in profile.seeds:
         folders = find_models(profile, seed=seed, models=list(profile.ablations))
-        meta = cache_root() / "evaluation" / config_hash(runs._cache_config("segmentation", profile, folders))
-        if folders and (meta / "meta.json").is_file():
-            wall = json.loads((meta / "meta.json").read_text()).get("wall_s")
+        meta = runs.cache_folder("segmentation", profile, folders) / "meta.json"
+        if folders and meta.is_file():
+            wall = json.loads(meta.read_text()).get("wall_s")
             if wall is not None and np.isfinite(wall):
                 walls.append(float(wall))
     return round(sum(walls), 1) if walls else None
