@@ -235,6 +235,10 @@ def test_negative_cell_timeout_is_a_usage_error(tmp_path, capsys):
     src = tmp_path / "nb"
     src.mkdir()
     _write(src, "00_first.py", "# %%\nx = 1\n")
-    assert main(["paper", "--profile", "smoke", "--notebooks", str(src), "--no-site", "--cell-timeout", "-5"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--cell-timeout" in err[0] and "Traceback" not in err[0]
+    for bad in ("-5", "ten"):  # argparse rejects it (the shared option's type), before anything runs
+        with pytest.raises(SystemExit) as info:
+            main(["paper", "--profile", "smoke", "--notebooks", str(src), "--no-site", "--cell-timeout", bad])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--cell-timeout" in err[0] and "Traceback" not in err[0]
+    assert not (src.parent / "build").exists()  # nothing ran

@@ -213,6 +213,17 @@ def cell_timeout(profile: str, requested: int | None = None) -> int | None:
     return CELL_TIMEOUT_S.get(profile)
 
 
+def _cell_seconds(text: str) -> int:
+    """``--cell-timeout`` value: whole seconds, 0 for no limit (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or a number of seconds, got {text!r}")
+    return value
+
+
 def merged_timings(path: Path, *, profile: str, seconds: dict[str, float], partial: bool) -> dict:
     """``timings.json`` content after a run: a partial run (``--only``) keeps the other notebooks' seconds
     from the same profile's previous record, so a resumed run still times every page."""
@@ -283,11 +294,11 @@ def run_paper(
     progress = RunProgress([nb.name for nb in notebooks], estimate)
     log.info("profile %s, %d notebooks; time left estimated from %s", profile, len(notebooks), estimate.source)
     runs: list[NotebookRun] = []
+    limit_s = cell_timeout(profile, timeout_s)
     with _kernel_environment(profile=profile):
         for source in notebooks:
             log.info("%s", progress.starting(source.name))
-            run = execute_notebook(source, profile=profile, out_dir=out_dir,
-                                   timeout_s=cell_timeout(profile, timeout_s))
+            run = execute_notebook(source, profile=profile, out_dir=out_dir, timeout_s=limit_s)
             log.info("%s -> %s", progress.finished(source.name, run.seconds), run.executed)
             runs.append(run)
     timings = {r.source.name: round(r.seconds, 1) for r in runs}
@@ -311,7 +322,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-site", action="store_true", help="execute notebooks but do not build the site")
     parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR",
                         help="folder of numbered notebooks (default: notebooks/ of this checkout)")
-    parser.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
+    parser.add_argument("--cell-timeout", type=_cell_seconds, default=None, metavar="SECONDS",
                         help="limit per notebook cell; 0 for none (default: 3600 on smoke and demo, none on the "
                              "longer profiles)")
 
@@ -319,8 +330,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     """Entry point behind the CLI; returns an exit code."""
     try:
-        if args.cell_timeout is not None and args.cell_timeout < 0:
-            raise ValueError(f"--cell-timeout must be 0 (no limit) or a number of seconds, got {args.cell_timeout}")
         runs = run_paper(profile=args.profile, only=args.only, notebooks_folder=args.notebooks,
                          build_site=not args.no_site, timeout_s=args.cell_timeout)
     except NotebookFailed as failure:
