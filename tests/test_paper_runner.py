@@ -242,3 +242,13 @@ def test_negative_cell_timeout_is_a_usage_error(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--cell-timeout" in err[0] and "Traceback" not in err[0]
     assert not (src.parent / "build").exists()  # nothing ran
+
+
+def test_a_timed_out_notebook_says_how_to_resume():
+    class CellTimeoutError(Exception):
+        pass
+
+    failure = paper.NotebookFailed.kernel_died(Path("05_u.py"), CellTimeoutError("after 3600 seconds"))
+    assert "05_u.py" in str(failure) and "--cell-timeout" in str(failure) and "--only" in str(failure)
+    died = paper.NotebookFailed.kernel_died(Path("05_u.py"), RuntimeError("kernel died"))
+    assert "--cell-timeout" not in str(died)
