@@ -201,6 +201,48 @@ def test_volume_rows_interval_contains_the_median():
                 assert r["volume_ml"] == np.median(samples[:, ("GM", "WM", "CSF").index(r["tissue"])])
 
 
+def test_volume_rows_apply_a_located_calibration():
+    from physeg.evaluation.calibration import PercentileCalibration
+    from physeg.inference.segment import volume_rows
+
+    samples = np.random.default_rng(1).normal(500, 5, (20, 3))
+    cal = {t: PercentileCalibration(lower={0.5: 0.2}, upper={0.5: 0.8}, n_val=6, shift_ml=-40.0, form="located")
+           for t in ("GM", "WM", "CSF")}
+    rows = volume_rows(image_name="x", samples_ml=samples, label_map_ml={"GM": 1, "WM": 2, "CSF": 3}, calibration=cal)
+    plain = volume_rows(image_name="x", samples_ml=samples, label_map_ml={"GM": 1, "WM": 2, "CSF": 3},
+                        calibration={t: PercentileCalibration(lower={0.5: 0.2}, upper={0.5: 0.8}, n_val=6)
+                                     for t in cal})
+    for r, p in zip(rows, plain):
+        assert r["shift_ml"] == -40.0 and p["shift_ml"] == 0.0
+        assert r["volume_ml"] == pytest.approx(p["volume_ml"] - 40.0)
+        assert r["iqr_low_ml"] == pytest.approx(p["iqr_low_ml"] - 40.0)
+        assert r["iqr_low_ml"] <= r["volume_ml"] <= r["iqr_high_ml"]
+        assert r["label_map_ml"] == p["label_map_ml"]  # the written map is never moved
+
+
+def test_calibration_json_keeps_the_shift_and_reads_old_files(tmp_path):
+    import pandas as pd
+
+    from physeg.cli.errors import UsageError
+    from physeg.inference.calibration_io import calibration_to_json, load_calibration
+
+    frame = pd.DataFrame([{"level": 0.5, "lower_pct": lo, "upper_pct": hi, "n_val": 6, "shift_ml": shift,
+                           "form": form, "model": "M", "sequence": "MPRAGE", "tissue": t}
+                          for t in ("GM", "WM", "CSF")
+                          for form, lo, hi, shift in (("percentile", 0.01, 0.99, 0.0), ("located", 0.2, 0.8, -12.5))])
+    located = load_calibration(calibration_to_json(frame, tmp_path / "a.json", model="M", sequence="MPRAGE"))
+    assert located["GM"].shift_ml == -12.5 and located["GM"].form == "located" and located["GM"].lower[0.5] == 0.2
+    paper = load_calibration(calibration_to_json(frame, tmp_path / "b.json", model="M", sequence="MPRAGE",
+                                                 form="percentile"))
+    assert paper["WM"].shift_ml == 0.0 and paper["WM"].form == "percentile" and paper["WM"].lower[0.5] == 0.01
+    old = {"lower": {"0.5": 0.3}, "upper": {"0.5": 0.7}, "n_val": 2}  # written before the location correction
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_calibration(tmp_path / "old.json")["CSF"].shift_ml == 0.0
+    (tmp_path / "bad.json").write_text(json.dumps({**old, "shift_ml": "nan"}))
+    with pytest.raises(UsageError, match="unreadable calibration .*shift_ml"):
+        load_calibration(tmp_path / "bad.json")
+
+
 def test_segment_runtime_failure(data, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(data["models"]["Baseline"], broken)

@@ -232,7 +232,7 @@ def test_committed_reference_results_are_intact_and_current():
 def test_side_by_side_columns_for_tables_the_paper_lacks():
     import pandas as pd
 
-    from physeg.evaluation.calibration import coverage50_summary
+    from physeg.evaluation.interval_scores import coverage50_summary
     from physeg.reference import compare
 
     per = pd.DataFrame({"model": ["PSA"] * 4, "sequence": ["MPRAGE"] * 4, "tissue": ["GM"] * 4,

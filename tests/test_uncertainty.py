@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from physeg.evaluation import calibration as un
+from physeg.evaluation import interval_scores as scores
 
 
 def _draws(rng, n, S, s_model, s_truth):
@@ -26,7 +27,7 @@ def test_overconfident_samples_recalibrated():
     # the recalibrated IQR is wider than the raw one (about 2x here)
     rlo, rhi = un.uncalibrated_interval(test_s, 0.5)
     assert np.mean(cal.iqr(test_s)) > 1.6 * np.mean(rhi - rlo)
-    tab = un.interval_table(test_s, test_t, cal)
+    tab = scores.interval_table(test_s, test_t, cal)
     assert (tab["coverage_cal"] - tab["level"]).abs().max() < 0.04
     assert (tab["coverage_raw"] < tab["level"]).all()
 
@@ -102,3 +103,69 @@ def test_biased_model_widens_not_collapses():
     # a validation set whose references all lie far outside: the widest interval, not a zero-width one
     cal = un.fit_calibration(val_s[:4], val_s[:4, 0] - 1000.0)
     assert np.all(cal.iqr(test_s[:3]) > 0)
+
+
+def _biased_subjects(rng, n_subjects, per_subject, *, bias, subject_sd, sample_sd=5.0, S=50):
+    """Images of several subjects whose samples all miss the reference by a subject-specific bias (ml)."""
+    groups = np.repeat(np.arange(n_subjects), per_subject)
+    offsets = bias + rng.normal(0, subject_sd, size=n_subjects)[groups] + rng.normal(0, 2.0, size=groups.size)
+    mu = rng.uniform(400, 600, size=groups.size)
+    return mu[:, None] + rng.normal(0, sample_sd, size=(groups.size, S)), mu - offsets, groups
+
+
+def test_located_calibration_removes_a_shared_bias():
+    # every sample 60 ml too high, spread 5 ml: the paper's percentiles can only widen around the wrong median
+    rng = np.random.default_rng(6)
+    val_s, val_t, val_g = _biased_subjects(rng, 40, 5, bias=60.0, subject_sd=4.0)
+    test_s, test_t, _ = _biased_subjects(rng, 200, 5, bias=60.0, subject_sd=4.0)
+    paper = un.fit_calibration(val_s, val_t)
+    located = un.fit_calibration(val_s, val_t, form="located", groups=val_g)
+    assert paper.shift_ml == 0.0 and paper.form == "percentile" and located.form == "located"
+    assert located.shift_ml == pytest.approx(-60.0, abs=3.0)
+    lo, hi = located.interval(test_s, 0.5)
+    assert un.coverage(lo, hi, test_t) == pytest.approx(0.5, abs=0.06)
+    assert np.all((located.centre(test_s) >= lo) & (located.centre(test_s) <= hi))
+    # the paper's form pays for the bias with width: an interval about 24 sample SDs wide
+    assert np.mean(paper.iqr(test_s)) > 4 * np.mean(located.iqr(test_s))
+    tab = scores.interval_table(test_s, test_t, paper, [0.5], located=located)
+    assert tab.loc[0, "coverage_loc"] == pytest.approx(0.5, abs=0.06) and "width_loc" in tab
+
+
+def test_located_calibration_cross_fits_across_subjects():
+    # the bias changes from subject to subject: cross-fitted shifts widen the interval to cover that too
+    rng = np.random.default_rng(7)
+    val_s, val_t, val_g = _biased_subjects(rng, 6, 10, bias=60.0, subject_sd=20.0)
+    test_s, test_t, _ = _biased_subjects(rng, 300, 5, bias=60.0, subject_sd=20.0)
+    crossed = un.fit_calibration(val_s, val_t, form="located", groups=val_g)
+    naive = un.fit_calibration(val_s, val_t, form="located")
+    assert crossed.shift_ml == naive.shift_ml
+    assert np.mean(crossed.iqr(test_s)) > np.mean(naive.iqr(test_s))
+    covered = [un.coverage(*cal.interval(test_s, 0.5), test_t) for cal in (naive, crossed)]
+    assert abs(covered[1] - 0.5) < abs(covered[0] - 0.5)
+
+
+def test_unknown_calibration_form_is_refused():
+    with pytest.raises(ValueError, match="unknown calibration form"):
+        un.fit_calibration(np.ones((2, 3)), np.ones(2), form="shifted")
+
+
+def test_score_uncertainty_reports_both_calibrations():
+    import pandas as pd
+
+    rng = np.random.default_rng(8)
+
+    def frame(n_subjects):
+        s, t, g = _biased_subjects(rng, n_subjects, 3, bias=30.0, subject_sd=5.0, S=20)
+        return pd.DataFrame({"subject": [f"s{i}" for i in g], "model": "M", "sequence": "MPRAGE", "tissue": "GM",
+                             "distribution": "IoD", "param_index": range(len(t)), "pgs_volume_ml": t,
+                             "aleatoric": list(s[:, :5]), "epistemic": list(s)})
+
+    per, cov, cal = scores.score_uncertainty(frame(8), frame(20))
+    assert set(cal["form"]) == {"percentile", "located"}
+    assert cal.loc[cal.form == "percentile", "shift_ml"].eq(0).all()
+    assert cal.loc[cal.form == "located", "shift_ml"].iloc[0] == pytest.approx(-30.0, abs=6.0)
+    assert {"shift_ml", "lo50_loc", "hi50_loc", "iqr_loc", "covered50_loc", "abs_error_loc"} <= set(per)
+    assert per["abs_error_loc"].mean() < per["abs_error"].mean()
+    summary = scores.coverage50_summary(per)
+    assert {"coverage50_loc", "iqr_loc_ml", "shift_ml"} <= set(summary)
+    assert summary["coverage50_loc"].iloc[0] > summary["coverage50_raw"].iloc[0]

@@ -39,6 +39,26 @@ ours; the paper does not say what it did. A model whose samples are all
 identical (zero spread) cannot be widened by any percentile recalibration: its
 intervals stay of zero width and its coverage stays low — we report that rather
 than hide it.
+
+Location correction (ours, not the paper's)
+-------------------------------------------
+Central percentiles only ever widen an interval around the sample median. When
+every dropout sample of a model misses the reference the same way (our CPU
+epistemic models put 100-200 ml too much GM in every sample, with a sample SD
+of about 7 ml), the widening needed is a dozen sample SDs, beyond anything 50
+samples say, and the PIT of every validation image sits at the clipped end:
+the "calibrated" IQR then measures the clip, not the data, and covers the test
+references a fifth of the time. The *located* calibration first moves the
+samples by :math:`b`, the median over validation images of
+:math:`v^* - \operatorname{median}(v_{1..S})` (ml), then fits the central
+percentiles on the moved samples. So that the fitted width also carries the
+subject-to-subject variation of that bias (which a shift fitted on the very
+images it corrects would hide), each validation image is moved by the shift
+estimated from the *other* subjects' images (cross-fitting; with one subject,
+by :math:`b` itself). Test intervals are the fitted percentiles of
+:math:`v_{1..S} + b`. ``form="percentile"`` (:math:`b = 0`) is the paper's
+method and what claim 5 uses; the located form is what ``physeg segment``
+applies when a calibration carries a shift.
 """
 
 from __future__ import annotations
@@ -187,6 +207,11 @@ class PercentileCalibration:
     upper: dict[float, float]
     n_val: int
     val_pit: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    #: Location correction (ml) added to every sample before its percentiles are
+    #: taken (module notes); 0 for the paper's percentile-only form.
+    shift_ml: float = 0.0
+    #: ``"percentile"`` (the paper's) or ``"located"`` (with the location correction).
+    form: str = "percentile"
 
     @property
     def levels(self) -> list[float]:
@@ -196,7 +221,12 @@ class PercentileCalibration:
         """Calibrated interval of nominal coverage ``level`` for each row of ``samples``."""
         if level not in self.lower:
             raise KeyError(f"level {level} not calibrated; have {self.levels}")
-        return sample_quantile(samples, self.lower[level]), sample_quantile(samples, self.upper[level])
+        moved = np.atleast_2d(np.asarray(samples, float)) + self.shift_ml
+        return sample_quantile(moved, self.lower[level]), sample_quantile(moved, self.upper[level])
+
+    def centre(self, samples) -> np.ndarray:
+        """Median of each row of ``samples`` after the location correction (ml)."""
+        return np.median(np.atleast_2d(np.asarray(samples, float)), axis=1) + self.shift_ml
 
     def iqr(self, samples) -> np.ndarray:
         """Width of the calibrated 50 % interval (the paper's IQR error bars)."""
@@ -206,114 +236,50 @@ class PercentileCalibration:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {"level": self.levels, "lower_pct": [self.lower[c] for c in self.levels],
-             "upper_pct": [self.upper[c] for c in self.levels], "n_val": self.n_val}
+             "upper_pct": [self.upper[c] for c in self.levels], "n_val": self.n_val,
+             "shift_ml": self.shift_ml, "form": self.form}
         )
 
 
-def fit_calibration(val_samples, val_truth, levels: Sequence[float] = DEFAULT_LEVELS) -> PercentileCalibration:
-    """Fit the central percentile recalibration on validation samples ``(n, S)`` and references ``(n,)``."""
-    u = pit(val_samples, val_truth)
+def location_shift(val_samples, val_truth) -> float:
+    """The located calibration's shift (ml): median over images of reference − sample median."""
+    s = np.atleast_2d(np.asarray(val_samples, float))
+    return float(np.median(np.asarray(val_truth, float) - np.median(s, axis=1)))
+
+
+def _cross_fitted_shifts(samples: np.ndarray, truth: np.ndarray, groups) -> np.ndarray:
+    """Per image, the shift estimated without its own group (subject); the overall one where alone."""
+    groups = np.asarray(groups)
+    shifts = np.full(len(truth), location_shift(samples, truth))
+    for g in np.unique(groups):
+        others = groups != g
+        if others.any():
+            shifts[groups == g] = location_shift(samples[others], truth[others])
+    return shifts
+
+
+def fit_calibration(val_samples, val_truth, levels: Sequence[float] = DEFAULT_LEVELS, *,
+                    form: str = "percentile", groups=None) -> PercentileCalibration:
+    """Fit the central percentile recalibration on validation samples ``(n, S)`` and references ``(n,)``.
+
+    ``form="percentile"``: the paper's (Eaton-Rosen 2018). ``form="located"``:
+    with the location correction of the module notes; ``groups`` (one label per
+    image, e.g. the subject) cross-fits the shifts the percentiles are fitted on.
+    """
+    if form not in ("percentile", "located"):
+        raise ValueError(f"unknown calibration form {form!r}: 'percentile' or 'located'")
+    samples = np.atleast_2d(np.asarray(val_samples, float))
+    truth = np.asarray(val_truth, float)
+    shift = 0.0
+    if form == "located":
+        shift = location_shift(samples, truth)
+        moves = _cross_fitted_shifts(samples, truth, groups) if groups is not None else shift
+        samples = samples + np.reshape(moves, (-1, 1))
+    u = pit(samples, truth)
     w = np.abs(2 * u - 1)
     lower, upper = {}, {}
     for c in levels:
         cc = float(np.quantile(w, c))
         lower[float(c)], upper[float(c)] = (1 - cc) / 2, (1 + cc) / 2
-    return PercentileCalibration(lower=lower, upper=upper, n_val=int(u.size), val_pit=u)
-
-
-def interval_table(
-    samples, truth, calibration: PercentileCalibration | None, levels: Sequence[float] | None = None
-) -> pd.DataFrame:
-    """Per-level coverage and mean width of raw and calibrated intervals.
-
-    Columns: ``level``, ``coverage_raw``, ``width_raw``, ``coverage_cal``,
-    ``width_cal``, ``n``.
-    """
-    levels = list(levels or (calibration.levels if calibration else DEFAULT_LEVELS))
-    rows = []
-    for c in levels:
-        lo, hi = uncalibrated_interval(samples, c)
-        row = {"level": c, "coverage_raw": coverage(lo, hi, truth), "width_raw": float(np.mean(hi - lo))}
-        if calibration is not None:
-            lo, hi = calibration.interval(samples, c)
-            row.update(coverage_cal=coverage(lo, hi, truth), width_cal=float(np.mean(hi - lo)))
-        row["n"] = int(np.atleast_2d(samples).shape[0])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def coverage50_summary(per_image: pd.DataFrame) -> pd.DataFrame:
-    """The 50 % interval per model × sequence × tissue × distribution, from a per-image uncertainty table.
-
-    Columns: ``iqr_ml`` (mean interquartile width, calibrated where the table
-    has it), ``coverage50`` (share of images whose interval holds the PGS
-    volume; calibrated where available), ``coverage50_raw`` (uncalibrated),
-    ``abs_error_ml`` (mean |median − PGS|), ``bias_ml`` (mean median − PGS: a
-    model that over- or under-segments a tissue in every sample has intervals
-    centred off the truth, which no calibration of their width repairs) and
-    ``n`` (images). Nominal coverage 0.5; a CPU profile's handful of images
-    calls 0.35–0.65 calibrated.
-    """
-    iqr_col = "iqr_cal" if "iqr_cal" in per_image else "iqr_raw"
-    cover_col = "covered50_cal" if "covered50_cal" in per_image else "covered50_raw"
-    per_image = per_image.assign(signed_error=per_image["epi_median"] - per_image["pgs_volume_ml"])
-    return per_image.groupby(["model", "sequence", "tissue", "distribution"]).agg(
-        iqr_ml=(iqr_col, "mean"), coverage50=(cover_col, "mean"), coverage50_raw=("covered50_raw", "mean"),
-        abs_error_ml=("abs_error", "mean"), bias_ml=("signed_error", "mean"), n=("param_index", "size"))
-
-
-def score_uncertainty(val: pd.DataFrame, test: pd.DataFrame, levels: Sequence[float] | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Calibrate on ``val`` and score ``test`` (both from :func:`physeg.evaluation.runs.uncertainty_samples`).
-
-    Returns ``(per_image, coverage, calibration)``:
-
-    * ``per_image``: the test rows without the sample arrays, plus ``ale_mean,
-      ale_var, epi_mean, epi_median, epi_var`` (ddof=1), ``var_aleatoric``,
-      ``var_epistemic`` (aliases), ``iqr_raw``, ``iqr_cal``, ``lo50_cal``, ``hi50_cal``,
-      ``covered50_raw``, ``covered50_cal`` and ``abs_error`` = |epistemic median − PGS|;
-    * ``coverage``: per model × sequence × tissue × distribution × level, raw
-      and calibrated coverage and mean width (:func:`physeg.evaluation.calibration.interval_table`);
-    * ``calibration``: the fitted percentiles per model × sequence × tissue.
-    """
-    levels = tuple(levels or DEFAULT_LEVELS)
-    keys = ["model", "sequence", "tissue"]
-    per_rows, cov_rows, cal_rows = [], [], []
-    for key, g in test.groupby(keys, sort=False, observed=True):
-        v = val
-        for c, k in zip(keys, key):
-            v = v[v[c] == k]
-        has_epi = g["epistemic"].map(lambda a: a is not None).all()
-        has_ale = g["aleatoric"].map(lambda a: a is not None).all()
-        cal = None
-        if has_epi and len(v) and v["epistemic"].map(lambda a: a is not None).all():
-            cal = fit_calibration(np.stack(v["epistemic"]), v["pgs_volume_ml"].to_numpy(), levels)
-            cal_rows.append(cal.to_frame().assign(**dict(zip(keys, key))))
-        out = g.drop(columns=["aleatoric", "epistemic"]).copy()
-        if has_ale:
-            a = np.stack(g["aleatoric"])
-            out["ale_mean"], out["ale_var"] = a.mean(1), a.var(1, ddof=1)
-        else:
-            out["ale_mean"] = out["ale_var"] = np.nan
-        if has_epi:
-            e = np.stack(g["epistemic"])
-            truth = g["pgs_volume_ml"].to_numpy()
-            out["epi_mean"], out["epi_median"], out["epi_var"] = e.mean(1), np.median(e, 1), e.var(1, ddof=1)
-            lo, hi = uncalibrated_interval(e, 0.5)
-            out["iqr_raw"], out["covered50_raw"] = hi - lo, (truth >= lo) & (truth <= hi)
-            if cal is not None:
-                lo, hi = cal.interval(e, 0.5)
-                out["lo50_cal"], out["hi50_cal"], out["iqr_cal"] = lo, hi, hi - lo
-                out["covered50_cal"] = (truth >= lo) & (truth <= hi)
-            out["abs_error"] = np.abs(out["epi_median"] - truth)
-            for d, gd in g.groupby("distribution", observed=True):
-                tab = interval_table(np.stack(gd["epistemic"]), gd["pgs_volume_ml"].to_numpy(), cal, levels)
-                cov_rows.append(tab.assign(**dict(zip(keys, key)), distribution=d))
-        else:
-            out["epi_mean"] = out["epi_median"] = out["epi_var"] = np.nan
-        out["var_aleatoric"], out["var_epistemic"] = out["ale_var"], out["epi_var"]
-        per_rows.append(out)
-    per = pd.concat(per_rows, ignore_index=True) if per_rows else pd.DataFrame()
-    cov = pd.concat(cov_rows, ignore_index=True) if cov_rows else pd.DataFrame()
-    cal = pd.concat(cal_rows, ignore_index=True) if cal_rows else pd.DataFrame()
-    return per, cov, cal
+    return PercentileCalibration(lower=lower, upper=upper, n_val=int(u.size), val_pit=u, shift_ml=shift,
+                                 form=form)

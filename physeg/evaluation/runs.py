@@ -56,7 +56,7 @@ from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call
     validation_parameters,
 )
 from physeg.evaluation import cache_io
-from physeg.evaluation.calibration import score_uncertainty  # noqa: F401  (re-exported)
+from physeg.evaluation.interval_scores import score_uncertainty  # noqa: F401  (re-exported)
 from physeg.evaluation.metrics import cov_table, dice_per_tissue, label_counts, volumes_ml
 from physeg.evaluation.models import load_models, model_folders, train_models  # noqa: F401  (re-exported)
 from physeg.inference.predictor import Predictor

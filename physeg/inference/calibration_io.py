@@ -8,9 +8,17 @@ with frequency ``c`` on the validation images. ``physeg segment`` uses the
 ``lower[0.5] ≤ 0.5 ≤ upper[0.5]``, so the reported interval always contains
 the reported (median) volume.
 
-File layout: ``{"GM": {"lower": {"0.5": p_lo, …}, "upper": {…}, "n_val": n}, "WM": …,
-"CSF": …}`` (one calibration per tissue, as :func:`calibration_to_json`
-writes it) or one ``{"lower": …, "upper": …, "n_val": n}`` for every tissue.
+A *located* calibration also carries ``shift_ml``, a volume (ml) added to
+every sample before its percentiles are taken: the median error of the
+model's sample medians on the validation images (module notes of
+:mod:`physeg.evaluation.calibration`); the reported volume is then the moved
+median, still inside its interval. A file without ``shift_ml`` is the paper's
+percentile-only form (shift 0).
+
+File layout: ``{"GM": {"lower": {"0.5": p_lo, …}, "upper": {…}, "n_val": n,
+"shift_ml": b, "form": "located"}, "WM": …, "CSF": …}`` (one calibration per
+tissue, as :func:`calibration_to_json` writes it) or one ``{"lower": …,
+"upper": …, "n_val": n}`` for every tissue.
 """
 
 from __future__ import annotations
@@ -39,42 +47,61 @@ def _calibration_from_dict(d: Mapping[str, Any]):
     if not 0.0 <= lower[IQR_LEVEL] <= 0.5 <= upper[IQR_LEVEL] <= 1.0:
         raise ValueError(f"the 0.5 level's percentiles ({lower[IQR_LEVEL]}, {upper[IQR_LEVEL]}) must satisfy "
                          "0 <= lower <= 0.5 <= upper <= 1 (an interval around the median)")
-    return PercentileCalibration(lower=lower, upper=upper, n_val=int(d.get("n_val", 0)))
+    shift = float(d.get("shift_ml", 0.0))
+    if shift != shift or abs(shift) == float("inf"):
+        raise ValueError(f"shift_ml must be a finite volume in ml, not {shift}")
+    form = str(d.get("form", "located" if shift else "percentile"))
+    return PercentileCalibration(lower=lower, upper=upper, n_val=int(d.get("n_val", 0)), shift_ml=shift,
+                                 form=form)
+
+
+def interval_description(calibration: Mapping[str, Any]) -> str:
+    """How a reported interval was calibrated (for ``volumes.json``): the paper's form or the located one."""
+    if any(cal.form == "located" for cal in calibration.values()):
+        return ("calibrated 50% interval (Eaton-Rosen 2018 percentiles after a location correction of the "
+                "samples by shift_ml, fitted on validation images)")
+    return "calibrated 50% interval (Eaton-Rosen 2018)"
 
 
 def _tissue_doc(frame, tissue: str, model: str | None, sequence: str | None) -> dict[str, Any]:
     g = frame[frame["tissue"] == tissue]
     if g.empty:
         raise ValueError(f"no calibration rows for {model} {sequence} {tissue}")
+    shift = float(g["shift_ml"].iloc[0]) if "shift_ml" in g else 0.0
     return {"lower": {str(float(r.level)): float(r.lower_pct) for r in g.itertuples()},
             "upper": {str(float(r.level)): float(r.upper_pct) for r in g.itertuples()},
-            "n_val": int(g["n_val"].iloc[0])}
+            "n_val": int(g["n_val"].iloc[0]), "shift_ml": shift,
+            "form": str(g["form"].iloc[0]) if "form" in g else "percentile"}
 
 
 def calibration_to_json(calibration, path: str | Path, *, model: str | None = None,
-                        sequence: str | None = None) -> Path:
+                        sequence: str | None = None, form: str = "located") -> Path:
     """Store a volume-interval calibration as JSON readable by :func:`load_calibration`.
 
     ``calibration``: a mapping tissue → :class:`~physeg.evaluation.calibration.PercentileCalibration`,
     or the ``calibration`` frame of :func:`physeg.evaluation.runs.run_uncertainty`
-    (columns ``level, lower_pct, upper_pct, n_val, model, sequence, tissue``;
-    filtered by ``model`` and ``sequence``). Written through a temporary name.
+    (columns ``level, lower_pct, upper_pct, n_val, shift_ml, form, model, sequence,
+    tissue``; filtered by ``model``, ``sequence`` and ``form`` where the frame
+    has those columns). Written through a temporary name.
     """
     doc: dict[str, Any] = {}
     if hasattr(calibration, "columns"):
         frame = calibration
-        if model is not None and "model" in frame:
-            frame = frame[frame["model"] == model]
-        if sequence is not None and "sequence" in frame:
-            frame = frame[frame["sequence"] == sequence]
+        for column, wanted in (("model", model), ("sequence", sequence), ("form", form)):
+            if wanted is not None and column in frame:
+                frame = frame[frame[column] == wanted]
         doc = {tissue: _tissue_doc(frame, tissue, model, sequence) for tissue in TISSUES}
     else:
         for tissue in TISSUES:
             cal = calibration[tissue]
             doc[tissue] = {"lower": {str(k): v for k, v in cal.lower.items()},
-                           "upper": {str(k): v for k, v in cal.upper.items()}, "n_val": cal.n_val}
+                           "upper": {str(k): v for k, v in cal.upper.items()}, "n_val": cal.n_val,
+                           "shift_ml": cal.shift_ml, "form": cal.form}
+    forms = {doc[t]["form"] for t in TISSUES}
     doc["_about"] = {"model": model, "sequence": sequence,
-                     "method": "Eaton-Rosen 2018 percentile recalibration (physeg.evaluation.calibration)"}
+                     "method": "Eaton-Rosen 2018 percentile recalibration" +
+                               (" after a location correction (shift_ml)" if "located" in forms else "") +
+                               " (physeg.evaluation.calibration)"}
     path = atomic_write_text(Path(path), json.dumps(doc, indent=2) + "\n")
     if path.name == CALIBRATION_FILE:  # stored in a model folder: its sha256 joins the folder's record
         add_to_integrity(path.parent, CALIBRATION_FILE)

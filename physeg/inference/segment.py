@@ -56,7 +56,9 @@ times the model grid's voxel volume in ml). ``volume_ml`` is their median and
 calibrated one (:class:`~physeg.evaluation.calibration.PercentileCalibration`,
 Eaton-Rosen et al. 2018) when the model folder holds ``calibration.json`` or
 ``--calibration`` is given, else the raw 25th–75th sample percentiles
-(``calibrated = false``). The interval always contains ``volume_ml``.
+(``calibrated = false``); a *located* calibration first moves every sample
+by its ``shift_ml`` (the validation images' median error, recorded per row).
+The interval always contains ``volume_ml``.
 ``label_map_ml`` is the volume of the written label map (input grid), for
 reference: the majority vote is not the median of the volumes.
 
@@ -93,7 +95,7 @@ from physeg.conventions import LABEL_NAMES, TISSUES
 from physeg.data.acquisition import Acquisition, describe_values, resolve_acquisition
 from physeg.data.nifti import (GeometryLimits, from_canonical, model_grid, nifti_stem, read_volume, resample_to_grid,
                                to_canonical, voxel_volume_ml, write_like)
-from physeg.inference.calibration_io import CALIBRATION_FILE, IQR_LEVEL
+from physeg.inference.calibration_io import CALIBRATION_FILE, IQR_LEVEL, interval_description
 from physeg.inference.model_folder import ModelInfo, load_network, pick_device, read_model_info
 from physeg.inference.predictor import Predictor, Samples
 from physeg.io_safety import atomic_write_text
@@ -134,23 +136,22 @@ def volume_rows(*, image_name: str, samples_ml: np.ndarray, label_map_ml: Mappin
 
     ``samples_ml`` ``(n, 3)`` in :data:`~physeg.conventions.TISSUES` order. The
     interval's percentiles straddle 0.5 (raw 0.25/0.75, or a checked
-    calibration), so it contains the median; the ``min``/``max`` only absorbs
-    the rounding of the interpolated quantile.
+    calibration), so it contains the median (moved by a located calibration's
+    ``shift_ml``); ``min``/``max`` only absorb the quantile's rounding.
     """
     from physeg.evaluation.calibration import uncalibrated_interval
 
     rows = []
     for j, tissue in enumerate(TISSUES):
         s = np.asarray(samples_ml, float)[:, j][None, :]
-        median = float(np.median(s))
-        if calibration is not None:
-            lo, hi = calibration[tissue].interval(s, IQR_LEVEL)
-        else:
-            lo, hi = uncalibrated_interval(s, IQR_LEVEL)
+        shift = 0.0 if calibration is None else float(calibration[tissue].shift_ml)
+        median = float(np.median(s)) + shift
+        lo, hi = (calibration[tissue].interval(s, IQR_LEVEL) if calibration is not None
+                  else uncalibrated_interval(s, IQR_LEVEL))
         lo, hi = min(float(lo[0]), median), max(float(hi[0]), median)
         rows.append({"image": image_name, "tissue": tissue, "volume_ml": median, "iqr_low_ml": lo,
                      "iqr_high_ml": hi, "iqr_ml": hi - lo, "label_map_ml": float(label_map_ml[tissue]),
-                     "n_samples": int(s.shape[1]), "calibrated": calibration is not None})
+                     "n_samples": int(s.shape[1]), "calibrated": calibration is not None, "shift_ml": shift})
     return rows
 
 
@@ -374,14 +375,15 @@ def _write_tables(out: Path, *, results: list[SegmentResult], info: ModelInfo, n
             "validation_dice": info.validation_dice, "unreliable_tissues": info.unreliable_tissues,
         },
         "samples_requested": n_samples,
-        "interval": "calibrated 50% interval (Eaton-Rosen 2018)" if calibrated
+        "interval": interval_description(info.calibration) if calibrated
         else ("uncalibrated 25th-75th sample percentiles" if plans.uncertainty != "none"
               else "none: deterministic model, zero-width interval"),
         "calibrated": calibrated,
         "calibration_source": info.calibration_source,
-        "volumes_note": "volume_ml: median of the Monte-Carlo sample volumes (model grid); iqr_low_ml/iqr_high_ml: "
-                        "the 50% interval of the same samples, which contains volume_ml; label_map_ml: volume of "
-                        "the written label map (majority vote of the same samples, input grid)",
+        "volumes_note": "volume_ml: median of the Monte-Carlo sample volumes (model grid), plus shift_ml where "
+                        "the calibration is located; iqr_low_ml/iqr_high_ml: the 50% interval of the same "
+                        "(moved) samples, which contains volume_ml; label_map_ml: volume of the written label map "
+                        "(majority vote of the same samples, input grid, never moved)",
         "images": [
             {
                 "image": str(res.image), "sequence": res.acquisition.sequence,

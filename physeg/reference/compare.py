@@ -174,14 +174,15 @@ def side_by_side(current: pd.DataFrame | None, reference: Committed, *, current_
     """Column groups, this run and each committed run, for tables the paper has no numbers for.
 
     All inputs are indexed alike (for example
-    :func:`physeg.evaluation.calibration.coverage50_summary` of each run);
-    ``values`` keeps some columns. Rows are the union; a source's missing cells are NaN.
+    :func:`physeg.evaluation.interval_scores.coverage50_summary` of each run);
+    ``values`` keeps some columns (those a source has: a run frozen before a
+    column existed lacks it). Rows are the union; a source's missing cells are NaN.
     """
     frames = []
     for label, d in {current_label: current, **_committed(reference)}.items():
         if d is None or d.empty:
             continue
-        d = d[values] if values is not None else d
+        d = d[[c for c in values if c in d]] if values is not None else d
         d = d.copy()
         d.columns = pd.MultiIndex.from_product([[label], list(d.columns)])
         frames.append(d)

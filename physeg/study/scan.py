@@ -10,7 +10,9 @@ summarised for the study table instead of written to a folder.
 Volume summary per tissue :math:`t` from the :math:`n` sample volumes
 :math:`V_{t,s} = N_{t,s}\,v` (ml, model grid):
 
-* ``median_ml``: :math:`\operatorname{median}_s V_{t,s}`;
+* ``median_ml``: :math:`\operatorname{median}_s V_{t,s}`, plus the shift of a
+  *located* calibration (the samples are moved by its ``shift_ml`` before
+  any percentile is taken, :mod:`physeg.evaluation.calibration`);
 * ``p50_low_ml``/``p50_high_ml`` and ``p95_low_ml``/``p95_high_ml``: the 50 %
   and 95 % intervals of the same samples, recalibrated (Eaton-Rosen et al.
   2018, :class:`~physeg.evaluation.calibration.PercentileCalibration`) when
@@ -78,11 +80,12 @@ def volume_summary(samples_ml: np.ndarray, *, calibration: Any, kind: str,
     out = {}
     for j, tissue in enumerate(TISSUES):
         s = np.asarray(samples_ml, float)[:, j][None, :]
-        med = float(np.median(s))
+        med = float(np.median(s)) + (0.0 if calibration is None else float(calibration[tissue].shift_ml))
         row: dict[str, Any] = {"median_ml": med}
         for level in LEVELS:
             cal = calibration is not None and level in calibration[tissue].lower
-            lo, hi = calibration[tissue].interval(s, level) if cal else uncalibrated_interval(s, level)
+            lo, hi = calibration[tissue].interval(s, level) if cal else uncalibrated_interval(
+                s + (med - float(np.median(s))), level)
             key = level_key(level)
             row[f"{key}_low_ml"], row[f"{key}_high_ml"] = min(float(lo[0]), med), max(float(hi[0]), med)
             row[f"calibrated_{key[1:]}"] = bool(cal)
