@@ -161,6 +161,27 @@ def test_stale_and_interrupted_scans_are_redone(study, tmp_path):
     assert len(segment_study(bids, **{**kw, "n_samples": 3}).segmented) == GOOD
 
 
+def test_a_new_calibration_makes_its_scans_stale(study, tmp_path):
+    from physeg.evaluation.calibration import PercentileCalibration
+    from physeg.inference.calibration_io import calibration_to_json
+
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids, ignore=shutil.ignore_patterns("derivatives", "sub-03", "sub-04"))
+    mprage = tmp_path / "MPRAGE-model"
+    shutil.copytree(study["models"]["MPRAGE"], mprage)
+    kw = dict(models=[f"MPRAGE={mprage}", f"SPGR={study['models']['SPGR']}"], n_samples=2, device="cpu",
+              progress=False, output=tmp_path / "d")
+    assert len(segment_study(bids, **kw).segmented) == GOOD
+    cal = PercentileCalibration(lower={0.5: 0.2}, upper={0.5: 0.8}, n_val=4, shift_ml=-3.0, form="located")
+    calibration_to_json({t: cal for t in ("GM", "WM", "CSF")}, mprage / "calibration.json")
+    run = segment_study(bids, **kw)  # the MPRAGE scans' intervals change: redone; SPGR's stay current
+    assert run.segmented and all("MPRAGE" in s for s in run.segmented)
+    assert run.skipped and all("SPGR" in s for s in run.skipped)
+    table = pd.read_csv(tmp_path / "d" / "volumes.tsv", sep="\t")
+    assert set(table.loc[table.sequence == "MPRAGE", "calibrated_50"]) == {True}
+    assert len(segment_study(bids, **kw).skipped) == GOOD  # and then they are current again
+
+
 def test_participant_then_group_level(study, tmp_path):
     models = [f"{s}={f}" for s, f in study["models"].items()]
     out = tmp_path / "d"

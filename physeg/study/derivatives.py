@@ -143,16 +143,20 @@ def read_record(paths: ScanPaths) -> dict[str, Any] | None:
 
 
 def is_current(paths: ScanPaths, *, hashes: dict[str, str | None], key: dict[str, int],
-               model_sha256: str | None) -> bool:
-    """Whether the scan's outputs are complete and made from these inputs, settings and model weights.
+               model_sha256: str | None, calibration_sha256: str | None = None) -> bool:
+    """Whether the scan's outputs are complete and made from these inputs, settings, model weights and calibration.
 
     ``model_sha256=None``: any model (the model of a sequence is only known
-    after reading the sidecar, which ``hashes`` already pins).
+    after reading the sidecar, which ``hashes`` already pins). Otherwise the
+    record's calibration file (SHA-256, ``None`` when uncalibrated) must be
+    ``calibration_sha256`` too: a new calibration changes every interval.
     """
     rec = read_record(paths)
     if rec is None or not all(p.is_file() for p in paths.files):
         return False
-    same_model = model_sha256 is None or rec.get("model", {}).get("sha256") == model_sha256
+    made_by = rec.get("model", {})
+    same_model = model_sha256 is None or (made_by.get("sha256") == model_sha256
+                                          and made_by.get("calibration_sha256") == calibration_sha256)
     return rec.get("inputs_sha256") == hashes and rec.get("run") == key and same_model
 
 

@@ -77,6 +77,8 @@ class StudyModel:
     info: ModelInfo
     sha256: str
     device: Any
+    #: SHA-256 of the calibration file in use (``None``: uncalibrated): a new calibration makes old outputs stale.
+    calibration_sha256: str | None = None
     _predictor: Any = field(default=None, repr=False)
 
     @property
@@ -103,7 +105,9 @@ def open_model(folder: str | Path, *, device: str = "auto", calibration: str | P
     weights = info.folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UsageError(f"model folder {info.folder} has no {WEIGHTS_FILE}")
-    return StudyModel(info=info, sha256=sha256_of(weights), device=pick_device(device))
+    source = info.calibration_source
+    return StudyModel(info=info, sha256=sha256_of(weights), device=pick_device(device),
+                      calibration_sha256=sha256_of(source) if source else None)
 
 
 class ModelChooser:

@@ -71,7 +71,8 @@ def scan_record(scan: Scan, result, *, paths: dv.ScanPaths, out: Path, hashes: d
         "in_distribution": result.in_distribution, "warnings": result.warnings,
         "model": {"name": model.name, "folder": str(model.info.folder), "sha256": model.sha256,
                   "uncertainty": model.kind, "voxel_size_mm": model.info.plans.voxel_size_mm,
-                  "training_range": model.info.describe_range(), "calibration": model.info.calibration_source},
+                  "training_range": model.info.describe_range(), "calibration": model.info.calibration_source,
+                  "calibration_sha256": model.calibration_sha256},
         "n_samples": result.n_samples, "run": key, "inputs_sha256": hashes, "seconds": round(result.seconds, 3),
         "volumes": result.volumes, "probseg_volumes": list(LABEL_NAMES),
         "dseg": paths.dseg.relative_to(out).as_posix(), "probseg": paths.probseg.relative_to(out).as_posix(),
@@ -102,8 +103,9 @@ def _one_scan(scan: Scan, *, out: Path, models: ModelChooser, n_samples: int, se
     paths = dv.ScanPaths(out, scan)
     hashes, key = dv.input_hashes(scan), dv.run_key(n_samples=n_samples, seed=seed)
     rec = dv.read_record(paths)
-    if rec is not None and dv.is_current(paths, hashes=hashes, key=key,
-                                         model_sha256=models.for_sequence(rec["sequence"]).sha256):
+    model = models.for_sequence(rec["sequence"]) if rec is not None else None
+    if rec is not None and dv.is_current(paths, hashes=hashes, key=key, model_sha256=model.sha256,
+                                         calibration_sha256=model.calibration_sha256):
         dv.clear_failure(paths)
         return True
     result = segment_scan(scan.path, hint=scan.hint, models=models, n_samples=n_samples, seed=seed)
