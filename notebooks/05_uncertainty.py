@@ -110,9 +110,13 @@ dec.round(5)
 #   bias changes from subject to subject). This is the form the frozen
 #   calibration files and `physeg segment` use.
 #
-# Claim 5 (notebook 06) keeps the paper's form. Below: the fitted percentiles
-# and shifts, then raw, paper-calibrated (`_cal`) and located (`_loc`) coverage
-# and mean width on the **test** subjects, IoD and OoD.
+# Both forms reach beyond the 50 samples with a normal tail and stop about 6
+# sample SDs from the (moved) median: a calibration marked `at_cap` has most
+# validation references further out than that, and its width is the cap's,
+# not one fitted to the data. Claim 5 (notebook 06) keeps the paper's form.
+# Below: the fitted percentiles and shifts, then raw, paper-calibrated (`_cal`)
+# and located (`_loc`) coverage and mean width on the **test** subjects, IoD
+# and OoD.
 
 # %% tags=["hide-input"]
 display(unc.calibration.round(3))

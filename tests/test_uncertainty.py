@@ -103,6 +103,11 @@ def test_biased_model_widens_not_collapses():
     # a validation set whose references all lie far outside: the widest interval, not a zero-width one
     cal = un.fit_calibration(val_s[:4], val_s[:4, 0] - 1000.0)
     assert np.all(cal.iqr(test_s[:3]) > 0)
+    # ... and the calibration says its width is the cap's (about 6 sample SDs each side), not a fitted one
+    assert cal.to_frame()["at_cap"].all() and not un.fit_calibration(val_s, val_t).to_frame()["at_cap"].any()
+    lo, hi = cal.interval(test_s[:3], 0.5)
+    sd = test_s[:3].std(1, ddof=1)
+    assert np.all((hi - lo) / sd > 10) and np.all((hi - lo) / sd < 14)
 
 
 def _biased_subjects(rng, n_subjects, per_subject, *, bias, subject_sd, sample_sd=5.0, S=50):

@@ -35,7 +35,12 @@ stop at :math:`1/51` and :math:`50/51`, but an over-confident model needs more
 extreme ones. We use Weibull plotting positions :math:`k/(S+1)` with linear
 interpolation inside the sample range and, outside it, a normal tail (sample
 mean and SD) rescaled to join the empirical CDF continuously. This extension is
-ours; the paper does not say what it did. A model whose samples are all
+ours; the paper does not say what it did. The PIT is clipped to
+:math:`[10^{-9}, 1 - 10^{-9}]` (:data:`PIT_FLOOR`), so no interval reaches
+further than about 6 sample SDs from the (moved) median: a calibration whose
+validation references mostly lie beyond that is *at the cap* (``at_cap`` in
+:meth:`PercentileCalibration.to_frame`), and its width is the cap's, not one
+fitted to the data. A model whose samples are all
 identical (zero spread) cannot be widened by any percentile recalibration: its
 intervals stay of zero width and its coverage stays low — we report that rather
 than hide it.
@@ -78,6 +83,9 @@ DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 #: Ratio var_aleatoric / var_epistemic below which aleatoric variance counts as negligible.
 NEGLIGIBLE_RATIO: float = 0.1
 _EPS = 1e-9
+#: PIT values are kept inside [PIT_FLOOR, 1 − PIT_FLOOR]: no calibrated interval reaches further
+#: than the normal tail's quantile of that mass, about 6 sample SDs from the (moved) median.
+PIT_FLOOR: float = 1e-9
 
 
 def volume_samples(label_samples, voxel_volume_ml: float, tissues: Mapping[str, int] = TISSUES) -> np.ndarray:
@@ -181,7 +189,7 @@ def pit(samples, truth) -> np.ndarray:
         else:
             head = ndtr((xi[0] - m[i]) / sd[i])
             u[i] = pos[0] * ndtr((ti - m[i]) / sd[i]) / head
-    return u.clip(1e-9, 1 - 1e-9)
+    return u.clip(PIT_FLOOR, 1 - PIT_FLOOR)
 
 
 def uncalibrated_interval(samples, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +245,8 @@ class PercentileCalibration:
         return pd.DataFrame(
             {"level": self.levels, "lower_pct": [self.lower[c] for c in self.levels],
              "upper_pct": [self.upper[c] for c in self.levels], "n_val": self.n_val,
-             "shift_ml": self.shift_ml, "form": self.form}
+             "shift_ml": self.shift_ml, "form": self.form,
+             "at_cap": [self.lower[c] <= 2 * PIT_FLOOR for c in self.levels]}
         )
 
 
