@@ -294,3 +294,25 @@ def test_a_tampered_parent_is_refused_before_fine_tuning(tmp_path):
         training.train_model(get_model_spec("Phys-Strat-Aug-Epistemic"), profile=TINY, sequence="MPRAGE",
                              folder=tmp_path / "child", train_subjects=tr, val_subjects=va, device="cpu",
                              progress=False, max_epochs=1, init_weights=best)
+
+
+def test_epistemic_dropout_is_a_profile_setting_that_only_epistemic_models_see():
+    from physeg.profiles import PROFILES, Profile
+
+    demo, long_ = get_profile("demo"), get_profile("reference-long")
+    assert demo.epistemic_dropout == 0.1 and long_.epistemic_dropout == 0.5  # CPU profiles vs the paper's rate
+    for profile in (demo, long_):
+        for name in ("Phys-Strat-Aug-Epistemic", "Phys-Strat-Aug", "Phys-Strat-Aug-Aleatoric"):
+            plans = identity.make_plans(get_model_spec(name), profile=profile, sequence="MPRAGE")
+            net = build_network(plans.network)
+            rates = {m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)}
+            if name.endswith("Epistemic"):
+                assert rates == {profile.epistemic_dropout, plans.network.input_dropout}
+            else:  # no dropout modules, and the unused field keeps its default (the folder name is unchanged)
+                assert rates == set() and plans.network.dropout == NetworkConfig().dropout
+    # left out of the dictionary (every hash) at its default, so profiles that keep 0.5 keep their caches
+    assert "epistemic_dropout" not in long_.to_dict() and demo.to_dict()["epistemic_dropout"] == 0.1
+    assert "epistemic_dropout" in long_.flat_dict()
+    other = dataclasses.replace(long_, epistemic_dropout=0.2)
+    assert config_hash(other.to_dict()) != config_hash(long_.to_dict())
+    assert {f.name for f in dataclasses.fields(Profile)} >= set(PROFILES["smoke"].to_dict()) - {"training"}

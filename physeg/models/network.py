@@ -41,9 +41,10 @@ channels (they reach the decoder through the late injection).
 
 Uncertainty variants (paper §2.4)
 ---------------------------------
-``uncertainty="epistemic"``: dropout ``p = 0.5`` after every convolution of
-every block (MONAI's block ``dropout``), in the physics branch, and
-``p = 0.05`` on the input image; :func:`mc_dropout` keeps only the dropout
+``uncertainty="epistemic"``: dropout ``p = NetworkConfig.dropout`` (the
+paper's 0.5; set from the profile's ``epistemic_dropout``) after every
+convolution of every block (MONAI's block ``dropout``), in the physics branch,
+and ``p = 0.05`` on the input image; :func:`mc_dropout` keeps only the dropout
 modules stochastic at test time (:func:`physeg.models.sampling.mc_dropout`). The 1×1×1 output convolution has no dropout
 (it would drop logits, not features).
 

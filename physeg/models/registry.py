@@ -7,7 +7,8 @@ Baseline               none          pregenerated  mixed       no     none
 Phys-Base              early+late    pregenerated  mixed       no     none
 Phys-Strat             early+late    pregenerated  stratified  yes    none
 Phys-Strat-Aug         early+late    onthefly      stratified  yes    none
-Baseline-Epistemic     as Baseline, dropout 0.5 (input 0.05), MC dropout at test
+Baseline-Epistemic     as Baseline, dropout p (input 0.05), MC dropout at test; p = the profile's
+                       epistemic_dropout (the paper's 0.5; 0.1 on the CPU profiles)
 Baseline-Aleatoric     as Baseline, σ head, loss over T noisy logit passes
 Phys-Strat-Aug-Epi…    as Phys-Strat-Aug, epistemic
 Phys-Strat-Aug-Ale…    as Phys-Strat-Aug, aleatoric

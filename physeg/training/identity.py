@@ -32,12 +32,18 @@ PROFILE_TRAINING_FIELDS: tuple[str, ...] = ("name", "n_train", "n_val", "n_val_r
 
 
 def network_config(spec: ModelSpec, *, profile: Profile, sequence: str) -> NetworkConfig:
-    """Network of ``spec`` at the profile's widths (physics branch only for physics models, §2.1)."""
+    """Network of ``spec`` at the profile's widths (physics branch only for physics models, §2.1).
+
+    Epistemic models take the profile's ``epistemic_dropout``; the others keep the
+    field's default (unused by them, but part of their hashed identity).
+    """
+    rate = {"dropout": profile.epistemic_dropout} if spec.uncertainty == "epistemic" else {}
     return NetworkConfig(
         channels=tuple(profile.channels),
         physics=spec.physics,
         sequence=sequence if spec.physics != "none" else None,
         uncertainty=spec.uncertainty,
+        **rate,
     )
 
 
