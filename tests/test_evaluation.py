@@ -153,3 +153,19 @@ def test_an_interrupted_uncertainty_run_resumes_from_its_finished_blocks(profile
     for col in [c for c in straight.columns if not c.startswith("t_")]:  # all but the seconds taken
         for x, y in zip(straight[col], resumed[col]):
             assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y or (x != x and y != y), col
+
+
+def test_variants_against_parents_flags_a_variant_that_falls_behind():
+    import pandas as pd
+
+    from physeg.evaluation.models import variants_against_parents
+
+    rows = [("Baseline", 0.90, 0.90, 0.70), ("Baseline-Epistemic", 0.88, 0.86, 0.69),
+            ("Baseline-Aleatoric", 0.91, 0.89, 0.68), ("Phys-Base", 0.90, 0.90, 0.70)]
+    summary = pd.DataFrame([{"model": m, "sequence": "MPRAGE", "seed": 0, "val_dice_GM": g, "val_dice_WM": w,
+                             "val_dice_CSF": c} for m, g, w, c in rows])
+    gaps = variants_against_parents(summary).set_index("model")
+    assert list(gaps.index) == ["Baseline-Epistemic", "Baseline-Aleatoric"]  # Phys-Base is not a variant
+    assert gaps.loc["Baseline-Epistemic", "diff_WM"] == pytest.approx(-0.04)
+    assert not gaps.loc["Baseline-Epistemic", "within"] and gaps.loc["Baseline-Aleatoric", "within"]
+    assert variants_against_parents(summary[summary.model != "Baseline"]).empty  # no parent, no row

@@ -48,9 +48,9 @@ than hide it.
 Location correction (ours, not the paper's)
 -------------------------------------------
 Central percentiles only ever widen an interval around the sample median. When
-every dropout sample of a model misses the reference the same way (our CPU
-epistemic models put 100-200 ml too much GM in every sample, with a sample SD
-of about 7 ml), the widening needed is a dozen sample SDs, beyond anything 50
+every dropout sample of a model misses the reference the same way (our
+epistemic models at the paper's dropout 0.5 put 100-200 ml too much GM in
+every sample, with a sample SD of about 7 ml), the widening needed is a dozen sample SDs, beyond anything 50
 samples say, and the PIT of every validation image sits at the clipped end:
 the "calibrated" IQR then measures the clip, not the data, and covers the test
 references a fifth of the time. The *located* calibration first moves the

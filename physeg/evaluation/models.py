@@ -50,3 +50,36 @@ def load_models(folders: Mapping[tuple[str, str], Path], *, names: Iterable[str]
 
     names = set(names) if names is not None else None
     return {k: load_model(f, device=device)[0] for k, f in folders.items() if names is None or k[0] in names}
+
+
+#: How far an uncertainty variant's validation Dice may fall below its deterministic parent's.
+PARENT_TOLERANCE: float = 0.03
+_VARIANT_SUFFIXES: tuple[str, ...] = ("-Epistemic", "-Aleatoric")
+
+
+def variants_against_parents(summary, *, tolerance: float = PARENT_TOLERANCE):
+    """Validation Dice of each uncertainty variant beside its deterministic parent's (same sequence, seed).
+
+    ``summary``: one row per trained model (``model, sequence, seed, val_dice_GM, val_dice_WM,
+    val_dice_CSF``, as notebook 03's training summary or a frozen ``models.csv``). Epistemic
+    models are validated as they are used, by the vote of Monte-Carlo dropout samples. Returns
+    one row per variant × sequence × seed with both models' Dice, the differences
+    (variant − parent) and ``within`` (no tissue more than ``tolerance`` below the parent).
+    """
+    import pandas as pd
+
+    tissues = ("GM", "WM", "CSF")
+    dice = [f"val_dice_{t}" for t in tissues]
+    keyed = summary.set_index(["model", "sequence", "seed"])[dice]
+    rows = []
+    for (model, sequence, seed), row in keyed.iterrows():
+        parent = next((model.removesuffix(s) for s in _VARIANT_SUFFIXES if model.endswith(s)), None)
+        if parent is None or (parent, sequence, seed) not in keyed.index:
+            continue
+        ref = keyed.loc[(parent, sequence, seed)]
+        diff = {f"diff_{t}": float(row[c] - ref[c]) for t, c in zip(tissues, dice)}
+        rows.append({"model": model, "sequence": sequence, "seed": seed,
+                     **{f"{t}": float(row[c]) for t, c in zip(tissues, dice)},
+                     **{f"parent_{t}": float(ref[c]) for t, c in zip(tissues, dice)},
+                     **diff, "within": all(d >= -tolerance for d in diff.values())})
+    return pd.DataFrame(rows)
