@@ -50,3 +50,13 @@ def test_tissues_a_model_does_not_segment_are_listed():
     per_seed.loc[csf_spgr & (per_seed["model"] == "Baseline") & (per_seed["seed"] == 1), "mean"] = 0.08  # mean 0.47
     text = diagnose(per_seed, ceiling=None, batch_size=4)
     assert "SPGR CSF: Phys-Strat 0.00, Phys-Strat-Aug 0.00." in text and "Baseline" not in text.split("**Missing")[1]
+
+
+def test_uncertainty_paragraph_gives_the_rate_and_the_bias():
+    per_image = pd.DataFrame({"model": "Baseline", "sequence": "MPRAGE", "tissue": ["GM", "GM", "WM", "CSF"],
+                              "distribution": ["IoD", "IoD", "IoD", "IoD"], "epi_median": [110.0, 130.0, 90.0, 5.0],
+                              "pgs_volume_ml": [100.0, 100.0, 100.0, 10.0]})
+    text = diagnose(_per_seed(), ceiling=None, batch_size=4, uncertainty=per_image, epistemic_dropout=0.1)
+    assert "dropout 0.1" in text and "Baseline MPRAGE GM +20" in text and "Baseline MPRAGE WM -10" in text
+    assert "CSF" not in text.split("**Uncertainty models.**")[1]
+    assert "Uncertainty models" not in diagnose(_per_seed(), ceiling=None, batch_size=4)
