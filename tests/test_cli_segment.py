@@ -241,6 +241,9 @@ def test_calibration_json_keeps_the_shift_and_reads_old_files(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({**old, "shift_ml": "nan"}))
     with pytest.raises(UsageError, match="unreadable calibration .*shift_ml"):
         load_calibration(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps({**old, "form": "shifted"}))
+    with pytest.raises(UsageError, match="unreadable calibration .*form"):
+        load_calibration(tmp_path / "bad.json")
 
 
 def test_segment_runtime_failure(data, tmp_path, capsys):

@@ -51,6 +51,8 @@ def _calibration_from_dict(d: Mapping[str, Any]):
     if shift != shift or abs(shift) == float("inf"):
         raise ValueError(f"shift_ml must be a finite volume in ml, not {shift}")
     form = str(d.get("form", "located" if shift else "percentile"))
+    if form not in ("percentile", "located"):
+        raise ValueError(f"form must be 'percentile' or 'located', not {form!r}")
     return PercentileCalibration(lower=lower, upper=upper, n_val=int(d.get("n_val", 0)), shift_ml=shift,
                                  form=form)
 
