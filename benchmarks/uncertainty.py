@@ -26,7 +26,16 @@ wall time overlaps.
 
 Prints a table and one JSON line per device.
 
-Measured on the idle 2-core AMD EPYC (2026-11-26 00:03 UTC, ``--n 50 --repeats 2 --threads 2``):
+Measured on the idle 2-core AMD EPYC (2026-11-26 07:43 UTC, commit 24ec135, ``--profile demo --repeats 2``,
+once with the profile's epistemic dropout 0.1 and once with ``--dropout 0.5``): one forward 0.165 / 0.152 s;
+50 aleatoric samples 2.21x / 2.35x forward (goal <= 1.5x: not met); 50 epistemic samples **92.2x forward
+at 0.1** (0.295 s per sample) against 64.2x at 0.5 (0.193 s per sample; goal <= 50x: not met). The CPU
+profiles' lower rate costs 1.5x per sample because p = 0.1 has no one-byte path: its keep-mask is a
+float uniform per element (:func:`physeg.models.sampling.dropout_keep_mask`). An exact byte path exists
+(a byte below 250 keeps iff its residue mod 10 is below 9; redraw the 6/256 others) but changes the
+draws, so it waits for a session that can redraw the frozen runs' samples.
+
+Earlier (2026-11-26 00:03 UTC, ``--n 50 --repeats 2 --threads 2``, dropout 0.5):
 one forward 0.221 s; 50 aleatoric samples 0.518 s = 2.36x forward (goal <= 1.5x: not met; 1.85x the
 aleatoric model's own forward); with label map and probabilities 2.56x; 50 epistemic samples 13.79 s =
 63.1x forward (goal <= 50x: not met), 0.276 s per sample.
