@@ -30,7 +30,7 @@ reports per tissue:
   percentiles of the sample volumes (uncalibrated; 0.5 for a calibrated model).
 
     .venv/bin/python benchmarks/epistemic_dropout.py [--profile reference] [--sequence MPRAGE]
-        [--dropout 0.5 0.2 0.1] [--steps N] [--samples 20] [--from-scratch] [--json out.json]
+        [--dropout 0.5 0.2 0.1] [--steps N] [--samples 20] [--from-scratch] [--lr-scale 1] [--json out.json]
 
 One seed, one sequence: differences of a few hundredths are within what
 another seed could give.
@@ -96,8 +96,9 @@ def parent_weights(*, profile: Profile, sequence: str, seed: int) -> dict:
 
 
 def train(p: float, *, volumes: dict, profile: Profile, sequence: str, steps: int, seed: int,
-          start: dict | None) -> tuple:
-    """The epistemic network with dropout ``p`` trained ``steps`` steps with the profile's recipe from ``start``."""
+          start: dict | None, lr_scale: float = 1.0) -> tuple:
+    """The epistemic network with dropout ``p`` trained ``steps`` steps with the profile's recipe from ``start``
+    (its learning rate times ``lr_scale``)."""
     spec = get_model_spec(MODEL)
     t = profile.training
     config = dataclasses.replace(network_config(spec, profile=profile, sequence=sequence), dropout=p)
@@ -106,7 +107,7 @@ def train(p: float, *, volumes: dict, profile: Profile, sequence: str, steps: in
     if start is not None:
         model.load_state_dict(start)
     model.train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=t.learning_rate)
+    optimiser = torch.optim.Adam(model.parameters(), lr=t.learning_rate * lr_scale)
     sampler = TrainingBatches(volumes["train"], sequence=sequence, patch_size=profile.patch_size,
                               batch_size=t.batch_size, data=spec.data, batches=spec.batches, seed=seed)
     precision = choose_precision(device="cpu", mode=t.precision)
@@ -116,7 +117,7 @@ def train(p: float, *, volumes: dict, profile: Profile, sequence: str, steps: in
         factor = 1.0 if t.lr_schedule == "constant" else lr_factor(
             k, warmup_steps=min(warmup, steps - 1), total_steps=steps, decay=t.lr_schedule)
         for group in optimiser.param_groups:
-            group["lr"] = t.learning_rate * factor
+            group["lr"] = t.learning_rate * lr_scale * factor
         batch = sampler.next_batch()
         with precision.context():
             parts = segmentation_loss(model.heads(batch["image"], batch["params"]), batch["label"],
@@ -171,11 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=20, help="Monte-Carlo samples per validation image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="fine-tune at the profile's learning rate times this (default 1)")
     parser.add_argument("--from-scratch", action="store_true", help="random initial weights instead of the parent's")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if any(not 0.0 <= p < 1.0 for p in args.dropout):
         parser.error("--dropout rates must lie in [0, 1)")
+    if not args.lr_scale > 0:
+        parser.error("--lr-scale must be positive")
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     steps = args.steps or profile.training.max_epochs * profile.training.steps_per_epoch
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
           f"steps={steps} samples={args.samples} threads={torch.get_num_threads()} "
           f"validation images={sum(r.images.shape[0] for _, r in val_set)}", flush=True)
     out = {"profile": profile.name, "sequence": args.sequence, "steps": steps, "samples": args.samples,
-           "seed": args.seed, "from_parent": not args.from_scratch, "rates": {}}
+           "seed": args.seed, "from_parent": not args.from_scratch, "lr_scale": args.lr_scale, "rates": {}}
     start = None
     if not args.from_scratch:
         start = parent_weights(profile=profile, sequence=args.sequence, seed=args.seed)
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     for p in args.dropout:
         model, wall, precision = train(p, volumes=volumes, profile=profile, sequence=args.sequence, steps=steps,
-                                       seed=args.seed, start=start)
+                                       seed=args.seed, start=start, lr_scale=args.lr_scale)
         out["rates"][str(p)] = {"train_wall_s": wall, "precision": precision,
                                 "tissues": score(model, val_set, profile=profile, samples=args.samples,
                                                  voxel_ml=voxel_ml)}
