@@ -51,7 +51,8 @@ def coverage50_summary(per_image: pd.DataFrame) -> pd.DataFrame:
     ``abs_error_ml`` (mean |median − PGS|), ``bias_ml`` (mean median − PGS: a
     model that over- or under-segments a tissue in every sample has intervals
     centred off the truth, which no calibration of their width repairs) and
-    ``n`` (images); where the table has the located calibration (module notes),
+    ``n`` (images); where the table has the located calibration
+    (:mod:`physeg.evaluation.calibration`),
     also ``iqr_loc_ml``, ``coverage50_loc`` and ``shift_ml`` (its location
     correction). Nominal coverage 0.5; a CPU profile's handful of images
     calls 0.35–0.65 calibrated.
