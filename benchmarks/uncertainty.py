@@ -73,8 +73,10 @@ import numpy as np
 import torch
 
 from physeg.inference.predictor import Predictor
-from physeg.models.network import NetworkConfig, build_network
+from physeg.models.network import build_network
+from physeg.models.registry import get_model_spec
 from physeg.profiles import get_profile
+from physeg.training.identity import network_config
 
 #: Approximate MNI brain box (mm) of the cohort; the grid is this / voxel size.
 MNI_BOX_MM = (197, 233, 189)
@@ -104,13 +106,12 @@ def run(profile_name: str, device: str, n: int, repeats: int, dropout: float | N
     torch.manual_seed(0)
     image = torch.rand(1, *shape)
 
-    def predictor(unc: str) -> Predictor:
-        rate = {"dropout": profile.epistemic_dropout} if unc == "epistemic" else {}  # the profile's rate
-        cfg = NetworkConfig(channels=tuple(profile.channels), physics="early+late", sequence="MPRAGE",
-                            uncertainty=unc, **rate)
+    def predictor(model: str) -> Predictor:
+        # the pipeline's own network of that model (the epistemic one at the profile's dropout)
+        cfg = network_config(get_model_spec(model), profile=profile, sequence="MPRAGE")
         return Predictor.from_profile(build_network(cfg).to(dev).eval(), profile)
 
-    ale, epi, det = predictor("aleatoric"), predictor("epistemic"), predictor("none")
+    ale, epi, det = (predictor(f"Phys-Strat-Aug{v}") for v in ("-Aleatoric", "-Epistemic", ""))
 
     def gen() -> torch.Generator:
         return torch.Generator(device=dev).manual_seed(0)

@@ -103,11 +103,12 @@ def _one_scan(scan: Scan, *, out: Path, models: ModelChooser, n_samples: int, se
     paths = dv.ScanPaths(out, scan)
     hashes, key = dv.input_hashes(scan), dv.run_key(n_samples=n_samples, seed=seed)
     rec = dv.read_record(paths)
-    model = models.for_sequence(rec["sequence"]) if rec is not None else None
-    if rec is not None and dv.is_current(paths, hashes=hashes, key=key, model_sha256=model.sha256,
-                                         calibration_sha256=model.calibration_sha256):
-        dv.clear_failure(paths)
-        return True
+    if rec is not None:
+        model = models.for_sequence(rec["sequence"])
+        if dv.is_current(paths, hashes=hashes, key=key, model_sha256=model.sha256,
+                         calibration_sha256=model.calibration_sha256):
+            dv.clear_failure(paths)
+            return True
     result = segment_scan(scan.path, hint=scan.hint, models=models, n_samples=n_samples, seed=seed)
     _write_scan(scan, result, paths=paths, out=out, hashes=hashes, key=key)
     dv.clear_failure(paths)

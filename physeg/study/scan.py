@@ -80,12 +80,13 @@ def volume_summary(samples_ml: np.ndarray, *, calibration: Any, kind: str,
     out = {}
     for j, tissue in enumerate(TISSUES):
         s = np.asarray(samples_ml, float)[:, j][None, :]
-        med = float(np.median(s)) + (0.0 if calibration is None else float(calibration[tissue].shift_ml))
+        tissue_cal = None if calibration is None else calibration[tissue]
+        shift = 0.0 if tissue_cal is None else float(tissue_cal.shift_ml)  # a located calibration moves samples
+        med = float(np.median(s)) + shift
         row: dict[str, Any] = {"median_ml": med}
         for level in LEVELS:
-            cal = calibration is not None and level in calibration[tissue].lower
-            lo, hi = calibration[tissue].interval(s, level) if cal else uncalibrated_interval(
-                s + (med - float(np.median(s))), level)
+            cal = tissue_cal is not None and level in tissue_cal.lower
+            lo, hi = tissue_cal.interval(s, level) if cal else uncalibrated_interval(s + shift, level)
             key = level_key(level)
             row[f"{key}_low_ml"], row[f"{key}_high_ml"] = min(float(lo[0]), med), max(float(hi[0]), med)
             row[f"calibrated_{key[1:]}"] = bool(cal)
