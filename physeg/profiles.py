@@ -127,7 +127,21 @@ class Profile:
     #: Monte-Carlo vote Dice 0.86/0.78/0.24 against its parent's 0.93/0.92/0.74 at 0.5, within 0.03 of
     #: it at 0.1), so the CPU profiles use 0.1 and say so; reference-long and paper keep 0.5.
     epistemic_dropout: float = 0.5
+    #: How many of ``seeds`` (the first ones) train the uncertainty variants. With one, claims 4-5
+    #: have no seed-to-seed spread and give no verdict (:mod:`physeg.evaluation.claims`); each extra
+    #: seed costs the variants' training and a second set of uncertainty samples.
+    uncertainty_seeds: int = 1
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.uncertainty_seeds <= len(self.seeds):
+            raise ValueError(f"profile {self.name!r}: uncertainty_seeds must be between 1 and the number of "
+                             f"seeds ({len(self.seeds)}), got {self.uncertainty_seeds}")
+
+    @property
+    def uncertainty_seed_list(self) -> tuple[int, ...]:
+        """The training seeds of the uncertainty variants: the first :attr:`uncertainty_seeds` of :attr:`seeds`."""
+        return tuple(self.seeds[: self.uncertainty_seeds])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (training settings nested under ``"training"``), for hashing and writing.
@@ -150,7 +164,7 @@ class Profile:
 
 
 #: Profile fields added after the first results were frozen: omitted from :meth:`Profile.to_dict` at their default.
-ADDED_FIELDS: tuple[str, ...] = ("epistemic_dropout",)
+ADDED_FIELDS: tuple[str, ...] = ("epistemic_dropout", "uncertainty_seeds")
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Profile)}
 
 _DEMO = Profile(
@@ -229,13 +243,14 @@ PROFILES: dict[str, Profile] = {
     # the 2-core AVX2 EPYC: 0.40 s per training step with the CPU layout (benchmarks/train_step.py
     # --layout), 0.56 s per whole-volume forward pass, 0.77 s per MC-dropout sample, 1.1 s for 50
     # aleatoric samples):
-    #   training   32 models (4 ablations x 2 sequences x 3 seeds + 4 uncertainty variants x 2 sequences)
-    #              x 360 steps x 0.40 s = 4600 s, + 5 validations per model ~ 400 s          ->  5000 s
+    #   training   40 models (4 ablations x 2 sequences x 3 seeds + 4 uncertainty variants x 2 sequences
+    #              x 2 seeds) x 360 steps x 0.40 s = 5800 s, + 5 validations per model       ->  6300 s
     #   Tables 1-2 3 seeds x 5 subjects x 2 sequences x 20 images x 4 models x 0.56 s        ->  1350 s
     #   intervals  (5 test subjects x 2 sequences x 2 distributions x 2 images + 2 val subjects x 3
-    #              x 2 sequences) x 2 models x (50 x 0.77 + 1.1) s                            ->  4100 s
+    #              x 2 sequences) x 2 models x 2 seeds x (50 x 0.77 + 1.1) s                  ->  8200 s
     #   cohort, PGS, robustness, pages                                                       ->   900 s
-    #   total ~ 11 400 CPU s on two cores ~ 1.7-2 h wall.
+    #   total ~ 16 800 CPU s on two cores ~ 2.5 h wall (the second seed of the uncertainty variants,
+    #   which gives claims 4-5 a seed spread, added ~1 h).
     # 360 steps (2.5x demo): benchmarks/convergence.py gives validation Dice GM/WM/CSF 0.82/0.86/0.39 at
     # 144 steps and 0.92/0.91/0.67 at 600 (Phys-Strat-Aug MPRAGE, one seed); 600 for all 32 models would
     # not fit. 2 uncertainty images per cell give claim 5(c) 20 images per sequence x tissue x distribution:
@@ -246,12 +261,13 @@ PROFILES: dict[str, Profile] = {
         training=dataclasses.replace(_DEMO.training, max_epochs=20, val_every_epochs=4),
         n_uncertainty_samples=50,
         seeds=(0, 1, 2),
+        uncertainty_seeds=2,
         n_uncertainty_images=2,
         notes=(
             "CPU reference between demo and paper: the demo's network and recipe at 4 mm, trained 2.5x longer "
             "(360 steps: lr 3e-3, 5 % warm-up, poly decay, CE + soft Dice), three training seeds (claims 1-3 "
-            "against the seed spread), 50 aleatoric + 50 epistemic samples on 2 grid images per subject, "
-            "sequence and distribution; estimated 2 h on 2 idle CPU cores (see the comment above this entry "
+            "against the seed spread; the uncertainty variants with the first two, for claims 4-5), 50 aleatoric + 50 epistemic samples on 2 grid images per subject, "
+            "sequence and distribution; estimated 2.5 h on 2 idle CPU cores (see the comment above this entry "
             "in physeg/profiles.py). Still short of convergence (600 steps reach GM/WM 0.92/0.91 in "
             "benchmarks/convergence.py). Epistemic dropout 0.1 (input 0.05), not the paper's 0.5 "
             "(benchmarks/epistemic_dropout.py: at 0.5 the Monte-Carlo vote falls 0.07-0.5 Dice below the "
@@ -282,7 +298,9 @@ PROFILES: dict[str, Profile] = {
         n_uncertainty_samples=50,
         sw_overlap=0.5,
         seeds=(0, 1, 2),
-        notes="The paper's settings (three training seeds, to measure the seed-to-seed spread); needs a GPU.",
+        uncertainty_seeds=3,
+        notes="The paper's settings (three training seeds, to measure the seed-to-seed spread, for the "
+              "uncertainty variants too); needs a GPU.",
     ),
 }
 
@@ -300,6 +318,9 @@ PROFILES["reference-long"] = dataclasses.replace(
     training=dataclasses.replace(PROFILES["reference"].training, max_epochs=80, val_every_epochs=8),
     n_uncertainty_images=10,
     epistemic_dropout=0.5,  # the paper's rate: its models were trained with it (on a GPU)
+    # its uncertainty variants were trained once (on the GPU); a second seed's samples on 10 images per
+    # cell would take page 05 another ~80 min on 2 CPU cores, so claims 4-5 stay without a seed spread here
+    uncertainty_seeds=1,
     notes=(
         "The reference profile trained 4x longer (1440 steps: lr 3e-3, 5 % warm-up, poly decay, CE + soft "
         "Dice; validation every 8 epochs), to test whether the reference's verdicts are artefacts of "

@@ -81,7 +81,6 @@ def test_claim_4_both_outcomes():
     assert cl.claim_aleatoric_negligible(_unc(0.01))["verdict"] == cl.REPRODUCED
     assert cl.claim_aleatoric_negligible(_unc(0.5))["verdict"] == cl.NOT_REPRODUCED
     assert cl.claim_aleatoric_negligible(None)["verdict"] == cl.NOT_TESTABLE
-    assert "one training seed" in cl.claim_aleatoric_negligible(_unc(0.01))["evidence"]  # the spread is unmeasured
     u = _unc()
     u["var_epistemic"] = 0.0
     assert cl.claim_aleatoric_negligible(u)["verdict"] == cl.NOT_TESTABLE
@@ -110,7 +109,7 @@ def _seeded(*summaries):
 
 def test_evaluate_claims_table_and_prose():
     s = _seeded(_summary(GOOD_COV, GOOD_DICE), _summary(GOOD_COV, dict(GOOD_DICE, Baseline=0.899)))
-    t = cl.evaluate_claims(s, profile="smoke", uncertainty=_unc())
+    t = cl.evaluate_claims(s, profile="smoke", uncertainty=_seeded(_unc(seed=0), _unc(seed=1)))
     assert list(t["claim"]) == [1, 2, 3, 4, 5]
     assert set(t.columns) >= {"claim", "verdict", "evidence", "profile", "paper_numbers", "criterion"}
     assert (t["verdict"] == cl.REPRODUCED).all() and (t["profile"] == "smoke").all()
@@ -132,6 +131,20 @@ def test_claims_need_more_than_one_seed_and_agreeing_seeds():
     assert two.loc[0, "verdict"] == cl.INCONCLUSIVE and "seed 1: not reproduced" in two.loc[0, "evidence"]
     both = cl.evaluate_claims(_seeded(_summary(flipped, GOOD_DICE), _summary(flipped, GOOD_DICE)), profile="demo")
     assert both.loc[0, "verdict"] == cl.NOT_REPRODUCED
+
+
+def test_claims_4_5_need_more_than_one_seed_of_the_uncertainty_models():
+    s = _seeded(_summary(GOOD_COV, GOOD_DICE), _summary(GOOD_COV, GOOD_DICE))
+    one = cl.evaluate_claims(s, profile="demo", uncertainty=_unc(0.01))  # no seed column: one training seed
+    assert (one.loc[3:, "verdict"] == cl.NOT_TESTABLE).all()
+    assert "one training seed" in one.loc[3, "evidence"] and "criterion holds" in one.loc[3, "evidence"]
+    agree = cl.evaluate_claims(s, profile="demo", uncertainty=_seeded(_unc(0.01, seed=0), _unc(0.02, seed=1)))
+    assert agree.loc[3, "verdict"] == cl.REPRODUCED
+    assert "2 seeds" in agree.loc[3, "evidence"] and "seed 1: Baseline GM" in agree.loc[3, "evidence"]
+    split = cl.evaluate_claims(s, profile="demo", uncertainty=_seeded(_unc(0.01, seed=0), _unc(0.5, seed=1)))
+    assert split.loc[3, "verdict"] == cl.INCONCLUSIVE and "seed 1: not reproduced" in split.loc[3, "evidence"]
+    fail = _seeded(_unc(aug_ood_wider=False, seed=0), _unc(aug_ood_wider=False, seed=1))
+    assert cl.evaluate_claims(s, profile="demo", uncertainty=fail).loc[4, "verdict"] == cl.NOT_REPRODUCED
 
 
 def test_claim_5c_needs_power():

@@ -60,3 +60,7 @@ def test_uncertainty_paragraph_gives_the_rate_and_the_bias():
     assert "dropout 0.1" in text and "Baseline MPRAGE GM +20" in text and "Baseline MPRAGE WM -10" in text
     assert "CSF" not in text.split("**Uncertainty models.**")[1]
     assert "Uncertainty models" not in diagnose(_per_seed(), ceiling=None, batch_size=4)
+    assert "one training seed" in text
+    seeded = pd.concat([per_image.assign(seed=0), per_image.assign(seed=1, epi_median=per_image.epi_median + 10)])
+    text = diagnose(_per_seed(), ceiling=None, batch_size=4, uncertainty=seeded, epistemic_dropout=0.1)
+    assert "2 training seeds" in text and "Baseline MPRAGE GM +25" in text

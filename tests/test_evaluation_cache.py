@@ -114,6 +114,12 @@ def test_segmentation_cache_key_ignores_uncertainty_settings_only():
     assert key("segmentation", more_images) == key("segmentation", prof)
     assert key("uncertainty", more_images) != key("uncertainty", prof)
     assert key("uncertainty", dataclasses.replace(prof, notes="other")) == key("uncertainty", prof)
+    # training the uncertainty variants on more seeds adds caches under the new seeds' model folders;
+    # the first seed's samples stay where they were
+    more_seeds = dataclasses.replace(prof, seeds=(0, 1), uncertainty_seeds=2)
+    two_seeds = dataclasses.replace(prof, seeds=(0, 1))
+    for kind in ("segmentation", "uncertainty"):
+        assert key(kind, more_seeds) == key(kind, two_seeds)
     for changed in (dataclasses.replace(prof, n_test_iod=prof.n_test_iod + 1),
                     dataclasses.replace(prof, sw_overlap=0.5), dataclasses.replace(prof, seed=prof.seed + 1)):
         assert key("segmentation", changed) != key("segmentation", prof)

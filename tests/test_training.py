@@ -316,3 +316,27 @@ def test_epistemic_dropout_is_a_profile_setting_that_only_epistemic_models_see()
     other = dataclasses.replace(long_, epistemic_dropout=0.2)
     assert config_hash(other.to_dict()) != config_hash(long_.to_dict())
     assert {f.name for f in dataclasses.fields(Profile)} >= set(PROFILES["smoke"].to_dict()) - {"training"}
+
+
+def test_uncertainty_variants_are_trained_with_the_profiles_uncertainty_seeds():
+    from physeg.training.orchestrate import profile_jobs
+
+    ref, long_ = get_profile("reference"), get_profile("reference-long")
+    assert ref.uncertainty_seed_list == (0, 1) and long_.uncertainty_seed_list == (0,)
+    jobs = profile_jobs(ref)
+    variants = {(j.model, j.seed) for j in jobs if j.model not in ref.ablations}
+    assert {seed for _, seed in variants} == {0, 1}
+    assert {(j.model, j.seed) for j in jobs if j.model in ref.ablations} >= {("Baseline", 2)}
+    assert len(jobs) == len(ref.sequences) * (len(ref.ablations) * 3 + 4 * 2)
+    # every parent before its epistemic child, and the first seed's complete set first
+    order = [(j.model, j.sequence, j.seed) for j in jobs]
+    for j in jobs:
+        if j.model.endswith("-Epistemic"):
+            assert order.index((j.model[: -len("-Epistemic")], j.sequence, j.seed)) < order.index(
+                (j.model, j.sequence, j.seed))
+    assert {j.seed for j in jobs[: len(ref.sequences) * 8]} == {0}
+    # left out of every hash at its default (reference-long keeps its caches and freeze), range-checked
+    assert "uncertainty_seeds" not in long_.to_dict() and ref.to_dict()["uncertainty_seeds"] == 2
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="uncertainty_seeds must be between 1 and the number of seeds"):
+            dataclasses.replace(ref, uncertainty_seeds=bad)

@@ -174,3 +174,32 @@ def test_score_uncertainty_reports_both_calibrations():
     summary = scores.coverage50_summary(per)
     assert {"coverage50_loc", "iqr_loc_ml", "shift_ml"} <= set(summary)
     assert summary["coverage50_loc"].iloc[0] > summary["coverage50_raw"].iloc[0]
+
+
+def test_seed_spread_puts_each_training_seed_beside_the_others():
+    import pandas as pd
+
+    from physeg.evaluation.interval_scores import seed_spread
+
+    rows = [dict(model="Baseline", tissue=t, seed=s, distribution=d, var_aleatoric=1.0, var_epistemic=10.0 * (s + 1),
+                 iqr_cal=5.0 + s + (2 if d == "OoD" else 0), covered50_loc=bool(i % 2 or s))
+            for t in ("GM", "WM", "CSF") for s in (0, 1) for d in ("IoD", "OoD") for i in range(4)]
+    out = seed_spread(pd.DataFrame(rows)).set_index(["model", "tissue", "seed"])
+    assert set(out.index.get_level_values("tissue")) == {"GM", "WM"}
+    assert out.loc[("Baseline", "GM", 0), "variance_ratio"] == pytest.approx(0.1)
+    assert out.loc[("Baseline", "GM", 1), "variance_ratio"] == pytest.approx(0.05)
+    assert out.loc[("Baseline", "WM", 1), "iqr_OoD_ml"] == pytest.approx(8.0)
+    assert out.loc[("Baseline", "WM", 0), "coverage50_loc_IoD"] == pytest.approx(0.5)
+    assert out.loc[("Baseline", "WM", 1), "coverage50_loc_IoD"] == pytest.approx(1.0)
+
+
+def test_volume_interval_holds_its_median_calibrated_or_not():
+    rng = np.random.default_rng(3)
+    s = rng.normal(500, 5, 50)
+    med, lo, hi, cal = un.volume_interval(s, None, 0.5)
+    assert not cal and lo <= med <= hi and med == pytest.approx(np.median(s))
+    located = un.fit_calibration(rng.normal(500, 5, (8, 50)), np.full(8, 520.0), form="located")
+    med, lo, hi, cal = un.volume_interval(s, located, 0.5)
+    assert cal and med == pytest.approx(np.median(s) + located.shift_ml) and lo <= med <= hi
+    med, lo, hi, cal = un.volume_interval(s, located, 0.37)  # a level the calibration lacks: raw, moved
+    assert not cal and lo <= med <= hi and lo > 505

@@ -250,6 +250,25 @@ class PercentileCalibration:
         )
 
 
+def volume_interval(samples, calibration: PercentileCalibration | None, level: float
+                    ) -> tuple[float, float, float, bool]:
+    """One image's reported volume and interval from its samples ``(S,)`` (ml).
+
+    Returns ``(median, low, high, calibrated)``: the sample median moved by a
+    located calibration's ``shift_ml``, and the ``level`` interval, calibrated
+    where ``calibration`` has that level, otherwise the raw central
+    percentiles of the (moved) samples. Both sets of percentiles straddle 0.5,
+    so the interval holds the median; ``min``/``max`` only absorb the
+    quantile's rounding, so the reported volume always lies in its interval.
+    """
+    s = np.asarray(samples, float).reshape(1, -1)
+    shift = 0.0 if calibration is None else float(calibration.shift_ml)
+    median = float(np.median(s)) + shift
+    calibrated = calibration is not None and level in calibration.lower
+    lo, hi = calibration.interval(s, level) if calibrated else uncalibrated_interval(s + shift, level)
+    return median, min(float(lo[0]), median), max(float(hi[0]), median), calibrated
+
+
 def location_shift(val_samples, val_truth) -> float:
     """The located calibration's shift (ml): median over images of reference − sample median."""
     s = np.atleast_2d(np.asarray(val_samples, float))

@@ -11,8 +11,14 @@ Seeds (claims 1–3)
     it holds on every seed, not reproduced only if it fails on every seed,
     :data:`INCONCLUSIVE` otherwise. With a single seed the seed-to-seed spread
     is unknown and the claim is :data:`NOT_TESTABLE` (the evidence still shows
-    what that one seed gave). A
-claim whose inputs are missing (a model not trained in this profile, no
+    what that one seed gave).
+
+Seeds (claims 4–5)
+    The same rule, on the uncertainty variants' training seeds (the ``seed``
+    column of the per-image uncertainty table; ``Profile.uncertainty_seeds``
+    says how many a profile trains): one seed gives no verdict.
+
+A claim whose inputs are missing (a model not trained in this profile, no
 uncertainty results, no FA < 10° image) is "not testable here" with the reason.
 Each row carries the operational criterion (with its thresholds), the numbers
 behind the verdict, and the profile that produced them. Claims 1–3 are also
@@ -206,8 +212,6 @@ def claim_aleatoric_negligible(uncertainty: pd.DataFrame | None, *,
     parts = [None if not np.isfinite(r) else bool(r < threshold) for r in ratio]
     if ratio.isna().any():
         ev = "epistemic variance is zero for some model/tissue (ratio undefined): " + ev
-    # physeg.training.orchestrate.profile_jobs trains the uncertainty variants with the first seed only
-    ev += "; one training seed (the uncertainty variants are trained once): the ratio's seed spread is not measured"
     return _row(4, _combine(parts), ev, criterion)
 
 
@@ -299,17 +303,22 @@ def claim_intervals(uncertainty: pd.DataFrame | None, *, aug: str = "Phys-Strat-
                 rho = sps.spearmanr(x, y)[0] if len(g) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
                 txt.append(f"{s} {t} rho={rho:+.2f}")
             ev.append(f"for contrast {aug}: " + ", ".join(txt))
-    # as for claim 4: the uncertainty variants are trained with the first seed only
-    ev.append("one training seed (the uncertainty variants are trained once): the intervals' seed spread is "
-              "not measured")
     return _row(5, _combine(parts), "; ".join(ev), criterion)
 
 
 # --------------------------------------------------------------------------- table
-def _across_seeds(claim_fn, summary: pd.DataFrame, **kw) -> dict:
-    """Judge one of claims 1–3 on every seed's table (module docstring, "Seeds")."""
-    seeds = sorted(summary["seed"].unique()) if "seed" in summary else [None]
-    rows = {sd: claim_fn(summary if sd is None else summary[summary["seed"] == sd], **kw) for sd in seeds}
+def _across_seeds(claim_fn, table: pd.DataFrame | None, *, on_means: bool = True, **kw) -> dict:
+    """Judge a claim on every training seed's rows of ``table`` (module docstring, "Seeds").
+
+    ``table`` is the summary (claims 1–3) or the per-image uncertainty table
+    (claims 4–5); its ``seed`` column names the training seed (absent: one
+    seed). ``on_means``: the evidence ends with the criterion on the seed means
+    of a summary (claims 1–3); otherwise with each seed's own evidence.
+    """
+    if table is None or table.empty:
+        return claim_fn(table, **kw)
+    seeds = sorted(table["seed"].unique()) if "seed" in table else [None]
+    rows = {sd: claim_fn(table if sd is None else table[table["seed"] == sd], **kw) for sd in seeds}
     verdicts = [r["verdict"] for r in rows.values()]
     first = next(iter(rows.values()))
     if NOT_TESTABLE in verdicts:
@@ -326,9 +335,11 @@ def _across_seeds(claim_fn, summary: pd.DataFrame, **kw) -> dict:
         verdict = NOT_REPRODUCED
     else:
         verdict = INCONCLUSIVE
-    mean_row = claim_fn(_seed_means(summary), **kw)
-    return {**first, "verdict": verdict,
-            "evidence": f"{len(seeds)} seeds ({per_seed}); on the seed means: {mean_row['evidence']}"}
+    if on_means:
+        detail = f"on the seed means: {claim_fn(_seed_means(table), **kw)['evidence']}"
+    else:
+        detail = "; ".join(f"seed {sd}: {r['evidence']}" for sd, r in rows.items())
+    return {**first, "verdict": verdict, "evidence": f"{len(seeds)} seeds ({per_seed}); {detail}"}
 
 
 def _seed_means(summary: pd.DataFrame) -> pd.DataFrame:
@@ -359,8 +370,8 @@ def evaluate_claims(
         _across_seeds(claim_cov_order, s),
         _across_seeds(claim_dice_not_sacrificed, s, results=results),
         _across_seeds(claim_aug_spgr, s, cov=cov),
-        claim_aleatoric_negligible(uncertainty),
-        claim_intervals(uncertainty),
+        _across_seeds(claim_aleatoric_negligible, uncertainty, on_means=False),
+        _across_seeds(claim_intervals, uncertainty, on_means=False),
     ]
     on_paper = {1: claim_cov_order(paper)["verdict"], 2: claim_dice_not_sacrificed(paper)["verdict"],
                 3: claim_aug_spgr(paper)["verdict"]}

@@ -103,7 +103,10 @@ def _uncertainty(per_image: pd.DataFrame | None, *, epistemic_dropout: float | N
     bias = (d["epi_median"] - d["pgs_volume_ml"]).groupby([d["model"], d["sequence"], d["tissue"]]).mean()
     cells = ", ".join(f"{m} {s} {t} {b:+.0f}" for (m, s, t), b in bias.items())
     rate = "" if epistemic_dropout is None else f"use dropout {epistemic_dropout:g} after every convolution (the paper's is 0.5); they "
-    return (f"**Uncertainty models.** The epistemic models {rate}come from one training seed. Their epistemic "
+    n_seeds = int(per_image["seed"].nunique()) if "seed" in per_image else 1
+    seeds = ("one training seed (claims 4-5 therefore give no verdict)" if n_seeds == 1
+             else f"{n_seeds} training seeds (bias below: mean over seeds)")
+    return (f"**Uncertainty models.** The epistemic models {rate}come from {seeds}. Their epistemic "
             "volume variance grows with the dropout rate while the aleatoric one does not, so claim 4's ratio "
             "depends on a rate the method leaves free. Mean bias of their median volume against the PGS, in "
             f"distribution (ml): {cells}; claim 5's intervals are centred there, and only a calibration that "

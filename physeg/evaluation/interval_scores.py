@@ -146,3 +146,27 @@ def score_uncertainty(val: pd.DataFrame, test: pd.DataFrame, levels: Sequence[fl
     cov = pd.concat(cov_rows, ignore_index=True) if cov_rows else pd.DataFrame()
     cal = pd.concat(cal_rows, ignore_index=True) if cal_rows else pd.DataFrame()
     return per, cov, cal
+
+
+def seed_spread(per_image: pd.DataFrame) -> pd.DataFrame:
+    """What claims 4–5 read, per training seed of the uncertainty variants, GM and WM.
+
+    ``per_image``: per-image tables of several seeds with a ``seed`` column
+    (:func:`physeg.evaluation.runs.per_image_by_seed`). One row per model ×
+    tissue × seed: ``variance_ratio`` (mean aleatoric over mean epistemic volume
+    variance, claim 4), the mean calibrated IQR (the paper's form) IoD and OoD
+    (claim 5(a)) and the located 50 % coverage IoD (notebook 05). Set side by
+    side, the seeds show whether a verdict could flip with retraining.
+    """
+    d = per_image[per_image["tissue"].isin(["GM", "WM"])]
+    if "seed" not in d:
+        d = d.assign(seed=0)
+    iqr = "iqr_cal" if "iqr_cal" in d else "iqr_raw"
+    g = d.groupby(["model", "tissue", "seed"])
+    out = pd.DataFrame({"variance_ratio": g["var_aleatoric"].mean() / g["var_epistemic"].mean()})
+    for dist in ("IoD", "OoD"):
+        out[f"iqr_{dist}_ml"] = d[d["distribution"] == dist].groupby(["model", "tissue", "seed"])[iqr].mean()
+    if "covered50_loc" in d:
+        out["coverage50_loc_IoD"] = d[d["distribution"] == "IoD"].groupby(["model", "tissue", "seed"])[
+            "covered50_loc"].mean()
+    return out.reset_index()

@@ -135,23 +135,19 @@ def volume_rows(*, image_name: str, samples_ml: np.ndarray, label_map_ml: Mappin
     """One row per tissue: sample median (``volume_ml``) and the 50 % interval of the same samples (ml).
 
     ``samples_ml`` ``(n, 3)`` in :data:`~physeg.conventions.TISSUES` order. The
-    interval's percentiles straddle 0.5 (raw 0.25/0.75, or a checked
-    calibration), so it contains the median (moved by a located calibration's
-    ``shift_ml``); ``min``/``max`` only absorb the quantile's rounding.
+    median and interval come from :func:`physeg.evaluation.calibration.volume_interval`
+    (moved by a located calibration's ``shift_ml``; the interval holds the median).
     """
-    from physeg.evaluation.calibration import uncalibrated_interval
+    from physeg.evaluation.calibration import volume_interval
 
     rows = []
     for j, tissue in enumerate(TISSUES):
-        s = np.asarray(samples_ml, float)[:, j][None, :]
-        shift = 0.0 if calibration is None else float(calibration[tissue].shift_ml)
-        median = float(np.median(s)) + shift
-        lo, hi = (calibration[tissue].interval(s, IQR_LEVEL) if calibration is not None
-                  else uncalibrated_interval(s, IQR_LEVEL))
-        lo, hi = min(float(lo[0]), median), max(float(hi[0]), median)
+        cal = None if calibration is None else calibration[tissue]
+        median, lo, hi, _ = volume_interval(np.asarray(samples_ml, float)[:, j], cal, IQR_LEVEL)
         rows.append({"image": image_name, "tissue": tissue, "volume_ml": median, "iqr_low_ml": lo,
                      "iqr_high_ml": hi, "iqr_ml": hi - lo, "label_map_ml": float(label_map_ml[tissue]),
-                     "n_samples": int(s.shape[1]), "calibrated": calibration is not None, "shift_ml": shift})
+                     "n_samples": int(np.shape(samples_ml)[0]), "calibrated": calibration is not None,
+                     "shift_ml": 0.0 if cal is None else float(cal.shift_ml)})
     return rows
 
 

@@ -10,9 +10,10 @@
   (wall time per notebook);
 * from the cache: ``finished.json`` of every trained model of the profile
   (all training seeds: epochs, wall time, validation Dice/CoV, precision) and
-  the cached uncertainty samples, scored again
-  (:func:`physeg.evaluation.runs.run_uncertainty`: per-image summary, interval
-  coverage, the fitted calibration, also as one ``calibration.json`` per
+  the cached uncertainty samples of every training seed of the uncertainty
+  variants, scored again (:func:`physeg.evaluation.runs.run_uncertainty`:
+  per-image summary, interval coverage, the fitted calibration, with a ``seed``
+  column; the first seed's calibration also as one ``calibration.json`` per
   epistemic model that ``physeg segment --calibration`` reads) and the time
   the cached segmentation evaluations took when computed (a notebook 04 that
   reused them runs in seconds);
@@ -64,8 +65,8 @@ class FreezeInputs:
     timings: dict[str, Any] | None = None
     #: One row per finished model folder of the profile (all training seeds).
     models: pd.DataFrame = field(default_factory=pd.DataFrame)
-    #: ``run_uncertainty`` results from the cache, or ``None`` when none are cached.
-    uncertainty: Any = None
+    #: ``run_uncertainty`` results from the cache per training seed, or ``None`` when none are cached.
+    uncertainty: dict[int, Any] | None = None
     #: Seconds of the cached segmentation evaluations, all seeds (:func:`cached_segmentation_s`).
     segmentation_s: float | None = None
 
@@ -99,19 +100,29 @@ def model_table(profile: Any) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates("folder") if rows else pd.DataFrame()
 
 
-def cached_uncertainty(profile: Any) -> Any:
-    """The profile's uncertainty results if their samples are cached, else ``None`` (never computes samples)."""
+def cached_uncertainty(profile: Any) -> dict[int, Any] | None:
+    """The profile's uncertainty results per training seed of its uncertainty variants
+    (``{seed: run_uncertainty(...)}``) if their samples are cached, else ``None`` (never computes samples).
+
+    Raises :class:`FreezeError` when some of those seeds are cached and others are not: claims 4-5
+    were then judged on other samples than the ones a freeze would keep.
+    """
     from physeg.evaluation import runs
     from physeg.training.orchestrate import find_models
 
     wanted = {f"{b}-{v}" for b in profile.uncertainty_models for v in ("Aleatoric", "Epistemic")}
-    folders = {k: v for k, v in find_models(profile).items() if k[0] in wanted}
-    if not folders:
-        return None
-    folder = runs.cache_folder("uncertainty", profile, folders, n_samples=profile.n_uncertainty_samples)
-    if not any((folder / marker).is_file() for marker in UNCERTAINTY_MARKERS):
-        return None
-    return runs.run_uncertainty(profile, folders=folders)
+    found, missing = {}, []
+    for seed in profile.uncertainty_seed_list:
+        folders = {k: v for k, v in find_models(profile, seed=seed).items() if k[0] in wanted}
+        folder = runs.cache_folder("uncertainty", profile, folders, n_samples=profile.n_uncertainty_samples)
+        if folders and any((folder / marker).is_file() for marker in UNCERTAINTY_MARKERS):
+            found[seed] = runs.run_uncertainty(profile, folders=folders)
+        else:
+            missing.append(seed)
+    if found and missing:
+        raise FreezeError(f"uncertainty samples of training seed(s) {missing} are not cached for profile "
+                          f"{profile.name!r} (seeds {sorted(found)} are): re-run notebooks 05 and 06")
+    return found or None
 
 
 def cached_segmentation_s(profile: Any) -> float | None:
@@ -193,17 +204,19 @@ def check_destination(dest: Path, *, force: bool) -> None:
         raise FreezeError(f"{dest} exists; use --force to replace the reference results frozen there")
 
 
-def _write_uncertainty(unc: Any, folder: Path) -> list[str]:
-    """Per-image summary, coverage and calibration CSVs (+ one calibration JSON per epistemic model)."""
+def _write_uncertainty(by_seed: dict[int, Any], folder: Path) -> list[str]:
+    """Per-image summary, coverage and calibration CSVs of every seed (a ``seed`` column), and one
+    calibration JSON per epistemic model of the first seed (the models ``physeg reference ship`` ships)."""
     from physeg.inference.calibration_io import calibration_to_json
 
     written = []
     for name in ("per_image", "coverage", "calibration"):
-        frame = getattr(unc, name)
-        if frame is not None and not frame.empty:
-            frame.to_csv(folder / f"uncertainty_{name}.csv", index=False)
+        frames = [getattr(u, name).assign(seed=seed) for seed, u in by_seed.items()
+                  if getattr(u, name) is not None and not getattr(u, name).empty]
+        if frames:
+            pd.concat(frames, ignore_index=True).to_csv(folder / f"uncertainty_{name}.csv", index=False)
             written.append(f"uncertainty_{name}.csv")
-    cal = unc.calibration
+    cal = next(iter(by_seed.values())).calibration
     if cal is not None and not cal.empty:
         for (model, sequence), _ in cal.groupby(["model", "sequence"], observed=True):
             rel = f"calibration/{model}-Epistemic_{sequence}.json"
@@ -223,9 +236,9 @@ def stage_times(inputs: FreezeInputs) -> dict[str, Any]:
         out["training_models"] = int(len(inputs.models))
     if inputs.segmentation_s is not None:
         out["segmentation_evaluation_s"] = inputs.segmentation_s
-    wall = getattr(inputs.uncertainty, "wall_s", None)
-    if wall is not None and pd.notna(wall):
-        out["uncertainty_samples_s"] = round(float(wall), 1)
+    walls = [u.wall_s for u in (inputs.uncertainty or {}).values() if pd.notna(u.wall_s)]
+    if walls:
+        out["uncertainty_samples_s"] = round(float(sum(walls)), 1)
     return out
 
 

@@ -75,22 +75,19 @@ def volume_summary(samples_ml: np.ndarray, *, calibration: Any, kind: str,
     ``calibration`` tissue → PercentileCalibration or ``None``; ``kind`` the
     model's uncertainty (``aleatoric``/``epistemic``/``none``).
     """
-    from physeg.evaluation.calibration import uncalibrated_interval
+    from physeg.evaluation.calibration import volume_interval
 
     out = {}
     for j, tissue in enumerate(TISSUES):
-        s = np.asarray(samples_ml, float)[:, j][None, :]
+        s = np.asarray(samples_ml, float)[:, j]
         tissue_cal = None if calibration is None else calibration[tissue]
-        shift = 0.0 if tissue_cal is None else float(tissue_cal.shift_ml)  # a located calibration moves samples
-        med = float(np.median(s)) + shift
-        row: dict[str, Any] = {"median_ml": med}
+        row: dict[str, Any] = {}
         for level in LEVELS:
-            cal = tissue_cal is not None and level in tissue_cal.lower
-            lo, hi = tissue_cal.interval(s, level) if cal else uncalibrated_interval(s + shift, level)
+            med, lo, hi, cal = volume_interval(s, tissue_cal, level)
             key = level_key(level)
-            row[f"{key}_low_ml"], row[f"{key}_high_ml"] = min(float(lo[0]), med), max(float(hi[0]), med)
-            row[f"calibrated_{key[1:]}"] = bool(cal)
-        sd = float(s.std(ddof=1)) if s.shape[1] > 1 else 0.0
+            row["median_ml"], row[f"{key}_low_ml"], row[f"{key}_high_ml"] = med, lo, hi
+            row[f"calibrated_{key[1:]}"] = cal
+        sd = float(s.std(ddof=1)) if s.size > 1 else 0.0
         row["sd_aleatoric_ml"] = sd if kind == "aleatoric" else None
         row["sd_epistemic_ml"] = sd if kind == "epistemic" else None
         row["label_map_ml"] = float(label_map_ml[tissue])

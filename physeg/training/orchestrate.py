@@ -170,16 +170,16 @@ def train_all(
 
 
 def profile_jobs(profile: Profile) -> list[TrainingJob]:
-    """Every model a profile's pages use: all models with the first training seed, the ablations with the others.
+    """Every model a profile's pages use: the ablations with every training seed, the uncertainty
+    variants (§4.1) with the first ``profile.uncertainty_seeds`` of them.
 
-    The uncertainty variants (§4.1) are trained once, with ``profile.seeds[0]``;
-    the seed-to-seed spread is measured on the ablations (§4), which the claims
-    about invariance compare.
+    The seed-to-seed spread of the ablations (§4) judges claims 1-3; that of the
+    variants, claims 4-5 (with one seed they give no verdict). Jobs come seed by
+    seed, the first seed's complete set first.
     """
-    first, *others = profile.seeds
-    return ([TrainingJob(name, sequence, first) for sequence in profile.sequences for name in profile_models(profile)]
-            + [TrainingJob(name, sequence, s) for s in others for sequence in profile.sequences
-               for name in profile.ablations])
+    variants = [name for name in profile_models(profile) if name not in profile.ablations]
+    return [TrainingJob(name, sequence, s) for s in profile.seeds for sequence in profile.sequences
+            for name in [*profile.ablations, *(variants if s in profile.uncertainty_seed_list else [])]]
 
 
 def arm_jobs(profile: Profile, arms: list[str] | tuple[str, ...] = tuple(ARMS)) -> list[TrainingJob]:
