@@ -116,13 +116,13 @@ def cached_uncertainty(profile: Any) -> dict[int, Any] | None:
         folders = {k: v for k, v in find_models(profile, seed=seed).items() if k[0] in wanted}
         folder = runs.cache_folder("uncertainty", profile, folders, n_samples=profile.n_uncertainty_samples)
         if folders and any((folder / marker).is_file() for marker in UNCERTAINTY_MARKERS):
-            found[seed] = runs.run_uncertainty(profile, folders=folders)
+            found[seed] = folders
         else:
             missing.append(seed)
     if found and missing:
         raise FreezeError(f"uncertainty samples of training seed(s) {missing} are not cached for profile "
                           f"{profile.name!r} (seeds {sorted(found)} are): re-run notebooks 05 and 06")
-    return found or None
+    return {seed: runs.run_uncertainty(profile, folders=folders) for seed, folders in found.items()} or None
 
 
 def cached_segmentation_s(profile: Any) -> float | None:
