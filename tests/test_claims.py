@@ -145,6 +145,9 @@ def test_claims_4_5_need_more_than_one_seed_of_the_uncertainty_models():
     assert split.loc[3, "verdict"] == cl.INCONCLUSIVE and "seed 1: not reproduced" in split.loc[3, "evidence"]
     fail = _seeded(_unc(aug_ood_wider=False, seed=0), _unc(aug_ood_wider=False, seed=1))
     assert cl.evaluate_claims(s, profile="demo", uncertainty=fail).loc[4, "verdict"] == cl.NOT_REPRODUCED
+    untestable = _unc(seed=1).assign(low_fa=False)  # no FA < 10° image on the second seed's table
+    row = cl.evaluate_claims(s, profile="demo", uncertainty=_seeded(_unc(seed=0), untestable)).loc[4]
+    assert row["verdict"] == cl.NOT_TESTABLE and row["evidence"].startswith("not testable on seed 1: ")
 
 
 def test_claim_5c_needs_power():

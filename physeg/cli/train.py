@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=None, help="model seed (default: the profile's)")
     parser.add_argument("--all-seeds", action="store_true",
-                        help="train what the notebooks use: every model with the first training seed and the "
-                             "ablations with each other seed of the profile (not with --models, --sequence, --seed)")
+                        help="train what the notebooks use: the ablations with every training seed of the profile, "
+                             "the uncertainty variants with its first uncertainty_seeds (not with --models, "
+                             "--sequence, --seed)")
     parser.add_argument("--augmentation", nargs="+", default=None, metavar="ARM",
                         help="also train Phys-Strat-Aug with these artefact arms (physics, torchio), first seed, "
                              "as notebook 09 does")

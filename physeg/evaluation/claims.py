@@ -322,7 +322,8 @@ def _across_seeds(claim_fn, table: pd.DataFrame | None, *, on_means: bool = True
     verdicts = [r["verdict"] for r in rows.values()]
     first = next(iter(rows.values()))
     if NOT_TESTABLE in verdicts:
-        return next(r for r in rows.values() if r["verdict"] == NOT_TESTABLE)
+        sd, row = next((sd, r) for sd, r in rows.items() if r["verdict"] == NOT_TESTABLE)
+        return row if len(seeds) < 2 else {**row, "evidence": f"not testable on seed {sd}: {row['evidence']}"}
     if len(seeds) < 2:
         on_one = "holds" if verdicts[0] == REPRODUCED else "does not hold"
         return {**first, "verdict": NOT_TESTABLE,
