@@ -169,7 +169,8 @@ print(f"raw: pooled {iod.coverage50_raw.mean():.2f}; {int(iod.n.sum())} image ×
 # them with (`uncertainty_seeds`) and hold only where the seeds agree; with one
 # seed they give no verdict. Below, per seed: the aleatoric / epistemic variance
 # ratio (claim 4's threshold is 0.1), the mean calibrated IQR in and out of
-# distribution (claim 5(a)) and the located 50 % coverage in distribution.
+# distribution over both sequences (claim 5(a) reads MPRAGE alone) and the
+# located 50 % coverage in distribution.
 
 # %% tags=["hide-input"]
 by_seed = ev.per_image_by_seed(unc_by_seed)

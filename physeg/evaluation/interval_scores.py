@@ -154,8 +154,9 @@ def seed_spread(per_image: pd.DataFrame) -> pd.DataFrame:
     ``per_image``: per-image tables of several seeds with a ``seed`` column
     (:func:`physeg.evaluation.runs.per_image_by_seed`). One row per model ×
     tissue × seed: ``variance_ratio`` (mean aleatoric over mean epistemic volume
-    variance, claim 4), the mean calibrated IQR (the paper's form) IoD and OoD
-    (claim 5(a)) and the located 50 % coverage IoD (notebook 05). Set side by
+    variance, claim 4), the mean calibrated IQR (the paper's form) IoD and OoD,
+    both sequences pooled (claim 5(a) reads MPRAGE alone), and the located 50 %
+    coverage IoD (notebook 05). Set side by
     side, the seeds show whether a verdict could flip with retraining.
     """
     d = per_image[per_image["tissue"].isin(["GM", "WM"])]
