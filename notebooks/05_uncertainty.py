@@ -277,8 +277,9 @@ if not pairs.empty:
 #
 # The calibrated 50 % interval of this run beside the committed runs
 # (`results/reference/`: 50 + 50 samples on 2 grid images per subject, sequence
-# and distribution, the uncertainty models trained 2.5× longer than on `demo`;
-# `results/reference-long/`: 50 + 50 samples on 10 images per cell, the models
+# and distribution, the uncertainty models trained 2.5× longer than on `demo`,
+# with two training seeds whose images are pooled here (the seeds side by side:
+# the run's own page 05); `results/reference-long/`: 50 + 50 samples on 10 images per cell, the models
 # trained 10× longer than on `demo`, on a GPU). The paper gives no per-cell coverage table (its
 # Figures 3–4 show intervals, not coverage), so there is no paper column here.
 # The banners say where the committed runs came from and whether they are stale.
