@@ -286,6 +286,10 @@ def _cross_fitted_shifts(samples: np.ndarray, truth: np.ndarray, groups) -> np.n
     return shifts
 
 
+#: The calibration forms: the paper's percentile recalibration and ours with a location correction.
+CALIBRATION_FORMS: tuple[str, ...] = ("percentile", "located")
+
+
 def fit_calibration(val_samples, val_truth, levels: Sequence[float] = DEFAULT_LEVELS, *,
                     form: str = "percentile", groups=None) -> PercentileCalibration:
     """Fit the central percentile recalibration on validation samples ``(n, S)`` and references ``(n,)``.
@@ -294,8 +298,8 @@ def fit_calibration(val_samples, val_truth, levels: Sequence[float] = DEFAULT_LE
     with the location correction of the module notes; ``groups`` (one label per
     image, e.g. the subject) cross-fits the shifts the percentiles are fitted on.
     """
-    if form not in ("percentile", "located"):
-        raise ValueError(f"unknown calibration form {form!r}: 'percentile' or 'located'")
+    if form not in CALIBRATION_FORMS:
+        raise ValueError(f"unknown calibration form {form!r}: one of {', '.join(map(repr, CALIBRATION_FORMS))}")
     samples = np.atleast_2d(np.asarray(val_samples, float))
     truth = np.asarray(val_truth, float)
     shift = 0.0

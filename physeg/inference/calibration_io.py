@@ -38,7 +38,7 @@ IQR_LEVEL: float = 0.5
 
 
 def _calibration_from_dict(d: Mapping[str, Any]):
-    from physeg.evaluation.calibration import PercentileCalibration
+    from physeg.evaluation.calibration import CALIBRATION_FORMS, PercentileCalibration
 
     lower = {float(k): float(v) for k, v in d["lower"].items()}
     upper = {float(k): float(v) for k, v in d["upper"].items()}
@@ -51,8 +51,8 @@ def _calibration_from_dict(d: Mapping[str, Any]):
     if shift != shift or abs(shift) == float("inf"):
         raise ValueError(f"shift_ml must be a finite volume in ml, not {shift}")
     form = str(d.get("form", "located" if shift else "percentile"))
-    if form not in ("percentile", "located"):
-        raise ValueError(f"form must be 'percentile' or 'located', not {form!r}")
+    if form not in CALIBRATION_FORMS:
+        raise ValueError(f"form must be one of {', '.join(map(repr, CALIBRATION_FORMS))}, not {form!r}")
     return PercentileCalibration(lower=lower, upper=upper, n_val=int(d.get("n_val", 0)), shift_ml=shift,
                                  form=form)
 
