@@ -70,9 +70,11 @@ def test_build_layout_and_loader(built):
     np.testing.assert_allclose(s.affine[:3, :3], np.eye(3) * 6.0)
 
 
-def test_two_builds_are_byte_identical(built, tmp_path):
-    other = build_cohort(SMOKE, root=tmp_path / "again", subjects=SUBJECTS, progress=False)
+def test_two_builds_are_byte_identical_whatever_the_workers(built, tmp_path):
+    # the second build generates the two subjects in two spawned processes
+    other = build_cohort(SMOKE, root=tmp_path / "again", subjects=SUBJECTS, progress=False, workers=2)
     assert file_table(built) == file_table(other)
+    assert (other / "participants.tsv").read_text() == (built / "participants.tsv").read_text()
 
 
 def test_complete_build_is_reused_extended_and_replaced(tmp_path):
@@ -118,6 +120,8 @@ def test_cli_build_refuses_foreign_root(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("physeg data build: error:") and str(root) in err and "Traceback" not in err
     assert [p.name for p in root.iterdir()] == ["notes.txt"]
+    assert main(["data", "build", "--profile", "smoke", "--root", str(tmp_path / "new"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err and not (tmp_path / "new").exists()
     afile = tmp_path / "file.txt"
     afile.write_text("x")
     assert main(["data", "build", "--profile", "smoke", "--root", str(afile), "--force"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 
@@ -38,7 +39,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_profiles_by_name_and_env(monkeypatch):
-    assert set(PROFILES) == {"smoke", "demo", "reference", "reference-long", "paper"}
+    assert set(PROFILES) == {"smoke", "demo", "reference", "reference-long", "paper", "paper-short"}
     monkeypatch.setenv("PHYSEG_PROFILE", "smoke")
     assert get_profile().name == "smoke"
     monkeypatch.delenv("PHYSEG_PROFILE")
@@ -48,6 +49,10 @@ def test_profiles_by_name_and_env(monkeypatch):
     paper = get_profile("paper")
     assert (paper.patch_size, paper.training.batch_size, paper.training.learning_rate, paper.training.patience) == (128, 4, 1e-4, 7)
     assert paper.channels == (30, 60, 120, 240, 480)
+    short = get_profile("paper-short")  # the paper's scale and optimiser, cut to a 15-minute GPU lease
+    assert (short.voxel_size_mm, short.patch_size, short.channels) == (1.0, 128, paper.channels)
+    assert dataclasses.replace(short.training, max_epochs=paper.training.max_epochs,
+                               val_every_epochs=1) == paper.training
 
 
 def test_config_hash_is_order_independent():

@@ -12,6 +12,8 @@ from physeg.profiles import Profile, get_profile
 EPILOG = """\
 examples:
   physeg data build --profile smoke          build (or reuse) the smoke cohort, print its folder
+  physeg data build --profile paper --workers 8
+                                             the 1 mm cohort, 8 subjects at a time
   physeg data build --profile demo --root ~/cohorts/demo
                                              build into a folder of your choice (absent or empty)
   physeg data verify --profile demo          check every file's sha256 against data_manifest.yaml
@@ -58,7 +60,10 @@ def _build(args: argparse.Namespace) -> None:
 
     prof = _profile(args)
     root = _cohort_root(args, prof)
-    print(build_cohort(prof, root=root, force=args.force, progress=not args.quiet, verify_full=args.verify))
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    print(build_cohort(prof, root=root, force=args.force, progress=not args.quiet, verify_full=args.verify,
+                       workers=args.workers))
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -137,6 +142,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _profile_arg(b)
     b.add_argument("--force", action="store_true", help="rebuild even if a complete physeg build exists there")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--workers", type=int, default=1,
+                   help="subjects generated side by side, one process each (same files whatever the number)")
     b.add_argument("--verify", action="store_true",
                    help="when reusing a build, hash every file (default: size and mtime, hashing only changed ones)")
     b.set_defaults(func=_command(_build, "build"))
