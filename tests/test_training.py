@@ -318,6 +318,28 @@ def test_epistemic_dropout_is_a_profile_setting_that_only_epistemic_models_see()
     assert {f.name for f in dataclasses.fields(Profile)} >= set(PROFILES["smoke"].to_dict()) - {"training"}
 
 
+def test_epistemic_epochs_lengthen_only_the_epistemic_fine_tuning(tmp_path):
+    longer = dataclasses.replace(TINY, epistemic_epochs=TINY.training.max_epochs + 1)
+    for name in ("Phys-Strat-Aug-Epistemic", "Phys-Strat-Aug", "Phys-Strat-Aug-Aleatoric"):
+        spec = get_model_spec(name)
+        before = identity.make_plans(spec, profile=TINY, sequence="MPRAGE")
+        after = identity.make_plans(spec, profile=longer, sequence="MPRAGE")
+        if name.endswith("Epistemic"):
+            assert after.training["max_epochs"] == TINY.training.max_epochs + 1
+            assert config_hash(after.identity()) != config_hash(before.identity())
+        else:  # the other models keep their folders
+            assert after.identity() == before.identity()
+    # left out of every profile dictionary at its default: no profile that leaves it unset changes a hash
+    assert "epistemic_epochs" not in TINY.to_dict() and longer.to_dict()["epistemic_epochs"] == 4
+    tr, va = subjects()
+    out = training.train_model(get_model_spec("Phys-Strat-Aug-Epistemic"), profile=longer, sequence="MPRAGE",
+                               folder=tmp_path / "epi", train_subjects=tr, val_subjects=va, device="cpu",
+                               progress=False)
+    assert out["epochs"] == TINY.training.max_epochs + 1
+    with pytest.raises(ValueError, match="epistemic_epochs must be at least 1"):
+        dataclasses.replace(TINY, epistemic_epochs=0)
+
+
 def test_uncertainty_variants_are_trained_with_the_profiles_uncertainty_seeds():
     from physeg.training.orchestrate import profile_jobs
 

@@ -269,7 +269,8 @@ _NOT_IN_ANY_KEY: tuple[str, ...] = ("notes", "uncertainty_seeds")
 #: Profile fields that cannot change a segmentation evaluation (uncertainty settings, free text):
 #: left out of its cache key, so that asking for more uncertainty images reuses Tables 1-2.
 _NOT_IN_SEGMENTATION_KEY: tuple[str, ...] = ("n_uncertainty_images", "n_uncertainty_samples",
-                                             "uncertainty_models", "epistemic_dropout", *_NOT_IN_ANY_KEY)
+                                             "uncertainty_models", "epistemic_dropout", "epistemic_epochs",
+                                             *_NOT_IN_ANY_KEY)
 
 
 def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str], Path]) -> dict:

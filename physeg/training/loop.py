@@ -62,7 +62,7 @@ from physeg.training.checkpoint import (
 from physeg.training.distributed import (
     barrier, broadcast_flag, forward_heads, mean_over_ranks, resolve_device, setup_distributed, world, wrap_model,
 )
-from physeg.training.identity import make_plans, provenance
+from physeg.training.identity import make_plans, provenance, training_config
 from physeg.training.rng import seed_everything
 from physeg.training.validation import ValidationSet, make_validation_set, validate
 
@@ -90,7 +90,7 @@ class _Run:
 
     @property
     def training(self) -> TrainingConfig:
-        return self.profile.training
+        return training_config(self.spec, profile=self.profile)
 
     @property
     def use_physics(self) -> bool:
