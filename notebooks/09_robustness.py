@@ -231,6 +231,10 @@ arm_models |= {("PSA (clean training)", seq): m
 arms = rb.evaluate_artefacts(prof, arm_models, subjects, config=cfg, training_seed=arm_seed)
 print(f"training seed {arm_seed}; {len(jobs)} models trained or reused in {arm_train_s:.0f} s "
       f"({int(arm_trained['summary']['cached'].sum())} from the cache)")
+# where and in which precision each arm was trained (a copied GPU-trained folder says so in its finished.json)
+arm_where = arm_trained["summary"].assign(arm=[j.augmentation for j in jobs],
+                                          precision=lambda d: d["precision"].str.split().str[0])
+display(arm_where[["arm", "sequence", "device", "precision", "wall_time_s"]].round(1))
 arm_tab = rb.summary(arms)
 display(arm_tab.pivot_table(index=["sequence", "model"], columns=["kind", "level"], values="mean").round(3))
 
