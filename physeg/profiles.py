@@ -354,7 +354,8 @@ PROFILES["reference-long"] = dataclasses.replace(
 # 200 (14 400 steps, early stopping after 7 epochs without improvement), one training seed, validation
 # every 4 epochs on 4 realisations per subject, and 4 IoD + 4 OoD test images per subject. One step
 # took 160 ms on an H200 (runs/2026-11-26-reference-long-gpu/machine.txt), so the paper's own budget
-# would need about 40 min per model, 8 ablations x 2 sequences x 3 seeds: beyond any lease here.
+# would need about 40 min per model, for 4 ablations x 2 sequences x 3 seeds and the uncertainty
+# variants: beyond any lease here.
 # What it can show: how far the paper's recipe gets at its own scale in 576 steps; not a verdict.
 PROFILES["paper-short"] = dataclasses.replace(
     PROFILES["paper"],
