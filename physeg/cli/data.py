@@ -7,7 +7,7 @@ from pathlib import Path
 
 from physeg.cli.errors import RuntimeFailure, UsageError, run_cli, usage_errors
 from physeg.paths import cache_root
-from physeg.profiles import Profile, get_profile
+from physeg.profiles import PROFILES, Profile, get_profile
 
 EPILOG = """\
 examples:
@@ -31,7 +31,8 @@ exit codes: 0 ok, 2 usage error (profile, folder, manifest, dataset name), 1 fai
 
 
 def _profile_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=None, help="smoke, demo or paper (default: $PHYSEG_PROFILE or demo)")
+    parser.add_argument("--profile", default=None,
+                        help=f"one of {', '.join(sorted(PROFILES))} (default: $PHYSEG_PROFILE or demo)")
     parser.add_argument("--root", type=Path, default=None,
                         help="cohort folder (default: <cache>/cohorts/synthetic-v<G>-<voxel>mm-seed<seed>)")
 
