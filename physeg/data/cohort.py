@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from physeg.cores import available_cores, limit_torch_threads
 from physeg.data.bids import (
     LABELS,
     load_subject,
@@ -332,17 +333,11 @@ def _map_subjects(fn: Callable[[str], Any], subjects: list[str], *, workers: int
     if workers <= 1 or len(subjects) <= 1:
         return [fn(s) for s in tqdm(subjects, **bar)]
     workers = min(workers, len(subjects))
-    threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription of the cores
+    threads = max(1, available_cores() // workers)  # no oversubscription of the cores
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=limit_torch_threads,
                              initargs=(threads,)) as pool:
         return list(tqdm(pool.map(fn, subjects), **bar))
-
-
-def _limit_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def _build_or_reuse(root: Path, *, config: dict[str, Any], wanted: set[str], force: bool, progress: bool,

@@ -20,11 +20,11 @@ sums in the convolutions), as they do between any two thread counts.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from physeg.cores import available_cores, limit_torch_threads
 from physeg.models.registry import get_model_spec
 from physeg.profiles import Profile
 
@@ -45,14 +45,6 @@ class TrainingJob:
         """The job whose ``best.pt`` this one starts from, if any."""
         init_from = get_model_spec(self.model).init_from
         return None if init_from is None else TrainingJob(init_from, self.sequence, self.seed)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: int | None, *, device: str = "auto") -> int:
@@ -80,12 +72,6 @@ def resolve_workers(workers: int | None, *, device: str = "auto") -> int:
     return workers or available_cores()
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def run_jobs(jobs: list[TrainingJob], *, train: Callable[[TrainingJob], dict[str, Any]], workers: int,
              done: Callable[[TrainingJob], bool]) -> dict[TrainingJob, dict[str, Any]]:
     """Run ``train(job)`` for every job, parents before children, on ``workers`` processes.
@@ -107,7 +93,7 @@ def run_jobs(jobs: list[TrainingJob], *, train: Callable[[TrainingJob], dict[str
     running: dict[Future, TrainingJob] = {}
     threads = max(1, available_cores() // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=limit_torch_threads,
                              initargs=(threads,)) as pool:
         while pending or running:
             for job in _ready(pending, finished, done=done, slots=workers - len(running)):
