@@ -47,15 +47,15 @@ def network_config(spec: ModelSpec, *, profile: Profile, sequence: str) -> Netwo
     )
 
 
-def training_config(spec: ModelSpec | None, *, profile: Profile) -> TrainingConfig:
+def training_config(spec: ModelSpec, *, profile: Profile) -> TrainingConfig:
     """The training settings one model runs with: the profile's, except the epistemic variants'
     budget, ``profile.epistemic_epochs`` epochs when set (their dropout fine-tuning, paper §2.4)."""
-    if spec is not None and spec.uncertainty == "epistemic" and profile.epistemic_epochs is not None:
+    if spec.uncertainty == "epistemic" and profile.epistemic_epochs is not None:
         return dataclasses.replace(profile.training, max_epochs=profile.epistemic_epochs)
     return profile.training
 
 
-def training_settings(profile: Profile, spec: ModelSpec | None = None) -> dict[str, Any]:
+def training_settings(spec: ModelSpec, *, profile: Profile) -> dict[str, Any]:
     """The settings recorded in ``Plans.training`` and hashed: every :class:`~physeg.profiles.TrainingConfig`
     field of :func:`training_config` plus :data:`PROFILE_TRAINING_FIELDS` (same keys and values as
     before the typed config, so unchanged models keep their folders)."""
@@ -71,7 +71,7 @@ def make_plans(spec: ModelSpec, *, profile: Profile, sequence: str, seed: int | 
         voxel_size_mm=float(profile.voxel_size_mm), patch_size=int(profile.patch_size),
         sw_overlap=float(profile.sw_overlap),
         training_ranges={k: (float(v[0]), float(v[1])) for k, v in IOD_RANGES[sequence].items()},
-        training=training_settings(profile, spec),
+        training=training_settings(spec, profile=profile),
         training_version=TRAINING_VERSION,
     )
 
