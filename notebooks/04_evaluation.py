@@ -311,8 +311,7 @@ from physeg.paths import REPO_ROOT
 
 gpu_record = REPO_ROOT / "runs" / "2026-11-26-paper-short-gpu" / "tables_vs_paper.csv"
 if gpu_record.is_file():
-    gpu = pd.read_csv(gpu_record)
-    gpu["steps"] = gpu["model"].map({"Baseline": 576, "Phys-Strat-Aug": 288})
+    gpu = pd.read_csv(gpu_record)  # its `steps` column: how many optimiser steps each model had
     display(gpu.pivot_table(index=["table", "model", "steps", "distribution"], columns="tissue",
                             values=["mean_ours", "mean_paper"]).round(3))
 else:

@@ -16,7 +16,8 @@ Stages, each writing what it made into OUT_DIR at once, so that a run cut short 
 4. ``paper-short`` Baseline and Phys-Strat-Aug on MPRAGE, seed 0, two processes sharing the GPU.
 5. Their test-grid evaluation on the GPU: ``paper_results.csv`` (one row per image and tissue: Dice
    against the PGS, volumes) and ``paper_finished.json`` (each model's ``finished.json``; a model the time
-   cap stopped is evaluated from its best checkpoint and marked ``"finished": false``).
+   cap stopped is evaluated from its best checkpoint and marked ``"finished": false``, with the epochs it
+   reached and the epoch of that checkpoint: :func:`model_record`).
 
 ``log.txt`` gathers every stage's output. At most 8 files come back from the device machine.
 """
@@ -86,6 +87,7 @@ def _start_arms(out: Path, *, profile: str, device: str, workers: int) -> subpro
 
 def _pack_arms(out: Path, profile_name: str) -> None:
     from physeg.paths import cache_root
+    from physeg.training.checkpoint import read_finished
 
     root = cache_root() / "models" / profile_name  # arms live under its augmentation/ folder
     done = sorted(f.parent for f in (root / "augmentation").glob("*/finished.json"))
@@ -94,7 +96,7 @@ def _pack_arms(out: Path, profile_name: str) -> None:
             for p in sorted(folder.iterdir()):
                 if p.is_file() and p.name != "last.pt":
                     tar.add(p, arcname=str(p.relative_to(root)))
-    rows = [json.loads((f / "finished.json").read_text()) | {"folder": str(f.relative_to(root))} for f in done]
+    rows = [read_finished(f) | {"folder": str(f.relative_to(root))} for f in done]
     (out / "arms_finished.json").write_text(json.dumps(rows, indent=1))
 
 
@@ -125,6 +127,22 @@ def _wait_or_kill(proc: subprocess.Popen, timeout_s: float) -> int:
         return 124
 
 
+def model_record(folder: Path) -> dict:
+    """``finished.json`` of a model folder with ``"finished": true``; for a run the time cap stopped,
+    ``"finished": false``, the epochs its metrics reached and the epoch of its best checkpoint (the last
+    validation that improved), so the record says where a stopped model's weights come from."""
+    from physeg.training.checkpoint import read_finished
+
+    finished = read_finished(folder)
+    if finished is not None:
+        return {"folder": folder.name, "finished": True, **finished}
+    metrics = folder / "metrics.json"
+    history = json.loads(metrics.read_text()) if metrics.is_file() else []
+    improved = [row["epoch"] for row in history if row.get("improved")]
+    return {"folder": folder.name, "finished": False, "epochs": history[-1]["epoch"] if history else 0,
+            "best_epoch": improved[-1] if improved else None}
+
+
 def _evaluate(out: Path, profile, device: str) -> float:
     """Every model with a best checkpoint, on the test grid; finished or stopped by the time cap."""
     from physeg.evaluation.models import load_models
@@ -134,11 +152,7 @@ def _evaluate(out: Path, profile, device: str) -> float:
     folders = {(m, "MPRAGE"): model_folder(m, profile=profile, sequence="MPRAGE", seed=profile.seeds[0])
                for m in ("Baseline", "Phys-Strat-Aug")}
     folders = {k: f for k, f in folders.items() if (f / "best.pt").is_file()}
-    records = []
-    for (m, _), f in folders.items():
-        fin = f / "finished.json"
-        records.append({"model": m, "folder": f.name, "finished": fin.is_file(),
-                        **(json.loads(fin.read_text()) if fin.is_file() else {})})
+    records = [{"model": m, **model_record(f)} for (m, _), f in folders.items()]
     (out / "paper_finished.json").write_text(json.dumps(records, indent=1))
     if not folders:
         raise RuntimeError("no model has a best checkpoint")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -38,3 +39,21 @@ def test_gpu_paper_short_rehearsal_returns_every_file(tmp_path):
     assert results["dice"].between(0, 1).all()
     log = (out / "log.txt").read_text()
     assert "training exit 0" in log and "arms exit 0" in log and "done in" in log
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_paper_short", REPO_ROOT / "scripts" / "gpu_paper_short.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_model_the_time_cap_stopped_is_recorded_with_the_epoch_of_its_checkpoint(tmp_path):
+    folder = tmp_path / "Phys-Strat-Aug_MPRAGE_seed0_x"
+    folder.mkdir()
+    history = [{"epoch": e, "improved": e in (2, 4)} for e in range(1, 7)]  # validations at 2 and 4, stopped in 7
+    (folder / "metrics.json").write_text(json.dumps(history))
+    record = _script().model_record(folder)
+    assert record == {"folder": folder.name, "finished": False, "epochs": 6, "best_epoch": 4}
+    (folder / "finished.json").write_text(json.dumps({"epochs": 8, "best_epoch": 8}))
+    assert _script().model_record(folder) == {"folder": folder.name, "finished": True, "epochs": 8, "best_epoch": 8}
