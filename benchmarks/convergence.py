@@ -80,6 +80,10 @@ class Recipe:
     schedule: str | None
     precision: str  # "fp32" | "auto" | "bf16"
     dice_weight: float = 0.0
+    #: "adam" or "sgd" (nnU-Net's: Nesterov momentum 0.99, weight decay 3e-5)
+    optimiser: str = "adam"
+    #: items per batch (``None``: the profile's)
+    batch_size: int | None = None
 
 
 RECIPES: dict[str, Recipe] = {
@@ -90,16 +94,33 @@ RECIPES: dict[str, Recipe] = {
     "a600": Recipe("a600: lr 1e-3 constant, fp32, 600 steps (control for b)", 1e-3, 600, None, "fp32"),
     "a+dice": Recipe("a+dice: current recipe + soft Dice (weight 1)", 1e-3, 144, None, "fp32", 1.0),
     "b+dice": Recipe("b+dice: recipe b + soft Dice (weight 1)", 3e-3, 600, "poly", "auto", 1.0),
+    # the demo's recipe at its 144 steps, and variants of it at the same wall-time budget
+    "demo": Recipe("demo: lr 3e-3, warm-up + poly, CE + soft Dice, 144 steps", 3e-3, 144, "poly", "auto", 1.0),
+    "demo-lr6e-3": Recipe("demo-lr6e-3: the demo's recipe at lr 6e-3", 6e-3, 144, "poly", "auto", 1.0),
+    "demo-lr1e-2": Recipe("demo-lr1e-2: the demo's recipe at lr 1e-2", 1e-2, 144, "poly", "auto", 1.0),
+    "demo-sgd": Recipe("demo-sgd: nnU-Net's SGD (lr 1e-2, Nesterov 0.99) with the demo's schedule and loss",
+                       1e-2, 144, "poly", "auto", 1.0, optimiser="sgd"),
+    "demo-b2": Recipe("demo-b2: batch 2 for 288 steps (the demo's voxels per run), lr 3e-3", 3e-3, 288, "poly",
+                      "auto", 1.0, batch_size=2),
 }
 DEFAULT_RECIPES: tuple[str, ...] = ("a", "b")
 
 
-def make_sampler(volumes: list[Volumes], *, profile: Profile, sequence: str, seed: int) -> TrainingBatches:
+def make_sampler(volumes: list[Volumes], *, profile: Profile, sequence: str, seed: int,
+                 batch_size: int | None = None) -> TrainingBatches:
     """The Phys-Strat-Aug batch stream (on-the-fly, stratified) of the training loop."""
     spec = get_model_spec(MODEL)
     return TrainingBatches(volumes, sequence=sequence, patch_size=profile.patch_size,
-                           batch_size=profile.training.batch_size, data=spec.data, batches=spec.batches,
-                           seed=seed)
+                           batch_size=batch_size or profile.training.batch_size, data=spec.data,
+                           batches=spec.batches, seed=seed)
+
+
+def make_optimiser(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam (the training loop's) or nnU-Net's SGD, at the recipe's peak learning rate."""
+    if recipe.optimiser == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.learning_rate, momentum=0.99, nesterov=True,
+                               weight_decay=3e-5)
+    return torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
 
 
 def new_model(*, profile: Profile, sequence: str, seed: int) -> torch.nn.Module:
@@ -124,13 +145,14 @@ def train_recipe(recipe: Recipe, *, volumes: dict, val_set, profile: Profile, se
                  val_every: int) -> dict:
     """Train with ``recipe``; validation Dice every ``val_every`` steps and at the end."""
     model = new_model(profile=profile, sequence=sequence, seed=seed).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    optimiser = make_optimiser(recipe, model)
     scheduler = None
     if recipe.schedule is not None:
         scheduler = build_scheduler(optimiser, warmup_steps=default_warmup(recipe.steps),
                                     total_steps=recipe.steps, decay=recipe.schedule)
     precision = choose_precision(device="cpu", mode=recipe.precision)
-    sampler = make_sampler(volumes["train"], profile=profile, sequence=sequence, seed=seed)
+    sampler = make_sampler(volumes["train"], profile=profile, sequence=sequence, seed=seed,
+                           batch_size=recipe.batch_size)
     curve, losses, train_s, val_s = [], [], 0.0, 0.0
     for k in range(1, recipe.steps + 1):
         t0 = time.perf_counter()

@@ -41,7 +41,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from physeg.evaluation import runs as ev
-from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.data import load_split
 from physeg.evaluation import ceiling
 from physeg.evaluation import paper_tables as pr
 from physeg.evaluation import seeds
@@ -147,7 +147,7 @@ pr.side_by_side(ours, "dice", best=dice_best)
 # consistently the maps define that rim.
 
 # %% tags=["hide-input"]
-test_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["test"]]
+test_subjects = load_split(prof, "test")
 pgs_ceiling = ceiling.ceiling_summary(ceiling.pgs_vs_truth(test_subjects))
 best_model = ours[(ours.table == "dice") & (ours.distribution == "IoD")].groupby("tissue", sort=False)["mean"].max()
 display(pgs_ceiling.assign(best_model_dice_vs_pgs_IoD=pgs_ceiling["tissue"].map(best_model)).round(3))

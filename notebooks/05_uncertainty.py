@@ -47,7 +47,7 @@ from IPython.display import display
 from physeg.evaluation import runs as ev
 from physeg.evaluation import interval_scores as scores
 from physeg.evaluation.sigma import sigma_table
-from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.data import load_split
 from physeg.training.orchestrate import train_all
 from physeg.profiles import get_profile
 from physeg.simulation import IOD_RANGES
@@ -84,7 +84,7 @@ unc.samples.groupby(["sequence", "model"])[["t_aleatoric_s", "t_epistemic_s"]].m
 # subjects, inside and outside the brain:
 
 # %%
-val_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["val"]]
+val_subjects = load_split(prof, "val")
 sigma_table(prof, folders, val_subjects).groupby(["model", "sequence"]).mean(numeric_only=True).round(3)
 
 # %% [markdown]

@@ -30,7 +30,7 @@ profile = "smoke"
 import pandas as pd
 from IPython.display import Markdown, display
 
-from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.data import load_split
 from physeg.evaluation import ceiling, diagnosis
 from physeg.evaluation import claims as cl
 from physeg.evaluation import runs as ev
@@ -75,7 +75,7 @@ for r in claims.itertuples():
 # epistemic models' dropout rate and volume bias.
 
 # %% tags=["hide-input"]
-test_subjects = [load_subject(build_cohort(prof, progress=False), sid) for sid in cohort_split(prof)["test"]]
+test_subjects = load_split(prof, "test")
 pgs_ceiling = ceiling.ceiling_summary(ceiling.pgs_vs_truth(test_subjects))
 display(Markdown(diagnosis.diagnose(per_seed, ceiling=pgs_ceiling, batch_size=prof.training.batch_size,
                                     uncertainty=unc_per_image, epistemic_dropout=prof.epistemic_dropout)))

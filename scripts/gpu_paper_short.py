@@ -145,8 +145,9 @@ def model_record(folder: Path) -> dict:
 
 def _evaluate(out: Path, profile, device: str) -> float:
     """Every model with a best checkpoint, on the test grid; finished or stopped by the time cap."""
+    from physeg.data import load_split
     from physeg.evaluation.models import load_models
-    from physeg.evaluation.runs import _load_subjects, evaluate_segmentation
+    from physeg.evaluation.runs import evaluate_segmentation
     from physeg.training.orchestrate import model_folder
 
     folders = {(m, "MPRAGE"): model_folder(m, profile=profile, sequence="MPRAGE", seed=profile.seeds[0])
@@ -158,7 +159,7 @@ def _evaluate(out: Path, profile, device: str) -> float:
         raise RuntimeError("no model has a best checkpoint")
     models = load_models(folders, device=device)
     t0 = time.perf_counter()
-    results, _ = evaluate_segmentation(profile, models, _load_subjects(profile, "test"), examples=False)
+    results, _ = evaluate_segmentation(profile, models, load_split(profile, "test"), examples=False)
     results.to_csv(out / "paper_results.csv", index=False)
     return time.perf_counter() - t0
 

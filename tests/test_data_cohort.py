@@ -126,3 +126,11 @@ def test_cli_build_refuses_foreign_root(tmp_path, capsys):
     afile.write_text("x")
     assert main(["data", "build", "--profile", "smoke", "--root", str(afile), "--force"]) == 2
     assert "not a folder" in capsys.readouterr().err and afile.read_text() == "x"
+
+
+def test_load_split_loads_one_part_in_split_order(isolated_cache):
+    from physeg.data import load_split
+
+    subjects = load_split(SMOKE, "test")
+    assert [s.subject_id for s in subjects] == cohort_split(SMOKE)["test"] == ["sub-23", "sub-24"]
+    assert all(s.pgs is not None for s in subjects)

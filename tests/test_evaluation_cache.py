@@ -34,7 +34,7 @@ def prof(isolated_cache):
 
 def _fake_inputs(monkeypatch, models):
     monkeypatch.setattr(ev, "load_models", lambda folders: models)
-    monkeypatch.setattr(ev, "_load_subjects", lambda profile, split: [_subject(f"sub-{split}", seed=len(split))])
+    monkeypatch.setattr(ev, "load_split", lambda profile, split, **_: [_subject(f"sub-{split}", seed=len(split))])
 
 
 def test_segmentation_cache_round_trip_without_pickle(prof, monkeypatch, tmp_path, no_unpickling):

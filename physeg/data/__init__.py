@@ -5,6 +5,7 @@ Public API::
     LABELS                                   ("background", "GM", "WM", "CSF")
     build_cohort(profile, *, root=None) -> Path            BIDS root of the synthetic cohort
     cohort_split(profile) -> {"train": [...], "val": [...], "test": [...]}
+    load_split(profile, part) -> [Subject]                 one part of the split, loaded
     list_subjects(bids_root) -> [participant ids]
     load_subject(bids_root, subject_id) -> Subject         canonical tensors
 """
@@ -18,6 +19,7 @@ from physeg.data.cohort import (
     cohort_split,
     default_cohort_dir,
     generate_subject,
+    load_split,
 )
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "default_cohort_dir",
     "generate_subject",
     "list_subjects",
+    "load_split",
     "load_subject",
     "write_nifti",
 ]

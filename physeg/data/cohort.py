@@ -379,3 +379,13 @@ def _build_or_reuse(root: Path, *, config: dict[str, Any], wanted: set[str], for
         raise
     log.info("synthetic cohort written to %s", root)
     return root
+
+
+def load_split(profile: Profile, part: str, *, progress: bool = False) -> list:
+    """The profile's subjects of one part of the split (``"train"``, ``"val"`` or ``"test"``), loaded.
+
+    Builds the cohort first if it is not cached (:func:`build_cohort`); the
+    subjects come in the order of :func:`cohort_split`.
+    """
+    root = build_cohort(profile, progress=progress)
+    return [load_subject(root, sid) for sid in cohort_split(profile)[part]]

@@ -55,6 +55,7 @@ from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call
     uncertainty_subset,
     validation_parameters,
 )
+from physeg.data.cohort import load_split
 from physeg.evaluation import cache_io
 from physeg.evaluation.interval_scores import score_uncertainty  # noqa: F401  (re-exported)
 from physeg.evaluation.metrics import cov_table, dice_per_tissue, label_counts, volumes_ml
@@ -307,13 +308,6 @@ def _save(obj: Any, path: Path) -> None:
         atomic_write_json(path, obj)
 
 
-def _load_subjects(profile: Profile, split: str):
-    from physeg.data import build_cohort, cohort_split, load_subject
-
-    root = build_cohort(profile)
-    return [load_subject(root, sid) for sid in cohort_split(profile)[split]]
-
-
 def run_evaluation(profile: Profile, *, folders: Mapping | None = None, force: bool = False,
                    progress: bool = False) -> EvaluationResults:
     """Segmentation evaluation of the profile's ablations on the test grid, cached.
@@ -335,7 +329,8 @@ def run_evaluation(profile: Profile, *, folders: Mapping | None = None, force: b
                                  cache_io.load_arrays(files["examples"]), out, meta.get("wall_s", float("nan")))
     t0 = time.perf_counter()
     models = load_models(folders)
-    results, ex = evaluate_segmentation(profile, models, _load_subjects(profile, "test"), progress=progress)
+    results, ex = evaluate_segmentation(profile, models, load_split(profile, "test", progress=progress),
+                                      progress=progress)
     cov = cov_table(results)
     grid = test_grid(profile)
     wall = time.perf_counter() - t0
@@ -363,9 +358,9 @@ def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: 
         t0 = time.perf_counter()
         models = load_models(folders)
         partial = out / "partial"  # finished blocks of an interrupted run, reused (uncertainty_samples)
-        val = uncertainty_samples(profile, models, _load_subjects(profile, "val"), split="val", n=n,
+        val = uncertainty_samples(profile, models, load_split(profile, "val"), split="val", n=n,
                                   partial_dir=partial)
-        test = uncertainty_samples(profile, models, _load_subjects(profile, "test"), split="test", n=n,
+        test = uncertainty_samples(profile, models, load_split(profile, "test"), split="test", n=n,
                                    partial_dir=partial)
         d = {"samples": test, "val_samples": val, "wall_s": time.perf_counter() - t0}
         _save(test, out / "uncertainty_samples.csv")

@@ -126,7 +126,7 @@ def protocol_cards(records: Sequence[Mapping[str, Any]], *, profile, device: str
     The model of a record is reopened from its folder and must still have the
     recorded weights (SHA-256), else :class:`UsageError`.
     """
-    from physeg.data import build_cohort, cohort_split, load_subject
+    from physeg.data import load_split
     from physeg.paths import hashed_dir
     from physeg.study.models import open_model
 
@@ -151,8 +151,7 @@ def protocol_cards(records: Sequence[Mapping[str, Any]], *, profile, device: str
                 raise UsageError(f"protocol card: the weights in {folder} changed since {rec['scan']} was "
                                  "segmented; run the participant level again")
         if subjects is None:
-            root = build_cohort(profile, progress=progress)
-            subjects = [load_subject(root, sid) for sid in cohort_split(profile)["test"]]
+            subjects = load_split(profile, "test", progress=progress)
         card = compute_card(models[folder], sequence=rec["sequence"], values=values, profile=profile,
                             subjects=subjects)
         write_json_atomic(path, card)
