@@ -130,22 +130,23 @@ plt.show()
 # $$
 #
 # added to the cross-entropy with weight λ. Below, a real on-the-fly batch
-# (Phys-Strat-Aug) of the first training subject.
+# (Phys-Strat-Aug) of this profile's size, from the training subjects.
 
 # %% tags=["hide-input"]
 volumes = load_volumes(P)
-sampler = TrainingBatches(volumes["train"], sequence=seq, patch_size=P.patch_size, batch_size=4,
+n_batch = P.training.batch_size
+sampler = TrainingBatches(volumes["train"], sequence=seq, patch_size=P.patch_size, batch_size=n_batch,
                           data="onthefly", batches="stratified", seed=0)
 batch = sampler.next_batch()
 z = P.patch_size // 2
-fig, axes = plt.subplots(1, 5, figsize=(13, 3))
-for i in range(4):
+fig, axes = plt.subplots(1, n_batch + 1, figsize=(2.6 * (n_batch + 1), 3))
+for i in range(n_batch):
     axes[i].imshow(batch["image"][i, 0, :, :, z].T.cpu(), cmap="gray", origin="lower")
     axes[i].set_title(", ".join(f"{v:.3g}" for v in batch["params"][i].tolist()), fontsize=8)
     axes[i].axis("off")
-axes[4].imshow(batch["label"][0, :, :, z].T.cpu(), cmap="viridis", origin="lower", vmin=0, vmax=3)
-axes[4].set_title("PGS (same for all)", fontsize=8)
-axes[4].axis("off")
+axes[n_batch].imshow(batch["label"][0, :, :, z].T.cpu(), cmap="viridis", origin="lower", vmin=0, vmax=3)
+axes[n_batch].set_title("PGS (same for all)", fontsize=8)
+axes[n_batch].axis("off")
 fig.suptitle(f"one stratified {seq} batch: subject index {int(batch['subject'][0])}, "
              f"patch corner {batch['start'][0].tolist()} (parameters in s / rad)")
 plt.show()
@@ -247,7 +248,8 @@ cost
 #
 # Validation Dice (mean over training seeds) of this run's models beside the
 # committed runs' (`results/<run>/models.csv`): `reference`, the same network
-# at 4 mm trained 20 epochs × 18 steps instead of 8 × 18 on the CPU, and
+# at 4 mm trained 20 epochs × 18 steps of batch 4 on the CPU (the demo: 16 ×
+# 18 steps of batch 2, i.e. 288 steps seeing the patches of 144 such steps), and
 # `reference-long`, trained 80 × 18 steps on a GPU; three seeds each. The gaps
 # between the columns show how far this profile's models are from where longer
 # training takes them; the paper trained to early stopping on a GPU and reports

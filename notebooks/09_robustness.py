@@ -263,8 +263,8 @@ display(Markdown(f"Training seed {arm_seed} for both arms; {verdict}.\n\n" + "\n
 # 2 subjects × 2 images per condition is small, and the two augmentation arms
 # are trained with one seed. On the demo budget every model is short of
 # convergence (notebook 03), so an arm that wins here may simply have been
-# easier to fit in 144 steps; a B1+ field inside the equation is a harder
-# training task than a brightness field.
+# easier to fit in the profile's few hundred steps; a B1+ field inside the
+# equation is a harder training task than a brightness field.
 
 # %% tags=["hide-input"]
 drops = tab.merge(clean[["sequence", "model", "mean"]].rename(columns={"mean": "clean"}), on=["sequence", "model"])

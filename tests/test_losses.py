@@ -156,7 +156,7 @@ def _sigma_ratio_after_training(form, *, steps=150, passes=10, lr=1e-2):
 
 
 def test_tiny_aleatoric_model_learns_larger_sigma_where_labels_are_coin_flips():
-    """After 150 steps (the demo trains 144) σ is ≥ 1.5× larger in the ambiguous
+    """After 150 steps (a demo model: 288 of batch 2) σ is ≥ 1.5× larger in the ambiguous
     region under the default loss (measured 3.5; 1.5–2.0 for init seeds 1–3) and
     not larger under mean CE (measured 0.8), which shrinks σ most where p is
     uncertain (CE's curvature diag(p) − ppᵀ is largest there).
