@@ -185,6 +185,21 @@ def test_time_left_is_weighted_by_the_last_run_and_scaled_by_this_runs_pace(tmp_
     assert "left" not in progress.finished("02_c.py", 900.0)  # nothing left to estimate
 
 
+def test_pace_against_a_record_of_cached_pages_stays_within_bounds(tmp_path):
+    from physeg.reproduce.progress import MAX_PACE, RunProgress, load_estimate
+
+    build = tmp_path / "build"
+    # the record's training page found its models cached (9 s); this run trains them (55 min)
+    _timings(build / "timings.json", "reference", {"03_t.py": 9.0, "05_u.py": 1600.0, "06_c.py": 10.0})
+    progress = RunProgress(["03_t.py", "05_u.py", "06_c.py"],
+                           load_estimate(profile="reference", build_dir=build, runs_dir=tmp_path / "none"))
+    progress.finished("03_t.py", 3300.0)
+    assert progress.time_left() == pytest.approx(MAX_PACE * 1610.0)
+    fast = RunProgress(["03_t.py", "05_u.py"], progress.estimate)
+    fast.finished("03_t.py", 0.01)
+    assert fast.time_left() == pytest.approx(1600.0 / MAX_PACE)
+
+
 def test_estimate_falls_back_to_the_committed_record_then_to_equal_weights(tmp_path):
     from physeg.reproduce.progress import RunProgress, load_estimate
 

@@ -14,7 +14,10 @@ notebook by what it took last time on the same profile:
 The time left is the expected time of the notebooks still to run, scaled by
 how fast this run has gone so far against the same expectation (a busier or a
 faster machine than the one that made the record), so it sharpens as the run
-goes. It is an estimate, printed as one: ``~12 min left``.
+goes. That pace is held within :data:`MAX_PACE` either way: a page that took
+hundreds of times its record (the record's run found its models in the cache,
+this one trains them) says nothing about the machine. It is an estimate,
+printed as one: ``~12 min left``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from physeg.paths import REPO_ROOT
 
 #: Committed records of earlier full runs (one folder per run, each with a ``timings.json``).
 RUNS_DIR: Path = REPO_ROOT / "runs"
+#: The run's pace against the record is taken within [1/MAX_PACE, MAX_PACE] (module docstring).
+MAX_PACE: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class RunProgress:
         if not self.done:
             return None
         pace = sum(self.done.values()) / sum(self._weight(n) for n in self.done)
+        if self.estimate.seconds:  # a ratio to recorded seconds (with equal weights it is seconds per page)
+            pace = min(max(pace, 1.0 / MAX_PACE), MAX_PACE)
         return pace * sum(self._weight(n) for n in self.names if n not in self.done)
 
     def fraction_done(self) -> float:
