@@ -42,7 +42,8 @@ Most of b's gain over a comes from 4× the steps (a600); the schedule adds
 voxels); soft Dice raises CSF Dice at 144 steps from 0.09 to 0.39.
 
 The demo's budget, other recipes (2026-11-26 13:55-14:26 UTC, commit 776471f plus these recipes, one
-thread beside a 2-worker training run, so wall times compare only between the recipes of one run; ``--recipes demo demo-lr1e-2 demo-sgd demo-b2 demo-lr6e-3 --val-every 72 --no-step-times``, then
+thread beside a 2-worker training run, so wall times compare only between the recipes of one run;
+``--recipes demo demo-lr1e-2 demo-sgd demo-b2 demo-lr6e-3 --val-every 72 --no-step-times``, then
 ``--recipes demo demo-b2 --seed 1`` and ``--recipes demo demo-b2 --sequence SPGR``); validation Dice
 GM / WM / CSF at the end:
 
