@@ -276,8 +276,8 @@ PROFILES: dict[str, Profile] = {
         _DEMO,
         name="reference",
         # the frozen results/reference/ have the epistemic variants at the others' 360 steps, where the
-        # Phys-Strat-Aug variants' Monte-Carlo vote lost all CSF on 3 of 4; epistemic_epochs=40 (720 steps)
-        # is trained but not yet re-frozen (page 05 for two seeds: about 80 min on 2 cores)
+        # Phys-Strat-Aug variants' Monte-Carlo vote lost all CSF on 3 of 4; with epistemic_epochs=40 (720
+        # steps; trained once on 2026-11-26, README "Status") they learn CSF; not re-frozen yet
         epistemic_epochs=None,
         training=dataclasses.replace(_CPU_TRAINING_BATCH4, max_epochs=20, val_every_epochs=4),
         n_uncertainty_samples=50,
