@@ -68,7 +68,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from physeg.cli import main as physeg
-from physeg.data import build_cohort, cohort_split, load_subject
+from physeg.data import load_split
 from physeg.evaluation import runs as ev
 from physeg.evaluation.metrics import volumes_ml
 from physeg.inference.calibration_io import calibration_to_json
@@ -87,8 +87,7 @@ PROTOCOLS = (
     Protocol("3", "SPGR", {"TR": 0.030, "TE": 0.005, "FA": 25.0}),  # inside
     Protocol("4", "SPGR", {"TR": 0.030, "TE": 0.005, "FA": 8.0}),   # outside (FA < 15°)
 )
-cohort = build_cohort(prof, progress=False)
-subjects = [load_subject(cohort, sid) for sid in cohort_split(prof)["test"]]
+subjects = load_split(prof, "test")
 folders = ev.model_folders(train_all(prof, progress=False))  # cached by notebook 03
 work = hashed_dir("study_walkthrough", {"profile": prof.to_dict(), "model": MODEL,
                                         "models": sorted(str(folders[(MODEL, s)]) for s in ("MPRAGE", "SPGR")),

@@ -131,13 +131,12 @@ def model_record(folder: Path) -> dict:
     """``finished.json`` of a model folder with ``"finished": true``; for a run the time cap stopped,
     ``"finished": false``, the epochs its metrics reached and the epoch of its best checkpoint (the last
     validation that improved), so the record says where a stopped model's weights come from."""
-    from physeg.training.checkpoint import read_finished
+    from physeg.training.checkpoint import read_finished, read_metrics
 
     finished = read_finished(folder)
     if finished is not None:
         return {"folder": folder.name, "finished": True, **finished}
-    metrics = folder / "metrics.json"
-    history = json.loads(metrics.read_text()) if metrics.is_file() else []
+    history = read_metrics(folder)
     improved = [row["epoch"] for row in history if row.get("improved")]
     return {"folder": folder.name, "finished": False, "epochs": history[-1]["epoch"] if history else 0,
             "best_epoch": improved[-1] if improved else None}

@@ -51,6 +51,8 @@ def _script():
 def test_a_model_the_time_cap_stopped_is_recorded_with_the_epoch_of_its_checkpoint(tmp_path):
     folder = tmp_path / "Phys-Strat-Aug_MPRAGE_seed0_x"
     folder.mkdir()
+    assert _script().model_record(folder) == {"folder": folder.name, "finished": False, "epochs": 0,
+                                              "best_epoch": None}  # stopped before its first epoch ended
     history = [{"epoch": e, "improved": e in (2, 4)} for e in range(1, 7)]  # validations at 2 and 4, stopped in 7
     (folder / "metrics.json").write_text(json.dumps(history))
     record = _script().model_record(folder)

@@ -131,6 +131,12 @@ def write_metrics(folder: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(folder / "metrics.json", json.dumps(history, indent=1))
 
 
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """The rows :func:`write_metrics` wrote (one per epoch), ``[]`` before the first epoch ends."""
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def write_finished(folder: Path, summary: dict[str, Any]) -> None:
     """``finished.json``: the summary (its presence marks a finished model), then ``integrity.json``.
 
