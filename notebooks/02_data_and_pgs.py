@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from physeg.data import build_cohort, cohort_split, list_subjects, load_subject
-from physeg.data.cohort import GENERATOR_VERSION, SPLIT
+from physeg.data.cohort import SPLIT
 from physeg.pgs import PGS_OPTIONS, TISSUES, pgs_posteriors, tissue_parameters, truth_labels, validate_pgs
 from physeg.profiles import get_profile
 
@@ -79,6 +79,17 @@ pd.DataFrame(
 #
 # with $B$ a smooth receive field, then Gaussian map noise. The $p_k$ are kept
 # as ground truth.
+#
+# **The brain's edge.** The template's brain mask ends where its background
+# begins, and background has no protons. A voxel at the edge that is half grey
+# matter and half background keeps grey matter's rates but half its PD: dark
+# like CSF in the image, while the PGS, which reads T1, calls it grey matter
+# (generator version 1; at 4 mm a fifth of the PGS's CSF voxels were background
+# in the truth). A real brain lies in CSF, so version 2 (the default; the
+# frozen CPU references keep version 1) turns the background within a few
+# millimetres of tissue into CSF before the maps are mixed,
+# $\Delta p_\text{CSF} = p_\text{bg}\,\min\!\big(1,\ 3\, G_{2\,\mathrm{mm}} * (1 - p_\text{bg})\big)$,
+# so an edge voxel mixes tissue with CSF in its rates, its PD and its truth.
 
 # %% tags=["hide-input"]
 subj = subjects[0]
@@ -181,7 +192,7 @@ manifest = load_manifest()
 builds = manifest["datasets"]["synthetic-mpm"].get("builds", {})
 if synthetic and prof.name in builds and builds[prof.name].get("files"):
     problems = verify_build(root, build=prof.name)
-    print(f"generator v{GENERATOR_VERSION}: {len(builds[prof.name]['files'])} files recorded, "
+    print(f"generator v{prof.cohort_generator}: {len(builds[prof.name]['files'])} files recorded, "
           f"{len(problems)} mismatches")
     for p in problems[:10]:
         print(p)

@@ -142,9 +142,10 @@ pr.side_by_side(ours, "dice", best=dice_best)
 # cohort the PGS can itself be scored against the tissue fractions the maps
 # were generated from (`physeg.evaluation.ceiling`). The PGS-vs-truth Dice is
 # the scale against which to read the model Dice: where the PGS itself departs
-# from the truth (at coarse voxels, mostly the CSF/GM rim of the brain) the
-# target is ambiguous, and a model's CSF Dice against the PGS is bounded by how
-# consistently the maps define that rim.
+# from the truth (at coarse voxels, mostly partial-volume voxels between GM and
+# CSF) the target is ambiguous, and a model's CSF Dice against the PGS is bounded
+# by how consistently the maps define those voxels (page 02: why the cohort's
+# generator version 2 puts CSF around the brain).
 
 # %% tags=["hide-input"]
 test_subjects = load_split(prof, "test")

@@ -136,6 +136,9 @@ class Profile:
     #: benchmarks/epistemic_dropout.py: on ``reference`` (dropout 0.1) the Monte-Carlo vote comes within
     #: 0.03 of the parent on every tissue with twice the budget, not with the same.
     epistemic_epochs: int | None = None
+    #: Generative model of the synthetic cohort (:data:`physeg.data.cohort.GENERATOR_VERSIONS`): 2 puts CSF
+    #: around the brain (:func:`physeg.data.synthetic.extracerebral_csf`); the frozen CPU references used 1.
+    cohort_generator: int = 2
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -155,12 +158,12 @@ class Profile:
         """Plain dictionary (training settings nested under ``"training"``), for hashing and writing.
 
         Fields added after results were frozen (:data:`ADDED_FIELDS`) are left out while they hold
-        their default, so that a profile whose settings did not change keeps its caches, model folders
-        and frozen results.
+        the value every profile had before the field existed, so that a profile whose settings did not
+        change keeps its caches, model folders and frozen results.
         """
         d = dataclasses.asdict(self)
-        for name in ADDED_FIELDS:
-            if d[name] == _FIELD_DEFAULTS[name]:
+        for name, before in ADDED_FIELDS.items():
+            if d[name] == before:
                 del d[name]
         return d
 
@@ -171,9 +174,10 @@ class Profile:
         return {**d, **{f"training.{k}": v for k, v in training.items()}}
 
 
-#: Profile fields added after the first results were frozen: omitted from :meth:`Profile.to_dict` at their default.
-ADDED_FIELDS: tuple[str, ...] = ("epistemic_dropout", "uncertainty_seeds", "epistemic_epochs")
-_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Profile)}
+#: Profile fields added after the first results were frozen, and the value each stood for before it existed
+#: (omitted from :meth:`Profile.to_dict` at that value). ``cohort_generator`` defaults to 2, but was 1.
+ADDED_FIELDS: dict[str, Any] = {"epistemic_dropout": 0.5, "uncertainty_seeds": 1, "epistemic_epochs": None,
+                                "cohort_generator": 1}
 
 #: The CPU recipe of ``reference`` (batch 4; epochs set there), the demo's until it moved to batch 2.
 _CPU_TRAINING_BATCH4 = TrainingConfig(
@@ -275,10 +279,10 @@ PROFILES: dict[str, Profile] = {
     "reference": dataclasses.replace(
         _DEMO,
         name="reference",
-        # the frozen results/reference/ have the epistemic variants at the others' 360 steps, where the
-        # Phys-Strat-Aug variants' Monte-Carlo vote lost all CSF on 3 of 4; with epistemic_epochs=40 (720
-        # steps; trained once on 2026-11-26, README "Status") they learn CSF; not re-frozen yet
+        # frozen results/reference/: epistemic variants at the others' 360 steps (3 of 4 Phys-Strat-Aug votes
+        # lost CSF); at epistemic_epochs=40 they learn it (trained once, README "Status"), not re-frozen
         epistemic_epochs=None,
+        cohort_generator=1,  # the frozen results' cohort: the brain's edge mixes with air
         training=dataclasses.replace(_CPU_TRAINING_BATCH4, max_epochs=20, val_every_epochs=4),
         n_uncertainty_samples=50,
         seeds=(0, 1, 2),
@@ -325,9 +329,8 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
-# reference-long: the reference profile with 4x its training (1440 steps), for a GPU. The 360 steps of
-# "reference" leave every ablation short of its plateau; this profile asks whether the
-# reference's verdicts survive training that long. Its 34 models (the 32 of the reference plus the
+# reference-long: the reference profile with 4x its training (1440 steps), for a GPU. The 360 steps of "reference"
+# leave every ablation short of its plateau: do its verdicts survive training that long? Its 34 models (the 32 of the reference plus the
 # physics-artefact arm of page 09) are trained on a GPU (scripts/gpu_reference_long.sh: one H100/H200,
 # worker processes sharing it); the evaluation pages run on the CPU (about 35 min on 2 cores with the
 # reference's 2 uncertainty images per cell; with 10, page 05 alone takes about 5x its 20 min). On 2 CPU
@@ -338,11 +341,8 @@ PROFILES["reference-long"] = dataclasses.replace(
     training=dataclasses.replace(PROFILES["reference"].training, max_epochs=80, val_every_epochs=8),
     n_uncertainty_images=10,
     epistemic_dropout=0.5,  # the paper's rate: its models were trained with it (on a GPU)
-    # its epistemic variants (trained on the GPU) fine-tuned for the others' 1440 steps, not the reference's
-    # doubled budget; None keeps that (and this profile's hash, hence its frozen results)
-    epistemic_epochs=None,
-    # its uncertainty variants were trained once (on the GPU); a second seed's samples on 10 images per
-    # cell would take page 05 another ~80 min on 2 CPU cores, so claims 4-5 stay without a seed spread here
+    epistemic_epochs=None,  # its epistemic variants had the others' 1440 steps (GPU): this hash, these results
+    # uncertainty variants trained once (GPU): a second seed's samples would cost page 05 ~80 min on 2 cores
     uncertainty_seeds=1,
     notes=(
         "The reference profile trained 4x longer (1440 steps: lr 3e-3, 5 % warm-up, poly decay, CE + soft "

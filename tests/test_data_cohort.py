@@ -49,10 +49,53 @@ def test_generator_is_deterministic_and_physical():
     assert 0.6 < np.median(t1) < 2.0
 
 
+def _pgs_and_truth(d):
+    """PGS labels (from the generated maps, as the cohort loader computes them) and the truth argmax."""
+    from physeg import pgs
+
+    with np.errstate(divide="ignore"):
+        t1, t2s = (np.where(d[k] > 0, 1.0 / d[k], 0.0) for k in ("R1", "R2star"))
+    labels = pgs.physics_gold_standard(np.stack([d["PD"], t1, t2s]), d["mask"]).numpy()
+    return labels, pgs.truth_labels(d["fractions"]).numpy()
+
+
+def test_extracerebral_csf_makes_the_brain_edge_consistent_with_the_pgs():
+    """Version 2 turns background next to the brain into CSF; tissue and every random draw stay version 1's."""
+    v1 = generate_subject(1, voxel_size_mm=6.0, seed=0, generator_version=1)
+    v2 = generate_subject(1, voxel_size_mm=6.0, seed=0, generator_version=2)
+    f1, f2 = v1["fractions"], v2["fractions"]
+    np.testing.assert_allclose(f2.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(f1[1:3], f2[1:3])  # GM, WM untouched
+    assert (f2[3] >= f1[3]).all() and (f2[0] <= f1[0]).all() and f2[3].sum() > 1.5 * f1[3].sum()
+    assert f2[0][0, 0, 0] == 1.0  # far from the brain: still background
+    assert v1["meta"] == v2["meta"]  # the same draws (atrophy, tissue values)
+    # v1: the edge mixes GM with air (dark, yet GM's T1): a fifth of the PGS's CSF is background in the truth
+    shares = []
+    for d in (v1, v2):
+        labels, truth = _pgs_and_truth(d)
+        shares.append(float(np.mean(truth[labels == 3] == 0)))
+    assert shares[0] > 0.15 and shares[1] < 0.05, shares
+    with pytest.raises(ValueError, match="generator version 3"):
+        generate_subject(1, voxel_size_mm=6.0, generator_version=3)
+
+
+def test_profiles_pin_their_cohort_generator(isolated_cache):
+    """The frozen references keep version 1 (and their settings hash); new profiles get the newest."""
+    from physeg.data.cohort import GENERATOR_VERSION, default_cohort_dir
+
+    assert get_profile("reference").cohort_generator == get_profile("reference-long").cohort_generator == 1
+    assert "cohort_generator" not in get_profile("reference").to_dict()
+    assert SMOKE.cohort_generator == get_profile("demo").cohort_generator == GENERATOR_VERSION == 2
+    assert SMOKE.to_dict()["cohort_generator"] == 2
+    assert default_cohort_dir(voxel_size_mm=4.0, seed=0, generator_version=1).name == "synthetic-v1-4mm-seed0"
+    assert default_cohort_dir(voxel_size_mm=4.0, seed=0).name == "synthetic-v2-4mm-seed0"
+
+
 def test_build_layout_and_loader(built):
     assert list_subjects(built) == SUBJECTS
     desc = json.loads((built / "dataset_description.json").read_text())
     assert desc["physeg"]["split"]["val"][0] == "sub-19"
+    assert desc["physeg"]["generator_version"] == 2 and read_marker(built)["generator_version"] == 2
     tsv = (built / "participants.tsv").read_text().splitlines()
     assert tsv[0].startswith("participant_id\tsplit") and "sub-19\tval" in tsv[2]
     for suffix in ("R1map", "R2starmap", "PDmap"):

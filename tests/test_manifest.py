@@ -14,7 +14,9 @@ import yaml
 
 from physeg.cli import main
 from physeg.data.fetch import FetchError, FetchRefused, fetch
+from physeg.data.cohort import GENERATOR_VERSIONS
 from physeg.data.manifest import MANIFEST_PATH, file_table, load_manifest, verify_build, verify_files
+from physeg.profiles import get_profile
 
 PAYLOAD = b"pretend this is an MPM archive\n" * 100
 
@@ -28,7 +30,7 @@ def _tree(root):
 
 def _manifest(path, *, url=None, sha=None, size=None, files=None, filename="toy.bin"):
     doc = {"version": 1, "datasets": {
-        "synthetic-mpm": {"kind": "synthetic", "generator_version": 1, "builds": {"smoke": {"files": files or {}}}},
+        "synthetic-mpm": {"kind": "synthetic", "generator_versions": [1, 2], "builds": {"smoke": {"files": files or {}}}},
         "toy": {"kind": "real", "url": url, "sha256": sha, "size": size, "filename": filename},
     }}
     path.write_text(yaml.safe_dump(doc))
@@ -38,8 +40,9 @@ def _manifest(path, *, url=None, sha=None, size=None, files=None, filename="toy.
 def test_repository_manifest_is_well_formed():
     m = load_manifest(MANIFEST_PATH)
     synth = m["datasets"]["synthetic-mpm"]
-    assert synth["generator_version"] == 1
+    assert synth["generator_versions"] == list(GENERATOR_VERSIONS)
     for build in ("smoke", "demo"):
+        assert synth["builds"][build]["generator_version"] == get_profile(build).cohort_generator
         files = synth["builds"][build]["files"]
         assert any(k.endswith("_R1map.nii.gz") for k in files)
         assert all(len(v["sha256"]) == 64 and v["size"] > 0 for v in files.values())

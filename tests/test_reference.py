@@ -221,7 +221,7 @@ def test_committed_reference_results_are_intact_and_current():
         pytest.skip("no reference results are committed under results/ yet")
     for name in committed:
         st = status.check_reference(records.RESULTS_ROOT / name, profile=PROFILES.get(name),
-                                    versions=records.code_versions())
+                                    versions=records.code_versions(PROFILES.get(name)))
         assert st.state == status.CURRENT, f"results/{name} is stale: {st.reasons}"
         # what the pages show: the same folder, profile and versions
         page = status.committed_reference(name)

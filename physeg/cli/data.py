@@ -50,7 +50,8 @@ def _cohort_root(args: argparse.Namespace, prof: Profile) -> Path:
     """``--root``, else the profile's default folder; refused when it holds something physeg did not build."""
     from physeg.data.cohort import check_cohort_root, default_cohort_dir
 
-    root = args.root or default_cohort_dir(voxel_size_mm=prof.voxel_size_mm, seed=prof.seed)
+    root = args.root or default_cohort_dir(voxel_size_mm=prof.voxel_size_mm, seed=prof.seed,
+                                           generator_version=prof.cohort_generator)
     with usage_errors(FileExistsError):
         check_cohort_root(root)
     return root
@@ -72,7 +73,8 @@ def _verify(args: argparse.Namespace) -> None:
     from physeg.data.manifest import verify_build
 
     prof = _profile(args)
-    root = args.root or default_cohort_dir(voxel_size_mm=prof.voxel_size_mm, seed=prof.seed)
+    root = args.root or default_cohort_dir(voxel_size_mm=prof.voxel_size_mm, seed=prof.seed,
+                                           generator_version=prof.cohort_generator)
     if not Path(root).is_dir():
         what = "is not a folder" if Path(root).exists() else "does not exist"
         raise UsageError(f"cohort folder {root} {what}; run `physeg data build --profile {prof.name}`")
@@ -102,7 +104,7 @@ def _fetch(args: argparse.Namespace) -> None:
 
 
 def _record(args: argparse.Namespace) -> None:
-    from physeg.data.cohort import GENERATOR_VERSION, build_cohort, cohort_split
+    from physeg.data.cohort import build_cohort, cohort_split
     from physeg.data.manifest import load_manifest, record_build
 
     prof = _profile(args)
@@ -111,7 +113,7 @@ def _record(args: argparse.Namespace) -> None:
     root = build_cohort(prof, root=_cohort_root(args, prof), progress=not args.quiet)
     subjects = sorted(s for ids in cohort_split(prof).values() for s in ids)
     entry = record_build(root, build=prof.name, voxel_size_mm=prof.voxel_size_mm, subjects=subjects,
-                         generator_version=GENERATOR_VERSION, manifest_path=args.manifest)
+                         generator_version=prof.cohort_generator, manifest_path=args.manifest)
     print(f"recorded {len(entry['files'])} files of {root} as build {prof.name!r}")
 
 

@@ -112,7 +112,8 @@ def _run_check(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise UsageError(f"no reference results at {folder}")
         try:
-            st = status.check_reference(folder, profile=PROFILES.get(args.profile), versions=records.code_versions())
+            prof = PROFILES.get(args.profile)
+            st = status.check_reference(folder, profile=prof, versions=records.code_versions(prof))
         except status.ReferenceAltered as exc:
             raise RuntimeFailure(str(exc)) from None
         except FileNotFoundError as exc:

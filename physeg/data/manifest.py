@@ -207,17 +207,18 @@ def record_build(
 ) -> dict[str, Any]:
     """Write the checksums of a build folder into the manifest (maintainer tool).
 
-    ``generator_version`` is the code's :data:`physeg.data.cohort.GENERATOR_VERSION`
+    ``generator_version`` is the profile's :attr:`~physeg.profiles.Profile.cohort_generator`
     (passed in: importing the generator here would pull scipy and torch into
-    every manifest reader); it must equal the manifest's. The manifest is
-    written to a temporary name and renamed.
+    every manifest reader); it must be one of the manifest's ``generator_versions``
+    and is recorded with the build. The manifest is written to a temporary name and renamed.
     """
     path = Path(manifest_path) if manifest_path is not None else MANIFEST_PATH
     manifest = load_manifest(path)
     synth = manifest["datasets"].get(SYNTHETIC)
-    if not isinstance(synth, dict) or int(synth.get("generator_version", -1)) != generator_version:
-        raise ValueError(f"{path}: {SYNTHETIC} generator_version differs from the code's {generator_version}")
+    if not isinstance(synth, dict) or generator_version not in synth.get("generator_versions", []):
+        raise ValueError(f"{path}: {SYNTHETIC} generator_versions do not list the profile's {generator_version}")
     entry = {
+        "generator_version": generator_version,
         "voxel_size_mm": voxel_size_mm,
         "subjects": subjects,
         "recorded_with": {lib: version(lib) for lib in ("numpy", "scipy", "nibabel")},

@@ -258,7 +258,7 @@ def provenance_record(profile: Any, *, inputs: FreezeInputs, files: list[str],
     return {
         "freeze_version": records.FREEZE_VERSION,
         "profile": profile.name, "profile_hash": records.profile_hash(profile), "profile_settings": profile.to_dict(),
-        "code_versions": records.code_versions(),
+        "code_versions": records.code_versions(profile),
         "commit": commit.removesuffix("+dirty"), "dirty": commit.endswith("+dirty"),
         "run": {"commits": run_commits, "notebooks": inputs.notebooks,
                 "devices": sorted({h.get("device", "?") for h in inputs.notebooks.values()}),

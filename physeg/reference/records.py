@@ -33,11 +33,13 @@ PROVENANCE_FILE: str = "provenance.json"
 FREEZE_VERSION: int = 1
 
 
-def code_versions() -> dict[str, str]:
+def code_versions(profile: Any | None = None) -> dict[str, str]:
     """Versions of the code that shape reference numbers: training, evaluation, plans, cohort generator.
 
     A change of any of them means a result frozen before no longer describes
-    what the code computes now (:mod:`physeg.reference.status`).
+    what the code computes now (:mod:`physeg.reference.status`). The cohort
+    generator is the one ``profile`` names (:attr:`Profile.cohort_generator`; the
+    code builds every version it lists), else the newest.
     """
     from physeg.data.cohort import GENERATOR_VERSION
     from physeg.evaluation.runs import EVALUATION_VERSION
@@ -45,7 +47,8 @@ def code_versions() -> dict[str, str]:
     from physeg.training.identity import TRAINING_VERSION
 
     return {"training": str(TRAINING_VERSION), "evaluation": str(EVALUATION_VERSION),
-            "plans": str(PLANS_VERSION), "cohort_generator": str(GENERATOR_VERSION)}
+            "plans": str(PLANS_VERSION),
+            "cohort_generator": str(GENERATOR_VERSION if profile is None else profile.cohort_generator)}
 
 
 def profile_hash(profile: Any) -> str:

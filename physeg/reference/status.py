@@ -133,7 +133,8 @@ def committed_reference(name: str = "reference") -> ReferenceStatus:
     and code versions: what a page (an edge, like the CLI) shows under its reference columns."""
     from physeg.profiles import PROFILES
 
-    return reference_status(records.RESULTS_ROOT / name, profile=PROFILES.get(name), versions=records.code_versions())
+    return reference_status(records.RESULTS_ROOT / name, profile=PROFILES.get(name),
+                            versions=records.code_versions(PROFILES.get(name)))
 
 
 #: The committed runs the results pages show beside this run, in column order: the CPU reference
