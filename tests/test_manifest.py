@@ -51,6 +51,22 @@ def test_repository_manifest_is_well_formed():
             assert {"licence", "citation", "sha256", "size"} <= set(entry)
 
 
+def test_record_build_writes_the_generator_version_the_manifest_lists(tmp_path):
+    from physeg.data.manifest import record_build
+
+    root = _tree(tmp_path / "c")
+    manifest = _manifest(tmp_path / "m.yaml")
+    entry = record_build(root, build="demo", voxel_size_mm=4.0, subjects=["sub-01"], generator_version=2,
+                         manifest_path=manifest)
+    assert entry["generator_version"] == 2 and set(entry["files"]) == set(file_table(root))
+    assert load_manifest(manifest)["datasets"]["synthetic-mpm"]["builds"]["demo"]["generator_version"] == 2
+    before = manifest.read_bytes()
+    with pytest.raises(ValueError, match="do not list the profile's 3"):
+        record_build(root, build="demo", voxel_size_mm=4.0, subjects=["sub-01"], generator_version=3,
+                     manifest_path=manifest)
+    assert manifest.read_bytes() == before  # refused before writing
+
+
 def test_verify_pass_and_fail_names_the_file(tmp_path, capsys):
     root = _tree(tmp_path / "c")
     manifest = _manifest(tmp_path / "m.yaml", files=file_table(root))
