@@ -82,7 +82,7 @@ from physeg.profiles import Profile, get_profile
 from physeg.training.batches import TrainingBatches, Volumes
 from physeg.training.identity import network_config
 from physeg.training.orchestrate import load_volumes
-from physeg.training.patches import TissueAwareLocations, patch_tissue_fractions
+from physeg.training.patches import TissueAwareLocations, patch_label_frequencies, patch_tissue_fractions
 from physeg.training.precision import choose_precision
 from physeg.training.rng import seed_everything
 from physeg.training.schedule import build_scheduler, default_warmup
@@ -105,6 +105,9 @@ class Recipe:
     optimiser: str = "adam"
     #: items per batch (``None``: the profile's)
     batch_size: int | None = None
+    #: start the output convolution's bias at the log class frequencies of training patches (the softmax
+    #: starts at the class prior instead of uniform)
+    output_prior: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -123,6 +126,9 @@ RECIPES: dict[str, Recipe] = {
                        1e-2, 144, "poly", "auto", 1.0, optimiser="sgd"),
     "demo-b2": Recipe("demo-b2: batch 2 for 288 steps (the demo's voxels per run), lr 3e-3", 3e-3, 288, "poly",
                       "auto", 1.0, batch_size=2),
+    "demo-b2-prior": Recipe("demo-b2-prior: demo-b2 with the output bias at the log class frequencies", 3e-3, 288,
+                            "poly", "auto", 1.0, batch_size=2, output_prior=True),
+    "demo-b2-lr1e-3": Recipe("demo-b2-lr1e-3: demo-b2 at lr 1e-3", 1e-3, 288, "poly", "auto", 1.0, batch_size=2),
 }
 DEFAULT_RECIPES: tuple[str, ...] = ("a", "b")
 
@@ -166,6 +172,9 @@ def train_recipe(recipe: Recipe, *, volumes: dict, val_set, profile: Profile, se
                  val_every: int) -> dict:
     """Train with ``recipe``; validation Dice every ``val_every`` steps and at the end."""
     model = new_model(profile=profile, sequence=sequence, seed=seed).train()
+    if recipe.output_prior:  # as the training loop does with TrainingConfig.prior_bias
+        model.set_output_prior(patch_label_frequencies(volumes["train"], patch_size=profile.patch_size,
+                                                       n_labels=len(TISSUES) + 1))
     optimiser = make_optimiser(recipe, model)
     scheduler = None
     if recipe.schedule is not None:
@@ -184,7 +193,7 @@ def train_recipe(recipe: Recipe, *, volumes: dict, val_set, profile: Profile, se
         train_s += time.perf_counter() - t0
         if k % val_every == 0 or k == recipe.steps:
             t1 = time.perf_counter()
-            scores = validate(model, val_set, profile=profile, use_physics=True)
+            scores = validate(model, val_set, profile=profile, use_physics=get_model_spec(MODEL).physics != "none")
             model.train()
             val_s += time.perf_counter() - t1
             row = {"step": k, "train_s": round(train_s, 1), "loss_mean_last": sum(losses[-val_every:]) /
@@ -233,16 +242,19 @@ def location_csf_fraction(volumes: list[Volumes], *, patch_size: int, oversample
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MODEL  # --model: the functions above train this ablation
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--sequence", default="MPRAGE")
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=list(RECIPES))
     parser.add_argument("--val-every", type=int, default=144)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=MODEL, help=f"ablation to train (default {MODEL})")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-step-times", action="store_true", help="skip the fp32/bf16 step timing")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    MODEL = args.model
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     t0 = time.perf_counter()

@@ -81,6 +81,13 @@ class TrainingConfig:
     #: ``patience`` counts validations. Whole-volume validation costs about 4
     #: optimiser steps of the demo network (16 for an epistemic model's MC votes).
     val_every_epochs: int = 1
+    #: Start the output bias at the log label shares of training patches (:meth:`PhysicsUNet.set_output_prior`,
+    #: :func:`physeg.training.patches.patch_label_frequencies`); fine-tuned children keep their parent's.
+    prior_bias: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, less those of :data:`TRAINING_ADDED_FIELDS` at their value from before they existed."""
+        return _without_unchanged_additions(dataclasses.asdict(self), TRAINING_ADDED_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -161,11 +168,8 @@ class Profile:
         the value every profile had before the field existed, so that a profile whose settings did not
         change keeps its caches, model folders and frozen results.
         """
-        d = dataclasses.asdict(self)
-        for name, before in ADDED_FIELDS.items():
-            if d[name] == before:
-                del d[name]
-        return d
+        d = _without_unchanged_additions(dataclasses.asdict(self), ADDED_FIELDS)
+        return {**d, "training": self.training.to_dict()}
 
     def flat_dict(self) -> dict[str, Any]:
         """Every setting, with the training settings as ``training.<field>`` keys (one level, for tables)."""
@@ -178,6 +182,11 @@ class Profile:
 #: (omitted from :meth:`Profile.to_dict` at that value). ``cohort_generator`` defaults to 2, but was 1.
 ADDED_FIELDS: dict[str, Any] = {"epistemic_dropout": 0.5, "uncertainty_seeds": 1, "epistemic_epochs": None,
                                 "cohort_generator": 1}
+TRAINING_ADDED_FIELDS: dict[str, Any] = {"prior_bias": False}  # the same for TrainingConfig.to_dict
+
+
+def _without_unchanged_additions(d: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in added and v == added[k])}
 
 #: The CPU recipe of ``reference`` (batch 4; epochs set there), the demo's until it moved to batch 2.
 _CPU_TRAINING_BATCH4 = TrainingConfig(
@@ -203,9 +212,10 @@ _DEMO = Profile(
     n_test=5,
     patch_size=32,
     channels=(8, 16, 32, 64),
-    # batch 2 for 288 steps, not batch 4 for 144 (the same patches): GM/WM +0.05/+0.02 validation Dice in
-    # benchmarks/convergence.py (3 runs, runs/2026-11-26-demo-batch2/) for 1.1x the time
-    training=dataclasses.replace(_CPU_TRAINING_BATCH4, batch_size=2, max_epochs=16, val_every_epochs=4),
+    # batch 2 x 288 steps, not 4 x 144 (same patches): validation GM/WM +0.05/+0.02 (runs/2026-11-26-demo-batch2/)
+    # prior_bias: a class stuck at Dice 0 in 3 of 6 runs without, 1 of 6 with (benchmarks/convergence.py)
+    training=dataclasses.replace(_CPU_TRAINING_BATCH4, batch_size=2, max_epochs=16, val_every_epochs=4,
+                                 prior_bias=True),
     n_val_realisations=3,
     n_test_iod=10,
     n_test_ood=10,
@@ -214,9 +224,8 @@ _DEMO = Profile(
     n_uncertainty_images=1,
     seeds=(0, 1),
     epistemic_dropout=0.1,
-    # twice the others' budget: benchmarks/epistemic_dropout.py --profile demo (batch 4 then; record
-    # runs/2026-11-26-epistemic-dropout/) gives the Phys-Strat-Aug MC vote WM Dice 0.816 / 0.781 (MPRAGE /
-    # SPGR) at 144 steps against the parents' 0.854 / 0.811, and 0.849 / 0.792 at 288
+    # twice the others' budget: Phys-Strat-Aug MC vote WM 0.816/0.781 (MPRAGE/SPGR) at 144 steps, 0.849/0.792 at
+    # 288, parents 0.854/0.811 (benchmarks/epistemic_dropout.py, batch 4; runs/2026-11-26-epistemic-dropout/)
     epistemic_epochs=32,
     notes=(
         "Laptop CPU; two training seeds (the seed-to-seed spread is measured, not assumed); models trained "
@@ -243,16 +252,8 @@ PROFILES: dict[str, Profile] = {
         n_test=2,
         patch_size=16,
         channels=(4, 8, 16),
-        training=TrainingConfig(
-            batch_size=4,
-            learning_rate=1e-3,
-            max_epochs=2,
-            steps_per_epoch=2,
-            patience=7,
-            n_pregenerated=4,
-            aleatoric_passes=3,
-            strat_weight=1.0,
-        ),
+        training=TrainingConfig(batch_size=4, learning_rate=1e-3, max_epochs=2, steps_per_epoch=2, patience=7,
+                                n_pregenerated=4, aleatoric_passes=3, strat_weight=1.0, prior_bias=True),
         n_val_realisations=4,
         n_test_iod=4,
         n_test_ood=4,
@@ -307,16 +308,8 @@ PROFILES: dict[str, Profile] = {
         n_test=5,
         patch_size=128,
         channels=(30, 60, 120, 240, 480),
-        training=TrainingConfig(
-            batch_size=4,
-            learning_rate=1e-4,
-            max_epochs=200,
-            steps_per_epoch=72,
-            patience=7,
-            n_pregenerated=20,
-            aleatoric_passes=20,
-            strat_weight=1.0,
-        ),
+        training=TrainingConfig(batch_size=4, learning_rate=1e-4, max_epochs=200, steps_per_epoch=72, patience=7,
+                                n_pregenerated=20, aleatoric_passes=20, strat_weight=1.0),
         n_val_realisations=10,
         n_test_iod=30,
         n_test_ood=30,
@@ -330,11 +323,11 @@ PROFILES: dict[str, Profile] = {
 }
 
 # reference-long: the reference profile with 4x its training (1440 steps), for a GPU. The 360 steps of "reference"
-# leave every ablation short of its plateau: do its verdicts survive training that long? Its 34 models (the 32 of the reference plus the
-# physics-artefact arm of page 09) are trained on a GPU (scripts/gpu_reference_long.sh: one H100/H200,
-# worker processes sharing it); the evaluation pages run on the CPU (about 35 min on 2 cores with the
-# reference's 2 uncertainty images per cell; with 10, page 05 alone takes about 5x its 20 min). On 2 CPU
-# cores alone the training would take about 4 x 5000 s.
+# leave every ablation short of its plateau: do its verdicts survive training that long? Its 34 models (the 32 of the
+# reference plus the physics-artefact arm of page 09) are trained on a GPU (scripts/gpu_reference_long.sh: one
+# H100/H200, worker processes sharing it); the evaluation pages run on the CPU (about 35 min on 2 cores with the
+# reference's 2 uncertainty images per cell; with 10, page 05 alone takes about 5x its 20 min). On 2 CPU cores alone
+# the training would take about 4 x 5000 s.
 PROFILES["reference-long"] = dataclasses.replace(
     PROFILES["reference"],
     name="reference-long",
@@ -355,14 +348,13 @@ PROFILES["reference-long"] = dataclasses.replace(
 )
 
 # paper-short: the paper profile cut to what one 15-minute GPU lease can build, train and evaluate
-# (scripts/gpu_paper_short.py): the paper's 1 mm cohort, network (widths 30-480, 128^3 patches, batch 4)
-# and optimiser (Adam 1e-4, constant, cross-entropy), but 8 epochs (576 steps) of the paper's at most
-# 200 (14 400 steps, early stopping after 7 epochs without improvement), one training seed, validation
-# every 4 epochs on 4 realisations per subject, and 4 IoD + 4 OoD test images per subject. One step
-# took 160 ms on an H200 (runs/2026-11-26-reference-long-gpu/machine.txt), so the paper's own budget
-# would need about 40 min per model, for 4 ablations x 2 sequences x 3 seeds and the uncertainty
-# variants: beyond any lease here.
-# What it can show: how far the paper's recipe gets at its own scale in 576 steps; not a verdict.
+# (scripts/gpu_paper_short.py): the paper's 1 mm cohort, network (widths 30-480, 128^3 patches, batch 4) and optimiser
+# (Adam 1e-4, constant, cross-entropy), but 8 epochs (576 steps) of the paper's at most 200 (14 400 steps, early
+# stopping after 7 epochs without improvement), one training seed, validation every 4 epochs on 4 realisations per
+# subject, and 4 IoD + 4 OoD test images per subject. One step took 160 ms on an H200 (runs/2026-11-26-reference-long-gpu/
+# machine.txt), so the paper's own budget would need about 40 min per model, for 4 ablations x 2 sequences x 3
+# seeds and the uncertainty variants: beyond any lease here. What it can show: how far the paper's recipe gets at its
+# own scale in 576 steps; not a verdict.
 PROFILES["paper-short"] = dataclasses.replace(
     PROFILES["paper"],
     name="paper-short",

@@ -112,7 +112,8 @@ def test_plans_record_the_typed_training_settings():
         "name": "smoke", "n_train": 3, "n_val": 1, "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 2,
         "steps_per_epoch": 2, "patience": 7, "n_pregenerated": 4, "n_val_realisations": 4, "aleatoric_passes": 3,
         "strat_weight": 1.0, "seed": 0, "dice_weight": 0.0, "lr_schedule": "constant", "warmup_fraction": 0.0,
-            "precision": "auto", "aleatoric_form": "kendall-gal", "val_mc_samples": 4, "val_every_epochs": 1}
+            "precision": "auto", "aleatoric_form": "kendall-gal", "val_mc_samples": 4, "val_every_epochs": 1,
+        "prior_bias": True}  # a field added later appears only where set (TrainingConfig.to_dict)
     heavier = with_training(SMOKE, dice_weight=0.5)
     other = identity.make_plans(get_model_spec("Phys-Strat"), profile=heavier, sequence="SPGR")
     assert other.training["dice_weight"] == 0.5
@@ -362,3 +363,56 @@ def test_uncertainty_variants_are_trained_with_the_profiles_uncertainty_seeds():
     for bad in (0, 4):
         with pytest.raises(ValueError, match="uncertainty_seeds must be between 1 and the number of seeds"):
             dataclasses.replace(ref, uncertainty_seeds=bad)
+
+
+def test_patch_label_frequencies_equal_the_sampler_s_expectation_by_enumeration():
+    """The integral-image shares equal a brute-force mean over every centre the sampler can pick."""
+    from physeg.training.batches import Volumes
+    from physeg.training.patches import patch_label_frequencies
+
+    g = torch.Generator().manual_seed(0)
+    vols = []
+    for shape in ((10, 9, 8), (6, 7, 5)):  # the second is smaller than the patch: padded as the sampler pads it
+        labels = torch.randint(0, 4, shape, generator=g)
+        mask = torch.rand(shape, generator=g) < 0.6
+        vols.append(Volumes("s", torch.zeros(3, *shape), mask, labels))
+    p = 6
+    want = []
+    for v in vols:
+        v = v.padded(p)
+        hist = torch.zeros(4, dtype=torch.float64)
+        centres = torch.nonzero(v.mask)
+        for c in centres.tolist():
+            a, b, d = (min(max(c[k] - p // 2, 0), v.mask.shape[k] - p) for k in range(3))
+            hist += torch.bincount(v.labels[a:a + p, b:b + p, d:d + p].flatten(), minlength=4).double()
+        want.append(hist / (len(centres) * p ** 3))
+    got = patch_label_frequencies(vols, patch_size=p, n_labels=4)
+    torch.testing.assert_close(got, torch.stack(want).mean(0).float())
+    assert abs(float(got.sum()) - 1.0) < 1e-6
+
+
+def test_prior_bias_starts_the_softmax_at_the_label_shares_and_only_where_asked(tmp_path, monkeypatch):
+    from physeg.models.network import PhysicsUNet
+    from physeg.training.patches import patch_label_frequencies
+
+    net = build_network(identity.network_config(get_model_spec("Baseline"), profile=TINY, sequence="MPRAGE"))
+    shares = torch.tensor([0.5, 0.25, 0.15, 0.1])
+    net.set_output_prior(shares)
+    torch.testing.assert_close(net.out.conv.conv.bias.detach().softmax(0), shares)
+    # pinned like the cohort generator: the frozen references' settings (and folders) never saw the field
+    assert get_profile("demo").training.prior_bias and not get_profile("reference").training.prior_bias
+    assert "prior_bias" not in get_profile("reference").to_dict()["training"]
+    assert get_profile("demo").to_dict()["training"]["prior_bias"] is True
+    assert "prior_bias" not in identity.training_settings(get_model_spec("Baseline"), profile=get_profile("reference"))
+    # in a run: set once, from the training subjects' label shares; not for a fine-tuned child
+    seen = []
+    original = PhysicsUNet.set_output_prior
+    monkeypatch.setattr(PhysicsUNet, "set_output_prior", lambda self, f: (seen.append(f.clone()), original(self, f)))
+    tr, va = subjects()
+    prior = with_training(TINY, prior_bias=True)
+    for name, init in (("Phys-Strat-Aug", None), ("Phys-Strat-Aug-Epistemic", tmp_path / "p" / "best.pt")):
+        training.train_model(get_model_spec(name), profile=prior, sequence="MPRAGE", folder=tmp_path / name,
+                             train_subjects=tr, val_subjects=va, device="cpu", progress=False, max_epochs=1,
+                             init_weights=init if init is None else tmp_path / "Phys-Strat-Aug" / "best.pt")
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], patch_label_frequencies(tr, patch_size=prior.patch_size, n_labels=4))

@@ -254,6 +254,17 @@ class PhysicsUNet(nn.Module):
         else:
             self.sigma_block = self.sigma_out = None
 
+    def set_output_prior(self, frequencies: torch.Tensor) -> None:
+        r"""Output convolution bias :math:`b_c = \log f_c` (``frequencies`` ``(C,)``, background included).
+
+        An untrained network's logits are small around :math:`b`, so its soft-max
+        starts at the class prior :math:`f` instead of uniform (as Lin et al.
+        2017 initialise the classifier of their focal-loss detector).
+        """
+        bias = self.out.conv.conv.bias
+        with torch.no_grad():
+            bias.copy_(frequencies.to(bias).clamp_min(1e-4).log())
+
     @property
     def divisor(self) -> int:
         """Spatial sizes must be multiples of this (2 per down-sampling)."""

@@ -57,10 +57,11 @@ def training_config(spec: ModelSpec, *, profile: Profile) -> TrainingConfig:
 
 def training_settings(spec: ModelSpec, *, profile: Profile) -> dict[str, Any]:
     """The settings recorded in ``Plans.training`` and hashed: every :class:`~physeg.profiles.TrainingConfig`
-    field of :func:`training_config` plus :data:`PROFILE_TRAINING_FIELDS` (same keys and values as
-    before the typed config, so unchanged models keep their folders)."""
+    field of :func:`training_config` (:meth:`TrainingConfig.to_dict`: fields added later only once set) plus
+    :data:`PROFILE_TRAINING_FIELDS` (same keys and values as before the typed config, so unchanged models keep
+    their folders)."""
     return {**{k: getattr(profile, k) for k in PROFILE_TRAINING_FIELDS},
-            **dataclasses.asdict(training_config(spec, profile=profile))}
+            **training_config(spec, profile=profile).to_dict()}
 
 
 def make_plans(spec: ModelSpec, *, profile: Profile, sequence: str, seed: int | None = None) -> Plans:

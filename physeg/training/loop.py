@@ -5,7 +5,9 @@ r"""Training one model (paper §2.1-§2.3): epochs, validation, early stopping, 
 1. build the run (:func:`_build_run`): plans written to the model folder,
    network and Adam optimiser seeded from ``(seed, "init")``, the batch
    sampler (:mod:`physeg.training.batches`), the fixed validation set
-   (:mod:`physeg.training.validation`);
+   (:mod:`physeg.training.validation`); then the parent's weights
+   (fine-tuned variants) or, with ``prior_bias``, the output bias at the
+   log label shares of the training patches;
 2. resume from ``last.pt`` if asked (:mod:`physeg.training.checkpoint`);
 3. per epoch, :data:`steps_per_epoch` optimiser steps on the loss of
    :func:`physeg.models.losses.segmentation_loss` (cross-entropy or the
@@ -63,6 +65,7 @@ from physeg.training.distributed import (
     barrier, broadcast_flag, forward_heads, mean_over_ranks, resolve_device, setup_distributed, world, wrap_model,
 )
 from physeg.training.identity import make_plans, provenance, training_config
+from physeg.training.patches import patch_label_frequencies
 from physeg.training.rng import seed_everything
 from physeg.training.validation import ValidationSet, make_validation_set, validate
 
@@ -153,6 +156,9 @@ def train_model(
     if init_weights is not None:
         # the parent's best.pt, verified against the sha256 its training recorded
         run.model.load_state_dict(load_checkpoint_weights(Path(init_weights).parent, map_location=run.device))
+    elif run.training.prior_bias:  # no draw: the run's random stream is the same with or without it
+        run.model.set_output_prior(patch_label_frequencies(train_subjects, patch_size=profile.patch_size,
+                                                           n_labels=run.model.config.out_channels))
     state = _resume(run) if resume else TrainState()
     # DDP broadcasts rank 0's weights when wrapping: wrap after the resumed weights are loaded
     net = wrap_model(run.model, device=run.device, world_size=run.world_size)

@@ -7,6 +7,11 @@ Statistics
     patches that contain it at all — to see whether a class is rare because
     the patches miss it or because it is small everywhere.
 
+Expected label shares (:func:`patch_label_frequencies`)
+    The share of each label among training-patch voxels, computed exactly from
+    the label maps (no draw): what the output prior of
+    :attr:`physeg.profiles.TrainingConfig.prior_bias` starts from.
+
 Tissue-aware locations (:class:`TissueAwareLocations`)
     The batch sampler draws patch centres uniformly among brain-mask voxels.
     nnU-Net (the paper's [10]) instead forces a share of patches to be
@@ -66,6 +71,37 @@ def patch_tissue_fractions(source: BatchSource, *, n: int, tissues: Mapping[str,
             anyk[name] += int(hit.any(1).sum())
         seen += flat.shape[0]
     return {name: {"mean_fraction": frac[name] / seen, "with_any": anyk[name] / seen} for name in names}
+
+
+def _box_sums(onehot: torch.Tensor, p: int) -> torch.Tensor:
+    """Sum of ``onehot`` (L, X, Y, Z) over every ``p``³ box, indexed by its corner: (L, X-p+1, Y-p+1, Z-p+1)."""
+    c = torch.nn.functional.pad(onehot.cumsum(1).cumsum(2).cumsum(3), (1, 0, 1, 0, 1, 0))
+    lo, hi = slice(None, -p), slice(p, None)
+    return (c[:, hi, hi, hi] - c[:, lo, hi, hi] - c[:, hi, lo, hi] - c[:, hi, hi, lo]
+            + c[:, lo, lo, hi] + c[:, lo, hi, lo] + c[:, hi, lo, lo] - c[:, lo, lo, lo])
+
+
+def patch_label_frequencies(subjects: Sequence, *, patch_size: int, n_labels: int) -> torch.Tensor:
+    r"""Expected share of each label (0 … ``n_labels``-1) among the voxels of one training patch.
+
+    The batch sampler picks a subject uniformly, a centre uniformly among its
+    mask voxels, and the ``p``³ patch around it (corner clamped inside the
+    volume). So label :math:`k`'s share is
+    :math:`\frac1S\sum_s \frac{1}{|M_s|}\sum_{c\in M_s} n_k(\mathrm{corner}(c)) / p^3`,
+    with :math:`n_k` the label's voxels in the box, from an integral image of
+    each label map: exact, no random draw. ``subjects``: :class:`~physeg.training.batches.Volumes`.
+    """
+    p = int(patch_size)
+    shares = []
+    for v in subjects:
+        v = v.padded(p)
+        mask = v.mask if v.mask.any() else torch.ones_like(v.mask)
+        shape = torch.tensor(mask.shape)
+        corners = (torch.nonzero(mask) - p // 2).clamp_min(0).minimum(shape - p)
+        onehot = torch.nn.functional.one_hot(v.labels.long(), n_labels).movedim(-1, 0).double()
+        counts = _box_sums(onehot, p)[:, corners[:, 0], corners[:, 1], corners[:, 2]]
+        shares.append(counts.sum(1) / (corners.shape[0] * p ** 3))
+    return torch.stack(shares).mean(0).float()
 
 
 def corner_for_centre(centre: Sequence[int], *, shape: Sequence[int], size: int) -> tuple[int, int, int]:
