@@ -61,6 +61,31 @@ Batch 2 for twice the steps (the same realisation-patches) gains GM +0.05 to +0.
 +0.02 in all three runs, for 1.10-1.11x the training wall time (190 vs 173 s, 180 vs 162 s); CSF is
 learned or not by seed at this budget. A higher Adam rate or nnU-Net's SGD does not help at 144
 steps. The demo profile trains with batch 2 since.
+
+A class stuck at Dice 0, and the output prior (2026-11-26 17:29-17:43 UTC, commit 2b3f482 plus these recipes, with
+the cohort generator version 2, ``--model M --sequence S --seed K --recipes demo-b2 demo-b2-prior``,
+two runs side by side, one thread each, 81-96 s of training per recipe). In the demo's own cold run
+at b778eb2, 7 of its 16 ablation models ended with validation CSF Dice 0 (GM 0.73-0.76 where CSF was
+learned by the same model's other seed: 0.90-0.91). ``demo-b2-prior`` starts the output bias at the
+log label shares of training patches (here estimated from 40 sampled patches; the pipeline and this
+script now use the exact shares, ``physeg.training.patches.patch_label_frequencies``); validation Dice
+GM / WM / CSF at 288 steps:
+
+=======================  =====================  =========================
+model, sequence, seed    demo-b2                demo-b2-prior
+=======================  =====================  =========================
+Baseline MPRAGE 0        0.732 / 0.830 / 0.002  0.868 / 0.840 / 0.711
+Phys-Strat-Aug SPGR 0    0.863 / 0.824 / 0.732  0.865 / 0.823 / 0.812
+Baseline SPGR 1          0.831 / 0.760 / 0.709  0.732 / **0.000** / 0.764
+Phys-Strat-Aug MPRAGE 1  0.754 / 0.892 / 0.000  0.907 / 0.899 / 0.839
+Baseline MPRAGE 2        0.778 / 0.809 / 0.005  0.803 / 0.823 / 0.556
+Phys-Strat MPRAGE 2      0.883 / 0.882 / 0.686  0.899 / 0.887 / 0.782
+=======================  =====================  =========================
+
+A class stuck at zero in 3 of 6 runs without the prior, 1 of 6 with it (WM, Baseline SPGR seed 1,
+where the plain recipe had learned every class); the mean Dice rose in 5 of 6. Not a cure: the prior
+removes the start from a uniform soft-max, not the short budget. The demo and smoke profiles train with
+``prior_bias`` since.
 """
 
 from __future__ import annotations
