@@ -189,6 +189,28 @@ print(f"{len(summary)} models, {W} worker process(es)")
 summary[[c for c in cols if c in summary]].round(4)
 
 # %% [markdown]
+# ### A tissue that never appears
+#
+# A short run can end without ever predicting one tissue: on the demo's cohort
+# (generator version 2) 7 of its 16 ablation models ended with validation CSF
+# Dice 0, each on one training seed and not the other, and their GM took the
+# missing voxels. An untrained network's soft-max is about uniform over the
+# four labels while background fills about half of a training patch and CSF a
+# tenth. With the profile's `prior_bias`, the output bias starts at the log of
+# each label's share of training-patch voxels (computed exactly from the label
+# maps, `physeg.training.patches.patch_label_frequencies`); in six paired runs
+# (`benchmarks/convergence.py`) a tissue stayed at zero in 3 without it and in
+# 1 with it. The fine-tuned uncertainty variants start from their parent
+# instead. The models of this run that still lost a tissue:
+
+# %% tags=["hide-input"]
+dice_cols = ["val_dice_GM", "val_dice_WM", "val_dice_CSF"]
+stuck = summary[(summary[dice_cols] < 0.05).any(axis=1)]
+print(f"output prior (prior_bias) on this profile: {P.training.prior_bias}; "
+      f"models with a tissue at validation Dice < 0.05: {len(stuck)} of {len(summary)}")
+stuck[["model", "sequence", "seed", *dice_cols]].round(3)
+
+# %% [markdown]
 # ## Uncertainty variants beside their parents
 #
 # An uncertainty variant should segment as well as the deterministic model it

@@ -11,8 +11,9 @@
 #   TRAIN_SECONDS  wall-clock cap of the training (default 450); models unfinished by then are not packed
 #   WORKERS        training processes sharing the GPU (default 8)
 #
-# Needs PHYSEG_CACHE to hold the 4 mm cohort (cohorts/synthetic-v1-4mm-seed0) and, on a GPU, the 6 mm one
-# of the smoke profile (trained first, every code path at toy size, to fail in seconds), or nilearn.
+# Needs PHYSEG_CACHE to hold the 4 mm cohort (cohorts/synthetic-v1-4mm-seed0: reference-long keeps generator 1)
+# and, on a GPU, the 6 mm one of the smoke profile (cohorts/synthetic-v2-6mm-seed0; trained first, every code
+# path at toy size, to fail in seconds), or nilearn.
 # ARMS (default "physics"): page 09's training arms to train beside the profile's models; "physics torchio"
 # trains both on the GPU, so that their comparison is not confounded by device and precision. The TorchIO arm
 # needs torchio and its pure-Python dependencies (carry their wheels); where SimpleITK is not installed (its
