@@ -91,6 +91,16 @@ def test_profiles_pin_their_cohort_generator(isolated_cache):
     assert default_cohort_dir(voxel_size_mm=4.0, seed=0).name == "synthetic-v2-4mm-seed0"
 
 
+def test_a_version_1_build_records_version_1_settings(tmp_path):
+    import dataclasses
+
+    root = build_cohort(dataclasses.replace(SMOKE, cohort_generator=1), root=tmp_path / "v1", subjects=["sub-01"],
+                        progress=False)
+    desc = json.loads((root / "dataset_description.json").read_text())["physeg"]
+    assert desc["generator_version"] == 1 and not any(k.startswith("csf_shell") for k in desc["settings"])
+    assert read_marker(root)["generator_version"] == 1
+
+
 def test_build_layout_and_loader(built):
     assert list_subjects(built) == SUBJECTS
     desc = json.loads((built / "dataset_description.json").read_text())

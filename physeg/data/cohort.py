@@ -196,7 +196,9 @@ def _write_dataset_files(root: Path, *, voxel_size_mm: float, seed: int, version
             "voxel_size_mm": voxel_size_mm,
             "n_subjects": N_SUBJECTS,
             "split": {k: list(v) for k, v in SPLIT.items()},
-            "settings": asdict(GeneratorSettings()),
+            # version 1's record, byte for byte: without the knobs version 2 added
+            "settings": {k: v for k, v in asdict(GeneratorSettings()).items()
+                         if version >= 2 or not k.startswith("csf_shell")},
         },
     }
     write_json(root / "dataset_description.json", description)
