@@ -218,7 +218,7 @@ def train_recipe(recipe: Recipe, *, volumes: dict, val_set, profile: Profile, se
         train_s += time.perf_counter() - t0
         if k % val_every == 0 or k == recipe.steps:
             t1 = time.perf_counter()
-            scores = validate(model, val_set, profile=profile, use_physics=get_model_spec(MODEL).physics != "none")
+            scores = validate(model, val_set, profile=profile, use_physics=model.uses_physics)
             model.train()
             val_s += time.perf_counter() - t1
             row = {"step": k, "train_s": round(train_s, 1), "loss_mean_last": sum(losses[-val_every:]) /

@@ -41,8 +41,8 @@ from physeg.data.bids import (
     write_json,
     write_nifti,
 )
-from physeg.data.synthetic import (GeneratorSettings, atrophy, displacement, extracerebral_csf, mixed_maps,
-                                   tissue_fields, warp_fractions, world_coords)
+from physeg.data.synthetic import (VERSION_2_SETTINGS, GeneratorSettings, atrophy, displacement, extracerebral_csf,
+                                   mixed_maps, tissue_fields, warp_fractions, world_coords)
 from physeg.data.manifest import check_file_record, write_file_record
 from physeg.data.templates import mni_fractions
 from physeg.io_safety import folder_lock
@@ -196,9 +196,8 @@ def _write_dataset_files(root: Path, *, voxel_size_mm: float, seed: int, version
             "voxel_size_mm": voxel_size_mm,
             "n_subjects": N_SUBJECTS,
             "split": {k: list(v) for k, v in SPLIT.items()},
-            # version 1's record, byte for byte: without the knobs version 2 added
-            "settings": {k: v for k, v in asdict(GeneratorSettings()).items()
-                         if version >= 2 or not k.startswith("csf_shell")},
+            "settings": {k: v for k, v in asdict(GeneratorSettings()).items()  # version 1's record, byte for byte
+                         if version >= 2 or k not in VERSION_2_SETTINGS},
         },
     }
     write_json(root / "dataset_description.json", description)

@@ -76,6 +76,10 @@ class GeneratorSettings:
     csf_shell_gain: float = 3.0
 
 
+#: Settings that generator version 2 added: a version-1 build leaves them out of its record.
+VERSION_2_SETTINGS: tuple[str, ...] = ("csf_shell_mm", "csf_shell_gain")
+
+
 def smooth_field(rng: np.random.Generator, shape: Sequence[int], sigma_vox: float) -> np.ndarray:
     """Gaussian random field of zero mean and unit SD, smoothed by ``sigma_vox`` voxels."""
     n = rng.standard_normal(tuple(shape)).astype(np.float32)

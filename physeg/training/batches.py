@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from physeg.conventions import IOD
 from physeg.simulation.artefacts import Artefacts
 from physeg.simulation.layer import SimulationLayer
+from physeg.training.patches import corner_for_centre
 
 DATA_MODES: tuple[str, ...] = ("pregenerated", "onthefly")
 BATCH_MODES: tuple[str, ...] = ("mixed", "stratified")
@@ -215,9 +216,7 @@ class TrainingBatches:
     def _location(self, s: int) -> tuple[int, int, int]:
         centres = self._centres[s]
         c = centres[self._randint(centres.shape[0])]
-        shape = self.subjects[s].mask.shape
-        p = self.patch_size
-        return tuple(int(min(max(int(c[d]) - p // 2, 0), shape[d] - p)) for d in range(3))
+        return corner_for_centre(c.tolist(), shape=self.subjects[s].mask.shape, size=self.patch_size)
 
     def _simulate(self, s: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` new IoD realisations of subject ``s`` on the device: images (n, 1, X, Y, Z), θ (n, P)."""

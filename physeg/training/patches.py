@@ -88,8 +88,9 @@ def patch_label_frequencies(subjects: Sequence, *, patch_size: int, n_labels: in
     mask voxels, and the ``p``³ patch around it (corner clamped inside the
     volume). So label :math:`k`'s share is
     :math:`\frac1S\sum_s \frac{1}{|M_s|}\sum_{c\in M_s} n_k(\mathrm{corner}(c)) / p^3`,
-    with :math:`n_k` the label's voxels in the box, from an integral image of
-    each label map: exact, no random draw. ``subjects``: :class:`~physeg.training.batches.Volumes`.
+    with :math:`n_k` the label's voxels in the box (corners as
+    :func:`corner_for_centre`, vectorised), from an integral image of each
+    label map: exact, no random draw. ``subjects``: :class:`~physeg.training.batches.Volumes`.
     """
     p = int(patch_size)
     shares = []
