@@ -19,7 +19,7 @@ Subject :math:`s` (random numbers from
    (:func:`extracerebral_csf`). Without it (version 1) a voxel at the brain's
    edge mixes grey matter with air: its PD is diluted while its T1 stays grey
    matter's, so the image is dark like CSF where the T1-based PGS says GM, and
-   20 % of the PGS's CSF voxels were background in the truth (4 mm). No random
+   about a fifth of the PGS's CSF voxels were background in the truth (4 mm). No random
    draw: the draws of every other step are those of version 1.
 3. **Tissue parameters.** Per tissue and map, a subject value
    :math:`\\theta = \\mu + \\sigma z`, :math:`z \\sim N(0,1)` clipped to
