@@ -7,11 +7,9 @@ cell, a CLI flag (``--profile``), the papermill runner -- by
 variable ``PHYSEG_PROFILE`` sets the default name.
 
 ``smoke``
-    CI on 2 CPU cores in minutes: tiny volumes, a handful of steps. Checks that
-    the whole chain runs, not the science.
+    CI on 2 CPU cores in minutes: checks that the whole chain runs, not the science.
 ``demo``
-    The README's default main job on a laptop CPU: coarse volumes, enough
-    training to show the direction of the paper's claims.
+    The README's default on a laptop CPU: coarse volumes, two seeds, about 40 min.
 ``paper``
     The paper's settings (§2.1, §4): 1 mm maps, 128³ patches, batch 4, Adam
     lr 1e-4, early stopping after 7 epochs; needs a GPU.
@@ -146,15 +144,25 @@ class Profile:
     #: Generative model of the synthetic cohort (:data:`physeg.data.cohort.GENERATOR_VERSIONS`): 2 puts CSF
     #: around the brain (:func:`physeg.data.synthetic.extracerebral_csf`); the frozen CPU references used 1.
     cohort_generator: int = 2
+    #: Validation subjects (first of the split's 4) whose images calibrate the volume intervals; ``None``: n_val.
+    n_calibration_subjects: int | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.uncertainty_seeds <= len(self.seeds):
             raise ValueError(f"profile {self.name!r}: uncertainty_seeds must be between 1 and the number of "
                              f"seeds ({len(self.seeds)}), got {self.uncertainty_seeds}")
+        if self.n_calibration_subjects is not None and not 1 <= self.n_calibration_subjects <= 4:
+            raise ValueError(f"profile {self.name!r}: n_calibration_subjects must be between 1 and the split's 4 "
+                             f"validation subjects (or None), got {self.n_calibration_subjects}")
         if self.epistemic_epochs is not None and self.epistemic_epochs < 1:
             raise ValueError(f"profile {self.name!r}: epistemic_epochs must be at least 1 (or None), "
                              f"got {self.epistemic_epochs}")
+
+    @property
+    def calibration_subjects(self) -> int:
+        """How many validation subjects calibrate the volume intervals (:attr:`n_calibration_subjects`)."""
+        return self.n_val if self.n_calibration_subjects is None else self.n_calibration_subjects
 
     @property
     def uncertainty_seed_list(self) -> tuple[int, ...]:
@@ -181,7 +189,7 @@ class Profile:
 #: Profile fields added after the first results were frozen, and the value each stood for before it existed
 #: (omitted from :meth:`Profile.to_dict` at that value). ``cohort_generator`` defaults to 2, but was 1.
 ADDED_FIELDS: dict[str, Any] = {"epistemic_dropout": 0.5, "uncertainty_seeds": 1, "epistemic_epochs": None,
-                                "cohort_generator": 1}
+                                "cohort_generator": 1, "n_calibration_subjects": None}
 TRAINING_ADDED_FIELDS: dict[str, Any] = {"prior_bias": False}  # the same for TrainingConfig.to_dict
 
 
@@ -227,6 +235,7 @@ _DEMO = Profile(
     # twice the others' budget: Phys-Strat-Aug MC vote WM 0.816/0.781 (MPRAGE/SPGR) at 144 steps, 0.849/0.792 at
     # 288, parents 0.854/0.811 (benchmarks/epistemic_dropout.py, batch 4; runs/2026-11-26-epistemic-dropout/)
     epistemic_epochs=32,
+    n_calibration_subjects=4,  # with 2, 18 % of located 50 % intervals covered IoD (notebook 05)
     notes=(
         "Laptop CPU; two training seeds (the seed-to-seed spread is measured, not assumed); models trained "
         "side by side, one process per core; uncertainty on 1 grid image per subject/sequence/distribution with "
@@ -236,8 +245,8 @@ _DEMO = Profile(
         "steps sees the same patches as batch 4 and trained better in benchmarks/convergence.py (Phys-Strat-Aug, "
         "3 runs: validation GM +0.05 to +0.06, WM +0.01 to +0.02 Dice, for 1.1x the time). This budget does NOT "
         "converge: the same benchmark gives validation Dice GM/WM/CSF 0.92/0.91/0.67 only after 600 steps of "
-        "batch 4, about 4x the demo's training time; 2 of the 4 validation subjects with 3 realisations each to "
-        "keep validation cheap; epistemic models fine-tuned with dropout 0.1 (input 0.05) instead of the "
+        "batch 4, about 4x the demo's training time; training validates on 2 of the 4 validation subjects with 3 "
+        "realisations each to keep validation cheap, and all 4 calibrate the volume intervals; epistemic models fine-tuned with dropout 0.1 (input 0.05) instead of the "
         "paper's 0.5, which leaves this narrow network too little, for twice the others' steps "
         "(benchmarks/epistemic_dropout.py)."
     ),
@@ -262,11 +271,9 @@ PROFILES: dict[str, Profile] = {
         notes="CI: checks that everything runs, not the science.",
     ),
     "demo": _DEMO,
-    # reference: the largest run estimated to fit about 2 h on 2 idle CPU cores, every claim testable.
-    # Estimate (CPU seconds of one thread at demo size, 4 mm, channels 8-16-32-64, measured 2026-11-25 on
-    # the 2-core AVX2 EPYC: 0.40 s per training step with the CPU layout (benchmarks/train_step.py
-    # --layout), 0.56 s per whole-volume forward pass, 0.77 s per MC-dropout sample, 1.1 s for 50
-    # aleatoric samples):
+    # reference: the largest run estimated to fit about 2 h on 2 idle CPU cores, every claim testable. Estimate
+    # (CPU s of one thread, demo size, 2-core AVX2 EPYC, 2026-11-25: 0.40 s per training step with the CPU layout
+    # (benchmarks/train_step.py --layout), 0.56 s per forward pass, 0.77 s per MC sample, 1.1 s per 50 aleatoric):
     #   training   40 models (4 ablations x 2 sequences x 3 seeds + 4 uncertainty variants x 2 sequences
     #              x 2 seeds) x 360 steps x 0.40 s = 5800 s, + 5 validations per model       ->  6300 s
     #   Tables 1-2 3 seeds x 5 subjects x 2 sequences x 20 images x 4 models x 0.56 s        ->  1350 s
@@ -284,6 +291,7 @@ PROFILES: dict[str, Profile] = {
         # lost CSF); at epistemic_epochs=40 they learn it (trained once, README "Status"), not re-frozen
         epistemic_epochs=None,
         cohort_generator=1,  # the frozen results' cohort: the brain's edge mixes with air
+        n_calibration_subjects=None,  # the frozen results calibrated on the 2 validation subjects
         training=dataclasses.replace(_CPU_TRAINING_BATCH4, max_epochs=20, val_every_epochs=4),
         n_uncertainty_samples=50,
         seeds=(0, 1, 2),

@@ -220,6 +220,36 @@ def test_volume_rows_apply_a_located_calibration():
         assert r["label_map_ml"] == p["label_map_ml"]  # the written map is never moved
 
 
+def test_calibration_json_round_trips_the_scaled_form_and_prefers_it(tmp_path):
+    import pandas as pd
+
+    from physeg.cli.errors import UsageError
+    from physeg.evaluation.calibration import fit_calibration
+    from physeg.inference.calibration_io import calibration_to_json, interval_description, load_calibration
+
+    rng = np.random.default_rng(2)
+    s, t, g = rng.normal(500, 4, (6, 20)), rng.normal(470, 30, 6), np.repeat([0, 1, 2], 2)
+    fits = {f: fit_calibration(s, t, form=f, groups=g) for f in ("percentile", "located", "scaled")}
+    frame = pd.concat([c.to_frame().assign(model="M", sequence="SPGR", tissue=tis)
+                       for c in fits.values() for tis in ("GM", "WM", "CSF")])
+    path = calibration_to_json(frame, tmp_path / "c.json", model="M", sequence="SPGR")  # no form: the scaled one
+    back = load_calibration(path)
+    assert back["GM"].form == "scaled" and back["GM"].scale_sd == pytest.approx(fits["scaled"].scale_sd)
+    assert back["WM"].shift_ml == pytest.approx(fits["scaled"].shift_ml)
+    assert np.allclose(back["CSF"].interval(s, 0.5), fits["scaled"].interval(s, 0.5))
+    assert "scale_sd" in interval_description(back) and "scale_sd" in json.loads(path.read_text())["_about"]["method"]
+    again = load_calibration(calibration_to_json({k: fits["scaled"] for k in ("GM", "WM", "CSF")}, tmp_path / "d.json"))
+    assert again["GM"].scale_sd == back["GM"].scale_sd
+    without = frame[frame.form != "scaled"]  # a frozen frame from before the scaled form: the located one
+    assert load_calibration(calibration_to_json(without, tmp_path / "e.json", model="M", sequence="SPGR"))[
+        "GM"].form == "located"
+    bad = json.loads(path.read_text())
+    bad["GM"]["scale_sd"]["0.5"] = -1.0
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(UsageError, match="unreadable calibration .*scale_sd"):
+        load_calibration(tmp_path / "bad.json")
+
+
 def test_calibration_json_keeps_the_shift_and_reads_old_files(tmp_path):
     import pandas as pd
 

@@ -29,7 +29,9 @@ def test_split_is_fixed_18_4_5():
     ids = full["train"] + full["val"] + full["test"]
     assert ids == [f"sub-{i:02d}" for i in range(1, 28)]
     smoke = cohort_split(SMOKE)
-    assert smoke == {"train": ["sub-01", "sub-02", "sub-03"], "val": ["sub-19"], "test": ["sub-23", "sub-24"]}
+    assert smoke == {"train": ["sub-01", "sub-02", "sub-03"], "val": ["sub-19"], "test": ["sub-23", "sub-24"],
+                     "calibration": ["sub-19"]}
+    assert full["calibration"] == full["val"]
     assert SPLIT["test"][0] == "sub-23"
 
 

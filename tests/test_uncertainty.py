@@ -149,6 +149,36 @@ def test_located_calibration_cross_fits_across_subjects():
     assert abs(covered[1] - 0.5) < abs(covered[0] - 0.5)
 
 
+def test_scaled_calibration_is_not_capped_where_the_percentiles_are():
+    # errors of ~20 sample SDs from subject to subject: the percentile forms hit their cap (50 % = 90 % interval),
+    # the scaled form fits k_c in sample SDs and covers about c of new subjects at every level
+    rng = np.random.default_rng(9)
+    val_s, val_t, val_g = _biased_subjects(rng, 120, 2, bias=40.0, subject_sd=60.0, sample_sd=3.0)
+    test_s, test_t, _ = _biased_subjects(rng, 400, 1, bias=40.0, subject_sd=60.0, sample_sd=3.0)
+    located = un.fit_calibration(val_s, val_t, form="located", groups=val_g)
+    scaled = un.fit_calibration(val_s, val_t, form="scaled", groups=val_g)
+    assert located.to_frame()["at_cap"].all() and not scaled.to_frame()["at_cap"].any()
+    assert scaled.shift_ml == located.shift_ml and scaled.levels == located.levels
+    assert 10 < scaled.scale_sd[0.5] < scaled.scale_sd[0.9]
+    for level in (0.5, 0.8, 0.9):
+        assert un.coverage(*scaled.interval(test_s, level), test_t) == pytest.approx(level, abs=0.08)
+    assert un.coverage(*located.interval(test_s, 0.5), test_t) < 0.3  # the cap: ~6 SDs of a ~20-SD error
+    # an image whose samples spread twice as much gets an interval twice as wide
+    wide = np.median(test_s[:1], axis=1, keepdims=True) + 2 * (test_s[:1] - np.median(test_s[:1]))
+    assert np.diff(scaled.interval(wide, 0.5), axis=0)[0, 0] == pytest.approx(
+        2 * np.diff(scaled.interval(test_s[:1], 0.5), axis=0)[0, 0])
+    med, lo, hi, cal = un.volume_interval(test_s[0], scaled, 0.5)
+    assert cal and lo <= med <= hi and med == pytest.approx(np.median(test_s[0]) + scaled.shift_ml)
+
+
+def test_scaled_calibration_of_zero_spread_samples_stays_finite():
+    s = np.full((4, 10), 500.0)
+    scaled = un.fit_calibration(s, np.array([500.0, 510.0, 490.0, 520.0]), form="scaled")
+    assert scaled.scale_sd[0.95] == un.MAX_SCALE_SD and scaled.to_frame()["at_cap"].iloc[-1]
+    lo, hi = scaled.interval(s, 0.5)
+    assert np.all(np.isfinite(lo)) and np.all(lo == hi)  # zero spread: no width to scale, said by at_cap
+
+
 def test_unknown_calibration_form_is_refused():
     with pytest.raises(ValueError, match="unknown calibration form"):
         un.fit_calibration(np.ones((2, 3)), np.ones(2), form="shifted")
@@ -166,13 +196,16 @@ def test_score_uncertainty_reports_both_calibrations():
                              "aleatoric": list(s[:, :5]), "epistemic": list(s)})
 
     per, cov, cal = scores.score_uncertainty(frame(8), frame(20))
-    assert set(cal["form"]) == {"percentile", "located"}
+    assert set(cal["form"]) == {"percentile", "located", "scaled"}
+    assert cal.loc[cal.form == "scaled", "scale_sd"].gt(0).all() and cal.loc[cal.form == "scaled", "lower_pct"].isna().all()
+    assert {"lo50_scl", "hi50_scl", "iqr_scl", "covered50_scl", "abs_error_scl"} <= set(per)
+    assert {"coverage_scl", "width_scl"} <= set(cov)
     assert cal.loc[cal.form == "percentile", "shift_ml"].eq(0).all()
     assert cal.loc[cal.form == "located", "shift_ml"].iloc[0] == pytest.approx(-30.0, abs=6.0)
     assert {"shift_ml", "lo50_loc", "hi50_loc", "iqr_loc", "covered50_loc", "abs_error_loc"} <= set(per)
     assert per["abs_error_loc"].mean() < per["abs_error"].mean()
     summary = scores.coverage50_summary(per)
-    assert {"coverage50_loc", "iqr_loc_ml", "shift_ml"} <= set(summary)
+    assert {"coverage50_loc", "iqr_loc_ml", "coverage50_scl", "iqr_scl_ml", "shift_ml"} <= set(summary)
     assert summary["coverage50_loc"].iloc[0] > summary["coverage50_raw"].iloc[0]
 
 

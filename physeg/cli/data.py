@@ -111,7 +111,7 @@ def _record(args: argparse.Namespace) -> None:
     with usage_errors():
         load_manifest(args.manifest)
     root = build_cohort(prof, root=_cohort_root(args, prof), progress=not args.quiet)
-    subjects = sorted(s for ids in cohort_split(prof).values() for s in ids)
+    subjects = sorted({s for ids in cohort_split(prof).values() for s in ids})
     entry = record_build(root, build=prof.name, voxel_size_mm=prof.voxel_size_mm, subjects=subjects,
                          generator_version=prof.cohort_generator, manifest_path=args.manifest)
     print(f"recorded {len(entry['files'])} files of {root} as build {prof.name!r}")

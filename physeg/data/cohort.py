@@ -71,14 +71,16 @@ MARKER: str = ".physeg-complete.json"
 
 
 def cohort_split(profile: Profile | None = None) -> dict[str, list[str]]:
-    """Participant ids per part: the first ``n_train/n_val/n_test`` of :data:`SPLIT`.
+    """Participant ids per part: the first ``n_train/n_val/n_test`` of :data:`SPLIT`, and
+    ``"calibration"``: the first :attr:`~physeg.profiles.Profile.calibration_subjects` validation subjects.
 
-    ``profile=None`` gives the whole 18 / 4 / 5 split.
+    ``profile=None`` gives the whole 18 / 4 / 5 split (calibration: all four validation subjects).
     """
     if profile is None:
-        return {k: list(v) for k, v in SPLIT.items()}
+        return {**{k: list(v) for k, v in SPLIT.items()}, "calibration": list(SPLIT["val"])}
     n = {"train": profile.n_train, "val": profile.n_val, "test": profile.n_test}
-    return {k: list(SPLIT[k][: n[k]]) for k in SPLIT}
+    parts = {k: list(SPLIT[k][: n[k]]) for k in SPLIT}
+    return {**parts, "calibration": list(SPLIT["val"][: profile.calibration_subjects])}
 
 
 def split_of(subject_id: str) -> str:
@@ -389,7 +391,7 @@ def _build_or_reuse(root: Path, *, config: dict[str, Any], wanted: set[str], for
 
 
 def load_split(profile: Profile, part: str, *, progress: bool = False) -> list:
-    """The profile's subjects of one part of the split (``"train"``, ``"val"`` or ``"test"``), loaded.
+    """The profile's subjects of one part of the split (``"train"``, ``"val"``, ``"test"`` or ``"calibration"``), loaded.
 
     Builds the cohort first if it is not cached (:func:`build_cohort`); the
     subjects come in the order of :func:`cohort_split`.

@@ -62,8 +62,28 @@ images it corrects would hide), each validation image is moved by the shift
 estimated from the *other* subjects' images (cross-fitting; with one subject,
 by :math:`b` itself). Test intervals are the fitted percentiles of
 :math:`v_{1..S} + b`. ``form="percentile"`` (:math:`b = 0`) is the paper's
-method and what claim 5 uses; the located form is what ``physeg segment``
-applies when a calibration carries a shift.
+method and what claim 5 uses.
+
+Scaled form (ours, not the paper's)
+-----------------------------------
+The located form still widens through percentiles, so it inherits their cap:
+when the validation references lie a dozen sample SDs from the moved medians
+(our CPU profiles' epistemic models: errors of 10-60 ml against sample SDs of
+2-6 ml), every level's percentiles sit at the cap and the 50 % interval is the
+90 % one. The *scaled* form keeps the located shift and fits the width in
+units of each image's own sample SD: with the cross-fitted residuals
+:math:`z_i = |v^*_i - \operatorname{median}_i - b_{-g(i)}| / s_i` of the
+validation images (:math:`s_i` the sample SD, :math:`b_{-g(i)}` the shift
+fitted without image :math:`i`'s subject), the interval of nominal coverage
+:math:`c` is :math:`\operatorname{median} + b \pm k_c s` with
+:math:`k_c = Q_z(c)`. No cap below :data:`MAX_SCALE_SD`; an image whose
+samples spread more gets a wider interval, so the intervals stay informative
+(σ-scaling, as Levi et al. 2019 and Laves et al. 2020 calibrate regression
+uncertainty). It is what ``physeg segment`` applies when a calibration file
+carries it (otherwise the located form, then the paper's). Cross-fitting with
+:math:`G` subjects estimates each residual's shift from :math:`G-1` of them,
+so :math:`k_c` errs wide by about :math:`\sqrt{(1+1/(G-1))/(1+1/G)}`
+(1.15 with two subjects, 1.03 with four): we leave it so.
 """
 
 from __future__ import annotations
@@ -86,6 +106,9 @@ _EPS = 1e-9
 #: PIT values are kept inside [PIT_FLOOR, 1 − PIT_FLOOR]: no calibrated interval reaches further
 #: than the normal tail's quantile of that mass, about 6 sample SDs from the (moved) median.
 PIT_FLOOR: float = 1e-9
+#: Widest half-interval of the scaled form, in sample SDs (validation residuals beyond it, or of
+#: zero-spread images, are clipped to it; ``at_cap`` in :meth:`PercentileCalibration.to_frame`).
+MAX_SCALE_SD: float = 1e3
 
 
 def volume_samples(label_samples, voxel_volume_ml: float, tissues: Mapping[str, int] = TISSUES) -> np.ndarray:
@@ -205,10 +228,13 @@ def coverage(lo, hi, truth) -> float:
 
 @dataclass
 class PercentileCalibration:
-    """Recalibrated sample percentiles, fitted on validation images.
+    """A volume-interval calibration fitted on validation images (module notes; three forms).
 
-    ``lower[c]``, ``upper[c]``: the sample percentiles (in [0, 1]) whose range
-    is the interval of nominal coverage ``c``.
+    ``percentile`` and ``located``: ``lower[c]``, ``upper[c]`` are the sample
+    percentiles (in [0, 1]) whose range is the interval of nominal coverage
+    ``c`` (after moving the samples by ``shift_ml``). ``scaled``:
+    ``scale_sd[c]`` is the half-width of that interval in sample SDs around the
+    moved median (``lower``/``upper`` empty).
     """
 
     lower: dict[float, float]
@@ -218,18 +244,28 @@ class PercentileCalibration:
     #: Location correction (ml) added to every sample before its percentiles are
     #: taken (module notes); 0 for the paper's percentile-only form.
     shift_ml: float = 0.0
-    #: ``"percentile"`` (the paper's) or ``"located"`` (with the location correction).
+    #: ``"percentile"`` (the paper's), ``"located"`` or ``"scaled"`` (ours, module notes).
     form: str = "percentile"
+    #: Half-width in sample SDs per nominal coverage (the scaled form only).
+    scale_sd: dict[float, float] = field(default_factory=dict)
 
     @property
     def levels(self) -> list[float]:
-        return sorted(self.lower)
+        return sorted(self.scale_sd if self.form == "scaled" else self.lower)
+
+    def has_level(self, level: float) -> bool:
+        """Whether the nominal coverage ``level`` was calibrated."""
+        return level in (self.scale_sd if self.form == "scaled" else self.lower)
 
     def interval(self, samples, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated interval of nominal coverage ``level`` for each row of ``samples``."""
-        if level not in self.lower:
+        if not self.has_level(level):
             raise KeyError(f"level {level} not calibrated; have {self.levels}")
         moved = np.atleast_2d(np.asarray(samples, float)) + self.shift_ml
+        if self.form == "scaled":
+            centre = np.median(moved, axis=1)
+            half = self.scale_sd[level] * _sample_sd(moved)
+            return centre - half, centre + half
         return sample_quantile(moved, self.lower[level]), sample_quantile(moved, self.upper[level])
 
     def centre(self, samples) -> np.ndarray:
@@ -242,12 +278,22 @@ class PercentileCalibration:
         return hi - lo
 
     def to_frame(self) -> pd.DataFrame:
+        levels = self.levels
+        scaled = self.form == "scaled"
+        nan = [float("nan")] * len(levels)
         return pd.DataFrame(
-            {"level": self.levels, "lower_pct": [self.lower[c] for c in self.levels],
-             "upper_pct": [self.upper[c] for c in self.levels], "n_val": self.n_val,
+            {"level": levels, "lower_pct": nan if scaled else [self.lower[c] for c in levels],
+             "upper_pct": nan if scaled else [self.upper[c] for c in levels],
+             "scale_sd": [self.scale_sd[c] for c in levels] if scaled else nan, "n_val": self.n_val,
              "shift_ml": self.shift_ml, "form": self.form,
-             "at_cap": [self.lower[c] <= 2 * PIT_FLOOR for c in self.levels]}
+             "at_cap": [self.scale_sd[c] >= MAX_SCALE_SD if scaled else self.lower[c] <= 2 * PIT_FLOOR
+                        for c in levels]}
         )
+
+
+def _sample_sd(samples: np.ndarray) -> np.ndarray:
+    """Sample SD (ddof=1) of each row; 0 for a single sample."""
+    return samples.std(axis=1, ddof=1) if samples.shape[1] > 1 else np.zeros(samples.shape[0])
 
 
 def volume_interval(samples, calibration: PercentileCalibration | None, level: float
@@ -264,7 +310,7 @@ def volume_interval(samples, calibration: PercentileCalibration | None, level: f
     s = np.asarray(samples, float).reshape(1, -1)
     shift = 0.0 if calibration is None else float(calibration.shift_ml)
     median = float(np.median(s)) + shift
-    calibrated = calibration is not None and level in calibration.lower
+    calibrated = calibration is not None and calibration.has_level(level)
     lo, hi = calibration.interval(s, level) if calibrated else uncalibrated_interval(s + shift, level)
     return median, min(float(lo[0]), median), max(float(hi[0]), median), calibrated
 
@@ -287,26 +333,41 @@ def _cross_fitted_shifts(samples: np.ndarray, truth: np.ndarray, groups) -> np.n
 
 
 #: The calibration forms: the paper's percentile recalibration and ours with a location correction.
-CALIBRATION_FORMS: tuple[str, ...] = ("percentile", "located")
+CALIBRATION_FORMS: tuple[str, ...] = ("percentile", "located", "scaled")
+
+
+def _scale_factors(samples: np.ndarray, truth: np.ndarray, moves, levels: Sequence[float]) -> dict[float, float]:
+    """The scaled form's :math:`k_c` (module notes): quantiles of the residuals in sample SDs, ≤ MAX_SCALE_SD."""
+    sd = _sample_sd(samples)
+    resid = np.abs(truth - np.median(samples, axis=1) - np.broadcast_to(moves, truth.shape))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd > 0, resid / sd, np.where(resid > 0, np.inf, 0.0))
+    z = np.minimum(z, MAX_SCALE_SD)
+    return {float(c): float(np.quantile(z, c)) for c in levels}
 
 
 def fit_calibration(val_samples, val_truth, levels: Sequence[float] = DEFAULT_LEVELS, *,
                     form: str = "percentile", groups=None) -> PercentileCalibration:
-    """Fit the central percentile recalibration on validation samples ``(n, S)`` and references ``(n,)``.
+    """Fit a volume-interval calibration on validation samples ``(n, S)`` and references ``(n,)``.
 
     ``form="percentile"``: the paper's (Eaton-Rosen 2018). ``form="located"``:
-    with the location correction of the module notes; ``groups`` (one label per
-    image, e.g. the subject) cross-fits the shifts the percentiles are fitted on.
+    with the location correction of the module notes; ``form="scaled"``: the
+    location correction and a width in sample SDs. ``groups`` (one label per
+    image, e.g. the subject) cross-fits the shifts the widths are fitted on.
     """
     if form not in CALIBRATION_FORMS:
         raise ValueError(f"unknown calibration form {form!r}: one of {', '.join(map(repr, CALIBRATION_FORMS))}")
     samples = np.atleast_2d(np.asarray(val_samples, float))
     truth = np.asarray(val_truth, float)
     shift = 0.0
-    if form == "located":
+    moves = 0.0
+    if form != "percentile":
         shift = location_shift(samples, truth)
         moves = _cross_fitted_shifts(samples, truth, groups) if groups is not None else shift
-        samples = samples + np.reshape(moves, (-1, 1))
+    if form == "scaled":
+        return PercentileCalibration(lower={}, upper={}, n_val=int(truth.size), shift_ml=shift, form=form,
+                                     scale_sd=_scale_factors(samples, truth, moves, levels))
+    samples = samples + np.reshape(moves, (-1, 1))
     u = pit(samples, truth)
     w = np.abs(2 * u - 1)
     lower, upper = {}, {}

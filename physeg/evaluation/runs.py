@@ -271,7 +271,7 @@ _NOT_IN_ANY_KEY: tuple[str, ...] = ("notes", "uncertainty_seeds")
 #: left out of its cache key, so that asking for more uncertainty images reuses Tables 1-2.
 _NOT_IN_SEGMENTATION_KEY: tuple[str, ...] = ("n_uncertainty_images", "n_uncertainty_samples",
                                              "uncertainty_models", "epistemic_dropout", "epistemic_epochs",
-                                             *_NOT_IN_ANY_KEY)
+                                             "n_calibration_subjects", *_NOT_IN_ANY_KEY)
 
 
 def _cache_config(kind: str, profile: Profile, folders: Mapping[tuple[str, str], Path]) -> dict:
@@ -358,7 +358,7 @@ def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: 
         t0 = time.perf_counter()
         models = load_models(folders)
         partial = out / "partial"  # finished blocks of an interrupted run, reused (uncertainty_samples)
-        val = uncertainty_samples(profile, models, load_split(profile, "val"), split="val", n=n,
+        val = uncertainty_samples(profile, models, load_split(profile, "calibration"), split="val", n=n,
                                   partial_dir=partial)
         test = uncertainty_samples(profile, models, load_split(profile, "test"), split="test", n=n,
                                    partial_dir=partial)

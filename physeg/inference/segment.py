@@ -56,8 +56,9 @@ times the model grid's voxel volume in ml). ``volume_ml`` is their median and
 calibrated one (:class:`~physeg.evaluation.calibration.PercentileCalibration`,
 Eaton-Rosen et al. 2018) when the model folder holds ``calibration.json`` or
 ``--calibration`` is given, else the raw 25th–75th sample percentiles
-(``calibrated = false``); a *located* calibration first moves every sample
-by its ``shift_ml`` (the validation images' median error, recorded per row).
+(``calibrated = false``); a *located* or *scaled* calibration first moves every
+sample by its ``shift_ml`` (the validation images' median error, recorded per
+row), and a scaled one spans ± ``scale_sd`` sample SDs around the moved median.
 The interval always contains ``volume_ml``.
 ``label_map_ml`` is the volume of the written label map (input grid), for
 reference: the majority vote is not the median of the volumes.
@@ -136,7 +137,7 @@ def volume_rows(*, image_name: str, samples_ml: np.ndarray, label_map_ml: Mappin
 
     ``samples_ml`` ``(n, 3)`` in :data:`~physeg.conventions.TISSUES` order. The
     median and interval come from :func:`physeg.evaluation.calibration.volume_interval`
-    (moved by a located calibration's ``shift_ml``; the interval holds the median).
+    (moved by a located or scaled calibration's ``shift_ml``; the interval holds the median).
     """
     from physeg.evaluation.calibration import volume_interval
 
@@ -377,7 +378,7 @@ def _write_tables(out: Path, *, results: list[SegmentResult], info: ModelInfo, n
         "calibrated": calibrated,
         "calibration_source": info.calibration_source,
         "volumes_note": "volume_ml: median of the Monte-Carlo sample volumes (model grid), plus shift_ml where "
-                        "the calibration is located; iqr_low_ml/iqr_high_ml: the 50% interval of the same "
+                        "the calibration has one; iqr_low_ml/iqr_high_ml: the 50% interval of the same "
                         "(moved) samples, which contains volume_ml; label_map_ml: volume of the written label map "
                         "(majority vote of the same samples, input grid, never moved)",
         "images": [

@@ -11,8 +11,8 @@ Volume summary per tissue :math:`t` from the :math:`n` sample volumes
 :math:`V_{t,s} = N_{t,s}\,v` (ml, model grid):
 
 * ``median_ml``: :math:`\operatorname{median}_s V_{t,s}`, plus the shift of a
-  *located* calibration (the samples are moved by its ``shift_ml`` before
-  any percentile is taken, :mod:`physeg.evaluation.calibration`);
+  *located* or *scaled* calibration (the samples are moved by its ``shift_ml``
+  before any interval is taken, :mod:`physeg.evaluation.calibration`);
 * ``p50_low_ml``/``p50_high_ml`` and ``p95_low_ml``/``p95_high_ml``: the 50 %
   and 95 % intervals of the same samples, recalibrated (Eaton-Rosen et al.
   2018, :class:`~physeg.evaluation.calibration.PercentileCalibration`) when
