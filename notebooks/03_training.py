@@ -220,6 +220,10 @@ stuck[["model", "sequence", "seed", *dice_cols]].round(3)
 # Dice falls more than 0.03 below the parent's. The paper's dropout (0.5) on
 # this narrow network misses that by far (the `reference-long` rows in the
 # committed runs below); the CPU profiles use the profile's `epistemic_dropout`.
+# These are validation figures from the 4-sample vote that selects the
+# checkpoint, on a handful of images; notebook 05 compares the epistemic
+# models with their parents on the test images, with the profile's number of
+# samples and their mean soft-max, as the models are used.
 
 # %% tags=["hide-input"]
 from physeg.evaluation.models import variants_against_parents

@@ -132,7 +132,9 @@ def test_an_interrupted_uncertainty_run_resumes_from_its_finished_blocks(profile
               ("Phys-Strat-Aug-Epistemic", "MPRAGE"): _model("MPRAGE", uncertainty="epistemic")}
     subjects = [_subject("sub-a"), _subject("sub-b", seed=1)]
     straight = ev.uncertainty_samples(prof, models, subjects, split="test")
-    real, calls = ev._image_samples, []
+    from physeg.evaluation import volume_samples as vs
+
+    real, calls = vs.image_samples, []
 
     def dies_on_the_third_image(*args, **kwargs):
         calls.append(kwargs["key"])
@@ -140,19 +142,54 @@ def test_an_interrupted_uncertainty_run_resumes_from_its_finished_blocks(profile
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "_image_samples", dies_on_the_third_image)
+    monkeypatch.setattr(vs, "image_samples", dies_on_the_third_image)
     partial = tmp_path / "partial"
     with pytest.raises(KeyboardInterrupt):
         ev.uncertainty_samples(prof, models, subjects, split="test", partial_dir=partial)
     assert len(list(partial.glob("*.schema.json"))) == 2  # sub-a's IoD and OoD blocks
     calls.clear()
-    monkeypatch.setattr(ev, "_image_samples", lambda *a, **k: calls.append(k["key"]) or real(*a, **k))
+    monkeypatch.setattr(vs, "image_samples", lambda *a, **k: calls.append(k["key"]) or real(*a, **k))
     resumed = ev.uncertainty_samples(prof, models, subjects, split="test", partial_dir=partial)
     assert {k[2] for k in calls} == {"sub-b"}  # sub-a's blocks were read back, not recomputed
     assert list(resumed.columns) == list(straight.columns) and len(resumed) == len(straight)
     for col in [c for c in straight.columns if not c.startswith("t_")]:  # all but the seconds taken
         for x, y in zip(straight[col], resumed[col]):
             assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y or (x != x and y != y), col
+
+
+def test_epistemic_mc_mean_maps_are_scored_beside_the_parent_on_the_same_images(profile):
+    from physeg.conventions import stable_seed
+    from physeg.evaluation.grid import simulate_grid, test_parameters, uncertainty_subset
+    from physeg.evaluation.metrics import dice_per_tissue
+    from physeg.evaluation.models import mc_mean_against_parents
+    from physeg.inference.predictor import Predictor
+
+    prof = dataclasses.replace(profile, sequences=("MPRAGE",), uncertainty_models=("Phys-Strat-Aug",),
+                               n_test_iod=1, n_test_ood=1)
+    parent = _model("MPRAGE")
+    torch.manual_seed(1)
+    epi = _model("MPRAGE", uncertainty="epistemic")
+    models = {("Phys-Strat-Aug-Epistemic", "MPRAGE"): epi, ("Phys-Strat-Aug", "MPRAGE"): parent}
+    subject = _subject("sub-a")
+    test = ev.uncertainty_samples(prof, models, [subject], split="test")
+    params = test_parameters(prof, "MPRAGE", "IoD")
+    image, feats = simulate_grid(subject, "MPRAGE", params[uncertainty_subset(params, "MPRAGE", None)])
+    want_parent = dice_per_tissue(Predictor.from_profile(parent, prof).labels(image[0], feats[0])[0], subject.pgs)
+    seed = stable_seed(prof.seed, "epistemic", "test", "MPRAGE", "sub-a", "IoD", "Phys-Strat-Aug", 0) % (2**63)
+    mc = Predictor.from_profile(epi, prof).sample(image[0], feats[0], n=prof.n_uncertainty_samples, seed=seed)
+    want_epi = dice_per_tissue(mc.probabilities.argmax(0), subject.pgs)
+    iod = test[test.distribution == "IoD"].set_index("tissue")
+    for t in ("GM", "WM", "CSF"):
+        assert iod.loc[t, "parent_dice"] == pytest.approx(want_parent[t], nan_ok=True)
+        assert iod.loc[t, "epi_dice"] == pytest.approx(want_epi[t], nan_ok=True)
+    val = ev.uncertainty_samples(prof, models, [subject], split="val")
+    assert val["epi_dice"].isna().all() and val["parent_dice"].isna().all()  # validation: volumes only
+    per = test.drop(columns=["aleatoric", "epistemic"]).assign(
+        epi_dice=lambda d: d.parent_dice - np.where(d.tissue == "WM", 0.05, 0.0))  # WM 0.05 below the parent
+    table = mc_mean_against_parents(per).set_index("distribution")
+    assert table.loc["IoD", "diff_WM"] == pytest.approx(-0.05) and not table["within"].any()
+    assert mc_mean_against_parents(per.assign(epi_dice=per.parent_dice))["within"].all()
+    assert mc_mean_against_parents(per.drop(columns=["epi_dice"])).empty
 
 
 def test_variants_against_parents_flags_a_variant_that_falls_behind():

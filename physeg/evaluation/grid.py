@@ -134,3 +134,11 @@ def uncertainty_subset(params: torch.Tensor, sequence: str, n_selected: int | No
     order = torch.argsort(params[:, STRATIFY_BY[sequence]], stable=True).tolist()
     ranks = [int((k + 0.5) * n_images / n_selected) for k in range(n_selected)]
     return sorted(order[r] for r in ranks)
+
+
+def simulate_grid(subject, sequence: str, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A subject's images ``(N, 1, *S)`` at the grid's parameters ``params`` ``(N, P)``, and ``params`` as float32."""
+    from physeg.simulation import simulate
+
+    images = simulate(subject.maps, sequence=sequence, params=params, mask=subject.mask)
+    return images, params.float()

@@ -83,3 +83,27 @@ def variants_against_parents(summary, *, tolerance: float = PARENT_TOLERANCE):
                      **{f"parent_{t}": float(ref[c]) for t, c in zip(tissues, dice)},
                      **diff, "within": all(d >= -tolerance for d in diff.values())})
     return pd.DataFrame(rows)
+
+
+def mc_mean_against_parents(per_image, *, tolerance: float = PARENT_TOLERANCE):
+    """Test Dice of each epistemic variant's Monte-Carlo mean map beside its parent's map of the same images.
+
+    ``per_image``: the uncertainty evaluation's per-image table (columns ``epi_dice``, ``parent_dice``,
+    from :mod:`physeg.evaluation.volume_samples`; an optional ``seed``). One row per model ×
+    sequence × distribution (× seed): the mean Dice of both per tissue, their differences
+    (``diff_<tissue>``, variant − parent) and ``within`` (no tissue more than ``tolerance`` below).
+    Empty when the table has no such columns (results frozen before they existed).
+    """
+    import pandas as pd
+
+    if per_image is None or "epi_dice" not in per_image or per_image["parent_dice"].isna().all():
+        return pd.DataFrame()
+    keys = ["model", "sequence", "distribution"] + (["seed"] if "seed" in per_image else [])
+    means = per_image.groupby([*keys, "tissue"])[["epi_dice", "parent_dice"]].mean().unstack("tissue")
+    out = pd.DataFrame(index=means.index)
+    for t in ("GM", "WM", "CSF"):
+        out[t], out[f"parent_{t}"] = means[("epi_dice", t)], means[("parent_dice", t)]
+        out[f"diff_{t}"] = out[t] - out[f"parent_{t}"]
+    out["within"] = (out[[f"diff_{t}" for t in ("GM", "WM", "CSF")]] >= -tolerance).all(axis=1)
+    out["n_images"] = per_image.groupby(keys)["param_index"].size() // 3
+    return out.reset_index()

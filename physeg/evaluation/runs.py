@@ -13,20 +13,9 @@ subject's PGS: one row per image and tissue in a long table (:data:`RESULT_COLUM
 
 Uncertainty (paper §4.1)
 ------------------------
-Per image, ``profile.n_uncertainty_samples`` volume samples from each variant
-(:meth:`~physeg.inference.predictor.Predictor.sample`, volumes only):
-
-* aleatoric: ONE sliding-window forward pass gives logits ``f`` and ``σ``;
-  ``n`` noisy logit maps ``f + σ·ε`` → ``n`` segmentations (fused per class);
-* epistemic: ``n`` MC-dropout forward passes, batched: copies of the image go
-  through the sliding window together (each copy and window draws its own
-  dropout masks).
-
-Each image's noise and dropout masks are seeded from (profile seed, split,
-sequence, subject, distribution, model, image index), so a re-run gives the
-same samples. Epistemic samples on the validation subjects (fixed IoD set)
-calibrate the intervals (:mod:`physeg.evaluation.calibration`); test subjects
-are scored IoD and OoD. Results are cached under :func:`physeg.paths.hashed_dir`
+Volume samples of the uncertainty variants on the calibration and test
+subjects (:mod:`physeg.evaluation.volume_samples`), calibrated and scored by
+:func:`physeg.evaluation.interval_scores.score_uncertainty`. Results are cached under :func:`physeg.paths.hashed_dir`
 so notebooks 05–06 reuse notebook 04's work.
 """
 
@@ -42,10 +31,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from physeg.conventions import DISTRIBUTIONS, TISSUES, stable_seed
+from physeg.conventions import DISTRIBUTIONS, TISSUES
 from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call runs.test_grid …)
+    simulate_grid as _simulate,
     LOW_FA_DEG,
     LOW_FA_RANGE_DEG,
     generator_of,
@@ -58,8 +47,9 @@ from physeg.evaluation.grid import (  # noqa: F401  (re-exported: notebooks call
 from physeg.data.cohort import load_split
 from physeg.evaluation import cache_io
 from physeg.evaluation.interval_scores import score_uncertainty  # noqa: F401  (re-exported)
-from physeg.evaluation.metrics import cov_table, dice_per_tissue, label_counts, volumes_ml
+from physeg.evaluation.metrics import cov_table, dice_per_tissue, volumes_ml
 from physeg.evaluation.models import load_models, model_folders, train_models  # noqa: F401  (re-exported)
+from physeg.evaluation.volume_samples import uncertainty_folders, uncertainty_samples  # noqa: F401  (re-exported)
 from physeg.inference.predictor import Predictor
 from physeg.io_safety import atomic_write_json
 from physeg.profiles import Profile
@@ -75,13 +65,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "subject", "sequence", "model", "distribution", "param_index", "params", "tissue",
     "dice", "volume_ml", "pgs_volume_ml",
 )
-
-
-def _simulate(subject, sequence: str, params: torch.Tensor):
-    from physeg.simulation import simulate
-
-    images = simulate(subject.maps, sequence=sequence, params=params, mask=subject.mask)
-    return images, params.float()
 
 
 # --------------------------------------------------------------------------- segmentation evaluation
@@ -136,98 +119,6 @@ def evaluate_segmentation(
                 if progress:
                     print(f"{sequence} {subject.subject_id} {d}: {len(seq_models)} models × {images.shape[0]} images")
     return pd.DataFrame(rows), ex
-
-
-# --------------------------------------------------------------------------- uncertainty evaluation
-def _image_samples(ale, epi, image: torch.Tensor, params: torch.Tensor, *, n: int, profile: Profile,
-                   key: tuple, voxel_volume_ml: float) -> tuple[np.ndarray | None, np.ndarray | None, float, float]:
-    """Aleatoric and epistemic volume samples ``(n, 3)`` (ml) of one image and their seconds.
-
-    The aleatoric noise comes from a generator seeded by ``("aleatoric", *key)``,
-    the dropout masks from the seed of ``("epistemic", *key)`` (module docstring).
-    """
-    va = ve = None
-    t0 = time.perf_counter()
-    if ale is not None:
-        g = generator_of(profile.seed, "aleatoric", *key)
-        va = Predictor.from_profile(ale, profile).sample(image, params, n=n, generator=g, maps=False)
-        va = va.volumes_ml(voxel_volume_ml)
-    t1 = time.perf_counter()
-    if epi is not None:
-        seed = stable_seed(profile.seed, "epistemic", *key) % (2**63)
-        ve = Predictor.from_profile(epi, profile).sample(image, params, n=n, seed=seed, maps=False)
-        ve = ve.volumes_ml(voxel_volume_ml)
-    return va, ve, t1 - t0, time.perf_counter() - t1
-
-
-def uncertainty_samples(
-    profile: Profile,
-    models: Mapping[tuple[str, str], Any],
-    subjects: Sequence[Any],
-    *,
-    split: str,
-    n: int | None = None,
-    bases: Sequence[str] | None = None,
-    partial_dir: Path | None = None,
-) -> pd.DataFrame:
-    """Volume samples of every image: one row per image × tissue with ``samples`` arrays.
-
-    ``partial_dir``: every finished (subject, distribution, model) block is
-    written there as it completes and read back instead of recomputed on the
-    next call, so an interrupted run resumes where it stopped; the samples are
-    seeded per image (:func:`_image_samples`), so a resumed run's samples equal
-    an uninterrupted run's.
-
-    ``models`` holds the uncertainty variants ``"<base>-Aleatoric"`` and
-    ``"<base>-Epistemic"``. ``split="test"``: the IoD and OoD test grids;
-    ``split="val"``: the validation IoD set. Columns: ``subject, split, sequence,
-    model (base name), distribution, param_index, parameter columns, tissue,
-    pgs_volume_ml, aleatoric, epistemic`` (arrays of ``n`` volumes, or None),
-    ``t_aleatoric_s, t_epistemic_s`` (seconds per image).
-    """
-    n = n or profile.n_uncertainty_samples
-    bases = list(bases or profile.uncertainty_models)
-    tissue_names = list(TISSUES)
-    rows = []
-    for sequence in profile.sequences:
-        grids = ({d: test_parameters(profile, sequence, d) for d in DISTRIBUTIONS} if split == "test"
-                 else {"IoD": validation_parameters(profile, sequence)})
-        if split == "test":
-            grids = {d: params[uncertainty_subset(params, sequence, profile.n_uncertainty_images)]
-                     for d, params in grids.items()}
-        for subject in subjects:
-            counts = label_counts(subject.pgs)
-            for d, params in grids.items():
-                cols = parameter_columns(sequence, params)
-                images, feats = _simulate(subject, sequence, params)
-                for base in bases:
-                    ale, epi = (models.get((f"{base}-{v}", sequence)) for v in ("Aleatoric", "Epistemic"))
-                    if ale is None and epi is None:
-                        continue
-                    block = None if partial_dir is None else Path(partial_dir) / (
-                        f"{split}_{sequence}_{subject.subject_id}_{d}_{base}.csv")
-                    if block is not None and cache_io.schema_path(block).is_file():
-                        rows += cache_io.load_frame(block).to_dict("records")
-                        continue
-                    done = []
-                    for i in range(images.shape[0]):
-                        key = (split, sequence, subject.subject_id, d, base, i)
-                        va, ve, t_ale, t_epi = _image_samples(ale, epi, images[i], feats[i], n=n, profile=profile,
-                                                              key=key, voxel_volume_ml=subject.voxel_volume_ml)
-                        for j, t in enumerate(tissue_names):
-                            done.append({
-                                "subject": subject.subject_id, "split": split, "sequence": sequence,
-                                "model": base, "distribution": d, "param_index": i, **cols[i], "tissue": t,
-                                "pgs_volume_ml": counts[t] * subject.voxel_volume_ml,
-                                "aleatoric": None if va is None else va[:, j],
-                                "epistemic": None if ve is None else ve[:, j],
-                                "t_aleatoric_s": t_ale, "t_epistemic_s": t_epi,
-                            })
-                    if block is not None:
-                        block.parent.mkdir(parents=True, exist_ok=True)
-                        cache_io.save_frame(pd.DataFrame(done), block)  # schema last: marks the block complete
-                    rows += done
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- cached runs
@@ -344,9 +235,7 @@ def run_uncertainty(profile: Profile, *, folders: Mapping | None = None, force: 
     """Uncertainty evaluation (samples on val and test subjects, calibration, scores), cached."""
     from physeg.paths import hashed_dir
 
-    folders = dict(folders) if folders is not None else train_models(profile)
-    wanted = {f"{b}-{v}" for b in profile.uncertainty_models for v in ("Aleatoric", "Epistemic")}
-    folders = {k: v for k, v in folders.items() if k[0] in wanted}
+    folders = uncertainty_folders(profile, folders if folders is not None else train_models(profile))
     n = n or profile.n_uncertainty_samples
     out = hashed_dir("evaluation", _cache_key("uncertainty", profile, folders, n_samples=n))
     f = out / "uncertainty_meta.json"  # written last: its presence marks a complete cache

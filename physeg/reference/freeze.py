@@ -110,10 +110,9 @@ def cached_uncertainty(profile: Any) -> dict[int, Any] | None:
     from physeg.evaluation import runs
     from physeg.training.orchestrate import find_models
 
-    wanted = {f"{b}-{v}" for b in profile.uncertainty_models for v in ("Aleatoric", "Epistemic")}
     found, missing = {}, []
     for seed in profile.uncertainty_seed_list:
-        folders = {k: v for k, v in find_models(profile, seed=seed).items() if k[0] in wanted}
+        folders = runs.uncertainty_folders(profile, find_models(profile, seed=seed))
         folder = runs.cache_folder("uncertainty", profile, folders, n_samples=profile.n_uncertainty_samples)
         if folders and any((folder / marker).is_file() for marker in UNCERTAINTY_MARKERS):
             found[seed] = folders
