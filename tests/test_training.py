@@ -365,6 +365,25 @@ def test_uncertainty_variants_are_trained_with_the_profiles_uncertainty_seeds():
             dataclasses.replace(ref, uncertainty_seeds=bad)
 
 
+def test_calibration_subjects_leave_training_and_the_frozen_profiles_alone():
+    from physeg.data.cohort import cohort_split
+
+    demo, ref = get_profile("demo"), get_profile("reference")
+    assert demo.calibration_subjects == 4 and ref.calibration_subjects == ref.n_val == 2
+    assert cohort_split(demo)["calibration"] == ["sub-19", "sub-20", "sub-21", "sub-22"]
+    assert cohort_split(demo)["val"] == ["sub-19", "sub-20"]  # training still validates on n_val
+    # not a training setting: the demo's model folders are those of the profile without it
+    spec = get_model_spec("Phys-Strat-Aug")
+    without = dataclasses.replace(demo, n_calibration_subjects=None)
+    assert (identity.make_plans(spec, profile=demo, sequence="SPGR").identity()
+            == identity.make_plans(spec, profile=without, sequence="SPGR").identity())
+    # left out of the profile dictionary where unset: the references keep their hashes and caches
+    assert "n_calibration_subjects" not in ref.to_dict() and demo.to_dict()["n_calibration_subjects"] == 4
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="n_calibration_subjects must be between 1"):
+            dataclasses.replace(demo, n_calibration_subjects=bad)
+
+
 def test_patch_label_frequencies_equal_the_sampler_s_expectation_by_enumeration():
     """The integral-image shares equal a brute-force mean over every centre the sampler can pick."""
     from physeg.training.batches import Volumes

@@ -332,7 +332,7 @@ def _cross_fitted_shifts(samples: np.ndarray, truth: np.ndarray, groups) -> np.n
     return shifts
 
 
-#: The calibration forms: the paper's percentile recalibration and ours with a location correction.
+#: The calibration forms: the paper's percentile recalibration and our located and scaled forms (module notes).
 CALIBRATION_FORMS: tuple[str, ...] = ("percentile", "located", "scaled")
 
 
