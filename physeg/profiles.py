@@ -246,9 +246,9 @@ _DEMO = Profile(
         "3 runs: validation GM +0.05 to +0.06, WM +0.01 to +0.02 Dice, for 1.1x the time). This budget does NOT "
         "converge: the same benchmark gives validation Dice GM/WM/CSF 0.92/0.91/0.67 only after 600 steps of "
         "batch 4, about 4x the demo's training time; training validates on 2 of the 4 validation subjects with 3 "
-        "realisations each to keep validation cheap, and all 4 calibrate the volume intervals; epistemic models fine-tuned with dropout 0.1 (input 0.05) instead of the "
-        "paper's 0.5, which leaves this narrow network too little, for twice the others' steps "
-        "(benchmarks/epistemic_dropout.py)."
+        "realisations each to keep validation cheap, and all 4 calibrate the volume intervals; epistemic "
+        "models fine-tuned with dropout 0.1 (input 0.05) instead of the paper's 0.5, which leaves this narrow "
+        "network too little, for twice the others' steps (benchmarks/epistemic_dropout.py)."
     ),
 )
 
