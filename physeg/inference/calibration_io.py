@@ -95,16 +95,19 @@ PREFERRED_FORMS: tuple[str, ...] = ("scaled", "located", "percentile")
 
 
 def _tissue_doc(frame, tissue: str, model: str | None, sequence: str | None) -> dict[str, Any]:
+    """One tissue's rows of a calibration frame (one form) as the file's dictionary (:func:`_calibration_doc`)."""
+    from physeg.evaluation.calibration import PercentileCalibration
+
     g = frame[frame["tissue"] == tissue]
     if g.empty:
         raise ValueError(f"no calibration rows for {model} {sequence} {tissue}")
-    shift = float(g["shift_ml"].iloc[0]) if "shift_ml" in g else 0.0
     form = str(g["form"].iloc[0]) if "form" in g else "percentile"
-    common = {"n_val": int(g["n_val"].iloc[0]), "shift_ml": shift, "form": form}
-    if form == "scaled":
-        return {"scale_sd": {str(float(r.level)): float(r.scale_sd) for r in g.itertuples()}, **common}
-    return {"lower": {str(float(r.level)): float(r.lower_pct) for r in g.itertuples()},
-            "upper": {str(float(r.level)): float(r.upper_pct) for r in g.itertuples()}, **common}
+    columns = {"scale_sd": "scale_sd"} if form == "scaled" else {"lower": "lower_pct", "upper": "upper_pct"}
+    tables = {"lower": {}, "upper": {}} | {key: {float(r.level): float(getattr(r, col)) for r in g.itertuples()}
+                                           for key, col in columns.items()}
+    return _calibration_doc(PercentileCalibration(
+        **tables, n_val=int(g["n_val"].iloc[0]), form=form,
+        shift_ml=float(g["shift_ml"].iloc[0]) if "shift_ml" in g else 0.0))
 
 
 def _calibration_doc(cal) -> dict[str, Any]:
