@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from physeg.conventions import TISSUES
 from physeg.models.plans import PLANS_FILE, Plans
 from physeg.profiles import Profile
 
@@ -101,9 +102,9 @@ def mc_mean_against_parents(per_image, *, tolerance: float = PARENT_TOLERANCE):
     keys = ["model", "sequence", "distribution"] + (["seed"] if "seed" in per_image else [])
     means = per_image.groupby([*keys, "tissue"])[["epi_dice", "parent_dice"]].mean().unstack("tissue")
     out = pd.DataFrame(index=means.index)
-    for t in ("GM", "WM", "CSF"):
+    for t in TISSUES:
         out[t], out[f"parent_{t}"] = means[("epi_dice", t)], means[("parent_dice", t)]
         out[f"diff_{t}"] = out[t] - out[f"parent_{t}"]
-    out["within"] = (out[[f"diff_{t}" for t in ("GM", "WM", "CSF")]] >= -tolerance).all(axis=1)
-    out["n_images"] = per_image.groupby(keys)["param_index"].size() // 3
+    out["within"] = (out[[f"diff_{t}" for t in TISSUES]] >= -tolerance).all(axis=1)
+    out["n_images"] = per_image.groupby(keys)["param_index"].size() // len(TISSUES)
     return out.reset_index()
