@@ -53,20 +53,11 @@ def uncertainty_folders(profile: Profile, folders: Mapping[tuple[str, str], Path
     return {k: v for k, v in folders.items() if k[0] in wanted}
 
 
-def _epistemic(epi, parent, image: torch.Tensor, params: torch.Tensor, pgs: torch.Tensor, *, n: int,
-               profile: Profile, seed: int) -> tuple[Any, dict[str, float], dict[str, float]]:
-    """Epistemic samples of one image, the Dice of their Monte-Carlo mean map and of the parent's map."""
-    samples = Predictor.from_profile(epi, profile).sample(image, params, n=n, seed=seed, maps=True)
-    mc_mean = class_argmax(samples.probabilities[None])[0]
-    nan = {t: float("nan") for t in TISSUES}
-    parent_dice = nan if parent is None else dice_per_tissue(
-        Predictor.from_profile(parent, profile).labels(image, params)[0], pgs)
-    return samples, dice_per_tissue(mc_mean, pgs), parent_dice
-
-
 def image_samples(ale, epi, image: torch.Tensor, params: torch.Tensor, *, n: int, profile: Profile, key: tuple,
                   voxel_volume_ml: float, pgs: torch.Tensor | None = None, parent=None) -> dict[str, Any]:
     """Aleatoric and epistemic volume samples ``(n, 3)`` (ml) of one image, their seconds and Dice.
+
+    The seconds are the samples' alone (with the epistemic maps the Dice needs), not the scoring.
 
     The aleatoric noise comes from a generator seeded by ``("aleatoric", *key)``,
     the dropout masks from the seed of ``("epistemic", *key)``. With ``pgs``,
@@ -82,13 +73,14 @@ def image_samples(ale, epi, image: torch.Tensor, params: torch.Tensor, *, n: int
     t1 = time.perf_counter()
     if epi is not None:
         seed = stable_seed(profile.seed, "epistemic", *key) % (2**63)
-        if pgs is None:
-            ve = Predictor.from_profile(epi, profile).sample(image, params, n=n, seed=seed, maps=False)
-        else:
-            ve, out["epi_dice"], out["parent_dice"] = _epistemic(epi, parent, image, params, pgs, n=n,
-                                                                 profile=profile, seed=seed)
+        ve = Predictor.from_profile(epi, profile).sample(image, params, n=n, seed=seed, maps=pgs is not None)
         out["epistemic"] = ve.volumes_ml(voxel_volume_ml)
-    return {**out, "t_aleatoric_s": t1 - t0, "t_epistemic_s": time.perf_counter() - t1}
+    t2 = time.perf_counter()  # the scores below are not part of the samples' cost
+    if epi is not None and pgs is not None:
+        out["epi_dice"] = dice_per_tissue(class_argmax(ve.probabilities[None])[0], pgs)  # the Monte-Carlo mean map
+        out["parent_dice"] = ({t: float("nan") for t in TISSUES} if parent is None else
+                              dice_per_tissue(Predictor.from_profile(parent, profile).labels(image, params)[0], pgs))
+    return {**out, "t_aleatoric_s": t1 - t0, "t_epistemic_s": t2 - t1}
 
 
 def _grids(profile: Profile, sequence: str, split: str) -> dict[str, torch.Tensor]:
