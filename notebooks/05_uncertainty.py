@@ -182,16 +182,16 @@ if not cov.empty:
 # %%
 iqr_col = "iqr_cal" if "iqr_cal" in per else "iqr_raw"
 coverage50 = scores.coverage50_summary(per)
-check = next(c for c in ("coverage50_scl", "coverage50_loc", "coverage50") if c in coverage50)
-coverage50.assign(within_35_65=coverage50[check].between(0.35, 0.65)).round(3)
+coverage_by_form = scores.coverage50_columns(coverage50)  # the judged form first
+judged = next(iter(coverage_by_form.values()))
+coverage50.assign(within_35_65=coverage50[judged].between(0.35, 0.65)).round(3)
 
 # %% tags=["hide-input"]
 iod = coverage50.xs("IoD", level="distribution")
-for label, column in (("scaled", "coverage50_scl"), ("located", "coverage50_loc"), ("paper's percentile", "coverage50")):
-    if column in iod:
-        print(f"{label} calibration, 50 % coverage IoD: {int(iod[column].between(0.35, 0.65).sum())} of "
-              f"{len(iod)} model × sequence × tissue cells within 35-65 % (pooled over cells: "
-              f"{iod[column].mean():.2f})")
+for form, column in coverage_by_form.items():
+    print(f"{form} calibration, 50 % coverage IoD: {int(iod[column].between(0.35, 0.65).sum())} of "
+          f"{len(iod)} model × sequence × tissue cells within 35-65 % (pooled over cells: "
+          f"{iod[column].mean():.2f})")
 print(f"raw: pooled {iod.coverage50_raw.mean():.2f}; {int(iod.n.sum())} image × tissue volumes")
 
 # %% [markdown]
@@ -328,5 +328,4 @@ display(Markdown(compare.banners(runs)))
 ref_coverage = {k: None if per is None or per.empty else scores.coverage50_summary(per)
                 for k, per in compare.committed_tables(runs, "uncertainty_per_image").items()}
 compare.side_by_side(coverage50, ref_coverage, current_label=f"{prof.name} (this run)",
-                     values=["coverage50_scl", "coverage50_loc", "coverage50", "coverage50_raw", "iqr_ml", "bias_ml",
-                             "n"]).round(3)
+                     values=[*coverage_by_form.values(), "coverage50_raw", "iqr_ml", "bias_ml", "n"]).round(3)

@@ -207,6 +207,10 @@ def test_score_uncertainty_reports_both_calibrations():
     summary = scores.coverage50_summary(per)
     assert {"coverage50_loc", "iqr_loc_ml", "coverage50_scl", "iqr_scl_ml", "shift_ml"} <= set(summary)
     assert summary["coverage50_loc"].iloc[0] > summary["coverage50_raw"].iloc[0]
+    # the judged form comes first, and only the forms the summary holds are named
+    assert list(scores.coverage50_columns(summary)) == ["scaled", "located", "percentile"]
+    assert scores.coverage50_columns(summary)["percentile"] == "coverage50"
+    assert list(scores.coverage50_columns(summary.drop(columns=["coverage50_scl"]))) == ["located", "percentile"]
 
 
 def test_seed_spread_puts_each_training_seed_beside_the_others():

@@ -335,6 +335,10 @@ def _cross_fitted_shifts(samples: np.ndarray, truth: np.ndarray, groups) -> np.n
 #: The calibration forms: the paper's percentile recalibration and our located and scaled forms (module notes).
 CALIBRATION_FORMS: tuple[str, ...] = ("percentile", "located", "scaled")
 
+#: The forms in order of preference where several were fitted: the one a calibration file gets and the one
+#: whose coverage is judged (the scaled form's width is fitted; the others' can sit at their cap).
+PREFERRED_FORMS: tuple[str, ...] = ("scaled", "located", "percentile")
+
 
 def _scale_factors(samples: np.ndarray, truth: np.ndarray, moves, levels: Sequence[float]) -> dict[float, float]:
     """The scaled form's :math:`k_c` (module notes): quantiles of the residuals in sample SDs, ≤ MAX_SCALE_SD."""

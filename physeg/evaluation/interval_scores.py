@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from physeg.evaluation.calibration import (DEFAULT_LEVELS, PercentileCalibration, coverage, fit_calibration,
-                                           uncalibrated_interval)
+from physeg.evaluation.calibration import (DEFAULT_LEVELS, PREFERRED_FORMS, PercentileCalibration, coverage,
+                                           fit_calibration, uncalibrated_interval)
 
 
 #: Column suffix of each calibration form: the paper's percentile form keeps the original ``_cal``.
@@ -74,6 +74,15 @@ def coverage50_summary(per_image: pd.DataFrame) -> pd.DataFrame:
         iqr_ml=(iqr_col, "mean"), coverage50=(cover_col, "mean"), coverage50_raw=("covered50_raw", "mean"),
         **ours, abs_error_ml=("abs_error", "mean"), bias_ml=("signed_error", "mean"),
         n=("param_index", "size"))
+
+
+def coverage50_columns(summary: pd.DataFrame) -> dict[str, str]:
+    """Calibration form → its 50 % coverage column in a :func:`coverage50_summary`, for the forms the summary
+    holds, in :data:`~physeg.evaluation.calibration.PREFERRED_FORMS` order: the first is the one judged.
+    The percentile form's column is the plain ``coverage50``."""
+    columns = {form: "coverage50" if form == "percentile" else f"coverage50_{FORM_SUFFIX[form]}"
+               for form in PREFERRED_FORMS}
+    return {form: column for form, column in columns.items() if column in summary}
 
 
 def _fit_forms(val: pd.DataFrame, levels: Sequence[float]) -> dict[str, PercentileCalibration]:

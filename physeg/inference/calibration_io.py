@@ -90,10 +90,6 @@ def interval_description(calibration: Mapping[str, Any]) -> str:
     return "calibrated 50% interval (Eaton-Rosen 2018)"
 
 
-#: The form a calibration file gets from a frame that holds several: the first one present.
-PREFERRED_FORMS: tuple[str, ...] = ("scaled", "located", "percentile")
-
-
 def _tissue_doc(frame, tissue: str, model: str | None, sequence: str | None) -> dict[str, Any]:
     """One tissue's rows of a calibration frame (one form) as the file's dictionary (:func:`_calibration_doc`)."""
     from physeg.evaluation.calibration import PercentileCalibration
@@ -131,11 +127,13 @@ def calibration_to_json(calibration, path: str | Path, *, model: str | None = No
     or the ``calibration`` frame of :func:`physeg.evaluation.runs.run_uncertainty`
     (columns ``level, lower_pct, upper_pct, scale_sd, n_val, shift_ml, form, model, sequence,
     tissue``; filtered by ``model`` and ``sequence``, and by ``form`` where the frame
-    has those columns: ``None`` takes the first of :data:`PREFERRED_FORMS` it holds). Written through a
-    temporary name.
+    has those columns: ``None`` takes the first of
+    :data:`~physeg.evaluation.calibration.PREFERRED_FORMS` it holds). Written through a temporary name.
     """
     doc: dict[str, Any] = {}
     if hasattr(calibration, "columns"):
+        from physeg.evaluation.calibration import PREFERRED_FORMS
+
         frame = calibration
         for column, wanted in (("model", model), ("sequence", sequence)):
             if wanted is not None and column in frame:
