@@ -195,6 +195,39 @@ for form, column in coverage_by_form.items():
 print(f"raw: pooled {iod.coverage50_raw.mean():.2f}; {int(iod.n.sum())} image × tissue volumes")
 
 # %% [markdown]
+# ## How far chance alone moves that coverage
+#
+# The epistemic models' volume errors are mostly a bias per subject (below:
+# their subject-to-subject SD in units of the sample SD, against the SD within
+# a subject). A calibration fitted on a few subjects sees a few draws of that
+# bias, and a coverage scored on a few test subjects is a few draws again, so
+# even a calibration whose error model is exactly right would not land on
+# 50 %. `physeg.evaluation.coverage_spread` simulates runs of this design
+# (subjects, images and samples as here; errors = normal subject bias + image
+# noise of the sizes measured on the calibration subjects), fits the scaled
+# calibration with the library's own code and scores it: `q05`–`q95` is the
+# central 90 % of the coverage such a run gives, `p_in_window` how often it
+# falls in 35–65 %. The cells share their test subjects, and how alike a
+# subject's bias is across models and tissues is not known: correlation 0
+# (independent cells) and 1 (the same subject effect in every cell) bracket
+# it. A measured coverage outside the independent-cell range points at the
+# calibration or at subjects alike across cells; one inside both ranges says
+# nothing against it. The last table compares the spread of the errors on the
+# calibration subjects with that on the test subjects, tissue by tissue.
+
+# %% tags=["hide-input"]
+from physeg.evaluation import coverage_spread
+
+design = coverage_spread.design_from_samples(unc.val_samples, unc.samples, n_samples=prof.n_uncertainty_samples)
+print(design)
+if not design.testable:
+    print("fewer than 2 calibration subjects (or no test subject): the chance spread cannot be simulated here")
+else:
+    display(coverage_spread.error_components(unc.val_samples).round(2))
+    display(coverage_spread.coverage_against_null(iod, judged, design, repeats=300).round(3))
+    display(coverage_spread.subject_spread_by_tissue(unc.val_samples, unc.samples).round(1))
+
+# %% [markdown]
 # ## Across training seeds
 #
 # Everything above comes from the uncertainty variants of the first training
