@@ -38,6 +38,13 @@ Measured (artefacts) on the idle 2-core machine, ``--artefacts --voxel-size 1 --
     SPGR           2 noise        156.5    474.0    113.4    2.87     1.38
     SPGR           2 b1+noise     156.5    516.2    113.4    3.30     1.38
 
+Again on the idle host (2026-11-26 23:55 UTC, commit afa4a38, same command): on/off with B1+ and noise
+2.50 / 2.30 (MPRAGE / SPGR, 1 thread) and 3.17 / 3.56 (2 threads); off/copy 1.30 / 1.49 and 1.27 / 1.41.
+The floor, same host, one thread: ``normal_`` 4.13 ns, ``uniform_`` 3.71 ns and a copy 2.58 ns per element
+(34.7 M elements, 197 x 233 x 189 x 4): one normal per voxel and realisation is 143 ms against the 93 ms
+(0.5x of the 186 ms noise-free layer) that the goal leaves for B1+ and noise together, and Rician noise
+needs two per head voxel.
+
 The goals (on/off ≤ 1.5 with B1+ and noise, off/copy ≤ 1.2) are NOT met. Why, from the code and a
 profile: B1+ adds one cos (MPRAGE) or a sin and a cos (SPGR) per head voxel and realisation inside
 the cache-blocked kernels; noise needs two Gaussian draws per head voxel and one uniform per

@@ -35,6 +35,15 @@ float uniform per element (:func:`physeg.models.sampling.dropout_keep_mask`). An
 (a byte below 250 keeps iff its residue mod 10 is below 9; redraw the 6/256 others) but changes the
 draws, so it waits for a session that can redraw the frozen runs' samples.
 
+Again on the idle host at commit afa4a38 (2026-11-26 23:55 UTC, ``--profile demo --repeats 2``): one
+forward 0.133 s, the aleatoric model's own forward 0.185 s (1.39x: its σ block); 50 aleatoric samples 2.62x
+forward (1.88x the aleatoric model's forward; with label map and probabilities 3.09x); 50 epistemic samples
+117x forward, 0.298 s per sample (the same per-sample cost as at 07:43; the deterministic forward ran faster).
+Why neither goal is reachable on this CPU: the σ block alone leaves 0.11x of the 1.5x for the 27 M normal
+draws of 50 samples, which torch's generator makes at about 4.1 ns each on one thread (≈ 0.11 s, 0.8x a
+forward, before any arithmetic); an MC-dropout pass is a full forward plus a dropout product over every
+activation, so it cannot cost less than one forward, let alone the 1x that 50 samples in 50x leave.
+
 Earlier (2026-11-26 00:03 UTC, ``--n 50 --repeats 2 --threads 2``, dropout 0.5):
 one forward 0.221 s; 50 aleatoric samples 0.518 s = 2.36x forward (goal <= 1.5x: not met; 1.85x the
 aleatoric model's own forward); with label map and probabilities 2.56x; 50 epistemic samples 13.79 s =
