@@ -41,7 +41,7 @@ forward (1.88x the aleatoric model's forward; with label map and probabilities 3
 117x forward, 0.298 s per sample (the same per-sample cost as at 07:43; the deterministic forward ran faster).
 Why neither goal is reachable on this CPU: the σ block alone leaves 0.11x of the 1.5x for the 27 M normal
 draws of 50 samples, which torch's generator makes at about 4.1 ns each on one thread (≈ 0.11 s, 0.8x a
-forward, before any arithmetic); an MC-dropout pass is a full forward plus a dropout product over every
+forward; 0.4x with the two threads the blocks use, still before any arithmetic); an MC-dropout pass is a full forward plus a dropout product over every
 activation, so it cannot cost less than one forward, let alone the 1x that 50 samples in 50x leave.
 
 Earlier (2026-11-26 00:03 UTC, ``--n 50 --repeats 2 --threads 2``, dropout 0.5):
