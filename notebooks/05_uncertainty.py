@@ -172,7 +172,8 @@ if not cov.empty:
 # test images. With the handful of test images of a CPU profile, a coverage
 # between 35 % and 65 % on in-distribution images is what we accept as
 # "calibrated here" (judged on the scaled form, the one whose width is fitted
-# rather than capped); the raw (uncalibrated), paper-calibrated and located
+# rather than capped; the next section shows how often even a correct
+# calibration lands there with so few subjects); the raw (uncalibrated), paper-calibrated and located
 # coverage are shown beside it. `bias_ml` is the mean signed error of the
 # epistemic median volume: where every dropout sample over- or under-segments
 # a tissue, the paper's interval is centred off the PGS volume, and
