@@ -79,6 +79,13 @@ def test_design_from_samples_counts_subjects_and_images():
         cs.error_components(test[test.distribution == "IoD"]).between_sd.iloc[0])
 
 
+def test_a_run_without_samples_is_not_testable():
+    empty = _sample_table(np.random.default_rng(4), subjects=2, images=1, between=1.0, within=1.0).iloc[:0]
+    assert cs.error_components(empty).empty
+    assert not cs.design_from_samples(empty, empty, n_samples=10).testable
+    assert not cs.design_from_samples(pd.DataFrame(), pd.DataFrame(), n_samples=10).testable
+
+
 def test_coverage_against_null_puts_each_scope_beside_its_spread():
     summary = pd.DataFrame({"model": ["A", "B", "A", "B"], "sequence": "MPRAGE", "tissue": ["GM", "GM", "WM", "WM"],
                             "coverage50_scl": [0.4, 0.6, 1.0, 1.0]}).set_index(["model", "sequence", "tissue"])

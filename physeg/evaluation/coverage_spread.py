@@ -73,7 +73,8 @@ def error_components(val_samples: pd.DataFrame, *, column: str = "epistemic") ->
         rows.append({"model": key[0], "sequence": key[1], "tissue": key[2], "sample_sd_ml": sd,
                      "between_sd": float(by_subject.mean().std(ddof=1)),
                      "within_sd": float(np.sqrt(by_subject.var(ddof=1).mean())), "n_subjects": by_subject.ngroups})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["model", "sequence", "tissue", "sample_sd_ml", "between_sd", "within_sd",
+                                       "n_subjects"])
 
 
 def subject_spread_by_tissue(val_samples: pd.DataFrame, test_samples: pd.DataFrame, *,
@@ -141,15 +142,21 @@ def design_from_samples(val_samples: pd.DataFrame, test_samples: pd.DataFrame, *
                         distribution: str = "IoD", column: str = "epistemic") -> CoverageDesign:
     """The design of a run from its validation and test sample tables (subjects and images per cell),
     with the median over cells of :func:`error_components`' subject and image SDs."""
+    if val_samples.empty or test_samples.empty:  # no uncertainty run: nothing to simulate (not testable)
+        return CoverageDesign(0, 0, 0, 0, int(n_samples), float("nan"), float("nan"))
     cell = ["model", "sequence", "tissue"]
     test = test_samples[test_samples["distribution"] == distribution]
     comp = error_components(val_samples, column=column)
-    within = comp["within_sd"].median()
+    within = comp["within_sd"].median()  # NaN with one image per subject: no image term measurable, taken as 0
+
+    def images_per_subject(frame: pd.DataFrame) -> int:
+        return int(frame.groupby([*cell, "subject"]).size().median()) if len(frame) else 0
+
     return CoverageDesign(
         calibration_subjects=int(val_samples["subject"].nunique()),
-        images_per_calibration_subject=int(val_samples.groupby([*cell, "subject"]).size().median()),
+        images_per_calibration_subject=images_per_subject(val_samples),
         test_subjects=int(test["subject"].nunique()),
-        images_per_test_subject=int(test.groupby([*cell, "subject"]).size().median()),
+        images_per_test_subject=images_per_subject(test),
         n_samples=int(n_samples), between_sd=float(comp["between_sd"].median()),
         within_sd=0.0 if np.isnan(within) else float(within))
 
