@@ -174,12 +174,15 @@ def coverage_against_null(summary: pd.DataFrame, column: str, design: CoverageDe
     """
     frame = summary.reset_index() if "tissue" not in summary else summary
     scopes = [("all", frame)] + [(t, g) for t, g in frame.groupby("tissue", sort=False)]
+    nulls: dict[tuple[int, float], dict[str, float]] = {}  # scopes of as many cells share one simulation
     rows = []
     for scope, g in scopes:
         measured = float(g[column].mean())
         for rho in correlations:
-            null = null_summary(null_coverage(design, cells=len(g), level=level, cell_correlation=rho,
-                                              repeats=repeats, seed=seed))
+            if (len(g), rho) not in nulls:
+                nulls[len(g), rho] = null_summary(null_coverage(design, cells=len(g), level=level,
+                                                                cell_correlation=rho, repeats=repeats, seed=seed))
+            null = nulls[len(g), rho]
             rows.append({"scope": scope, "cells": len(g), "cell_correlation": rho, "measured": measured, **null,
                          "inside_90": null["q05"] <= measured <= null["q95"]})
     return pd.DataFrame(rows)

@@ -66,22 +66,25 @@ def coverage50_summary(per_image: pd.DataFrame) -> pd.DataFrame:
     cover_col = "covered50_cal" if "covered50_cal" in per_image else "covered50_raw"
     per_image = per_image.assign(signed_error=per_image["epi_median"] - per_image["pgs_volume_ml"])
     ours = {}
-    for suffix in ("loc", "scl"):
-        if f"covered50_{suffix}" in per_image:
+    for form, suffix in FORM_SUFFIX.items():  # our forms; the paper's fills iqr_ml and coverage50 above
+        if form != "percentile" and f"covered50_{suffix}" in per_image:
             ours |= {f"iqr_{suffix}_ml": (f"iqr_{suffix}", "mean"),
-                     f"coverage50_{suffix}": (f"covered50_{suffix}", "mean"), "shift_ml": ("shift_ml", "mean")}
+                     _coverage50_column(form): (f"covered50_{suffix}", "mean"), "shift_ml": ("shift_ml", "mean")}
     return per_image.groupby(["model", "sequence", "tissue", "distribution"]).agg(
         iqr_ml=(iqr_col, "mean"), coverage50=(cover_col, "mean"), coverage50_raw=("covered50_raw", "mean"),
         **ours, abs_error_ml=("abs_error", "mean"), bias_ml=("signed_error", "mean"),
         n=("param_index", "size"))
 
 
+def _coverage50_column(form: str) -> str:
+    """A form's 50 % coverage column in :func:`coverage50_summary`: the paper's percentile form has the plain one."""
+    return "coverage50" if form == "percentile" else f"coverage50_{FORM_SUFFIX[form]}"
+
+
 def coverage50_columns(summary: pd.DataFrame) -> dict[str, str]:
     """Calibration form → its 50 % coverage column in a :func:`coverage50_summary`, for the forms the summary
-    holds, in :data:`~physeg.evaluation.calibration.PREFERRED_FORMS` order: the first is the one judged.
-    The percentile form's column is the plain ``coverage50``."""
-    columns = {form: "coverage50" if form == "percentile" else f"coverage50_{FORM_SUFFIX[form]}"
-               for form in PREFERRED_FORMS}
+    holds, in :data:`~physeg.evaluation.calibration.PREFERRED_FORMS` order: the first is the one judged."""
+    columns = {form: _coverage50_column(form) for form in PREFERRED_FORMS}
     return {form: column for form, column in columns.items() if column in summary}
 
 
